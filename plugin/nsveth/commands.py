@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state
+from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state, timing
 from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code
@@ -27,17 +27,22 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
         if links.get(pod_sock, name=req.ifname) is not None:
             raise CNIError(Code.INVALID_ENV, f'interface "{req.ifname}" already exists in netns {req.netns}')
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
+        timing.mark("open netns")
         with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
+            timing.mark("state adding")
             att.lease = ipam.add(conf, req)
             undo.callback(_quietly, ipam.delete, conf, req)
+            timing.mark("ipam")
             _create_veth(att)
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
             _kernel("configure the host side", ptp.setup_host, att)
+            timing.mark("host side")
             _configure_pod(att)
             _record(att, phase="added")
             undo.pop_all()
+            timing.mark("state added")
         return result.to_wire(_result(att), conf.cni_version)
 
 
@@ -57,15 +62,19 @@ def _create_veth(att: Attachment) -> None:
     if att.host_link is None or att.pod_link is None:
         raise CNIError(Code.KERNEL, f"veth pair {att.host_name}/{att.req.ifname} vanished after creation")
     _kernel(f"bring up {att.host_name}", links.set_up, att.host, att.host_link.index)
+    timing.mark("veth")
     # The host end never learns routes from router advertisements.
     with contextlib.suppress(FileNotFoundError):
         procsys.write("0", "ipv6", "conf", att.host_name, "accept_ra")
+    timing.mark("sysctl host")
 
 
 def _configure_pod(att: Attachment) -> None:
     with netns.entered(att.pod_fd):  # type: ignore[arg-type]
         _kernel(f"set IPv6 on {att.req.ifname}", _set_ipv6, att)
+    timing.mark("sysctl pod")
     _kernel(f"configure {att.req.ifname} in the pod", ptp.setup_pod, att)
+    timing.mark("pod side")
 
 
 def _set_ipv6(att: Attachment) -> None:
@@ -114,6 +123,7 @@ def _record(att: Attachment, phase: str) -> None:
 # --------------------------------------------------------------------- DEL
 def delete(req: Request, conf: NetConf) -> None:
     with state.lock(conf.runtime_dir, conf.name, exclusive=False):
+        timing.mark("lock")
         _release(req, conf)
 
 
@@ -128,13 +138,16 @@ def _release(req: Request, conf: NetConf) -> None:
         _remove_links(req)
     except CNIError as e:
         failures.append(e)
+    timing.mark("links")
     try:
         ipam.delete(conf, req)
     except CNIError as e:
         failures.append(e)
+    timing.mark("ipam")
     if failures:
         raise failures[0]
     state.remove(conf.runtime_dir, conf.name, req.container_id, req.ifname)
+    timing.mark("state removed")
 
 
 def _remove_links(req: Request) -> None:

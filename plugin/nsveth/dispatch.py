@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Union
 
-from . import __version__, versions
+from . import __version__, timing, versions
 from .errors import CNIError, Code
 
 Stdin = Union[bytes, Callable[[], bytes]]
@@ -39,9 +39,13 @@ def run(env: Mapping[str, str], stdin: Stdin) -> tuple[bytes, int]:
         reply_version = _version_hint(raw) or reply_version
         from . import config
 
+        timing.mark("import config")
         conf = config.load(raw, req)
+        timing.mark("config")
         out = _execute(req, conf)
-        return (json.dumps(out, indent=2).encode() + b"\n" if out is not None else b""), 0
+        reply = json.dumps(out, indent=2).encode() + b"\n" if out is not None else b""
+        timing.mark("result")
+        return reply, 0
     except CNIError as e:
         return e.to_json(reply_version), 1
     except Exception as e:  # noqa: BLE001 - the one place a bug becomes a CNI error
@@ -52,13 +56,17 @@ def run(env: Mapping[str, str], stdin: Stdin) -> tuple[bytes, int]:
 def _execute(req, conf):  # type: ignore[no-untyped-def]
     from . import commands, log
 
+    timing.mark("import commands")
     prefix = f"{req.command} {req.container_id or '-'}/{req.ifname or '-'}"
-    with log.scoped(conf.log_level, conf.log_file, prefix):
+    with log.scoped(conf.log_level, conf.log_file, prefix) as logger:
         try:
             return commands.run(req, conf)
         except CNIError as e:
             log.get().error("%s (code %d) %s", e.msg, e.code, e.details)
             raise
+        finally:
+            if timing.collecting():
+                logger.debug("timings: %s", timing.summary())
 
 
 def _read(stdin: Stdin) -> bytes:

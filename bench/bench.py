@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""nsveth vs. the reference Go ptp plugin, side by side (see bench/README.md).
+
+Run as root from the repository, after ./build.sh [--onefile]:
+
+    .venv/bin/python bench/bench.py [-n 40] [--dual 8] [--parallel 50] [--json FILE]
+
+The script puts itself in a throwaway host netns (ip netns exec) so nothing
+reaches the machine's own network, gives every plugin a private host-local
+dataDir and runtimeDir in a temp dir, and removes every netns it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CNI_PATH = "/usr/lib/cni"
+PTP = os.path.join(CNI_PATH, "ptp")
+VENV_PY = os.path.join(REPO, ".venv", "bin", "python")
+INNER = "NSVETH_BENCH_INNER"
+SPEC = "1.0.0"  # Debian's host-local speaks up to 1.0.0: no version negotiation on either side
+
+
+# ------------------------------------------------------------------ plugins
+class Variant:
+    """One plugin build under test, with its own network, subnets and dirs."""
+
+    def __init__(self, label: str, kind: str, argv: list[str], index: int, tmp: str) -> None:
+        self.label, self.kind, self.argv = label, kind, argv
+        self.net = f"bench-{label}"
+        self.v4 = f"10.{200 + index}.0.0/16"
+        self.v6 = f"fd00:b:{index}::/64"
+        self.ipam_dir = os.path.join(tmp, label, "ipam")
+        self.runtime_dir = os.path.join(tmp, label, "run")
+
+    def conf(self, dual: bool, pad: int = 0) -> dict[str, Any]:
+        subnets = [self.v4, self.v6] if dual else [self.v4]
+        ipam = {
+            "type": "host-local",
+            "ranges": [[{"subnet": s}] for s in subnets],
+            "routes": [{"dst": "::/0" if ":" in s else "0.0.0.0/0"} for s in subnets],
+            "dataDir": self.ipam_dir,
+        }
+        conf: dict[str, Any] = {"cniVersion": SPEC, "name": self.net, "type": self.kind, "ipam": ipam}
+        if self.kind == "nsveth":
+            conf["runtimeDir"] = self.runtime_dir
+        return conf
+
+    def leases(self) -> int:
+        d = os.path.join(self.ipam_dir, self.net)
+        if not os.path.isdir(d):
+            return 0
+        return sum(1 for f in os.listdir(d) if f != "lock" and not f.startswith("last_reserved_ip"))
+
+    def state_files(self) -> int:
+        d = os.path.join(self.runtime_dir, self.net)
+        return sum(1 for f in os.listdir(d) if f.endswith(".json")) if os.path.isdir(d) else 0
+
+
+class Call:
+    def __init__(self, ok: bool, ms: float, t0: int, t1: int, stdout: bytes, stderr: bytes) -> None:
+        self.ok, self.ms, self.t0, self.t1, self.stdout, self.stderr = ok, ms, t0, t1, stdout, stderr
+
+
+def env_for(command: str, cid: str, netns: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": CNI_PATH,
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    env.update(extra or {})
+    return env
+
+
+def invoke(argv: list[str], env: dict[str, str], stdin: bytes) -> Call:
+    t0 = time.monotonic_ns()
+    proc = subprocess.run(argv, input=stdin, env=env, capture_output=True)
+    t1 = time.monotonic_ns()
+    return Call(proc.returncode == 0, (t1 - t0) / 1e6, t0, t1, proc.stdout, proc.stderr)
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def pod_netns(count: int = 1):
+    names = [f"nsvb-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    try:
+        for n in names:
+            sh("ip", "netns", "add", n)
+        yield [f"/run/netns/{n}" for n in names]
+    finally:
+        for n in names:
+            sh("ip", "netns", "delete", n, check=False)
+
+
+def host_links() -> list[str]:
+    out = json.loads(sh("ip", "-j", "link", "show").stdout or "[]")
+    return [link["ifname"] for link in out if link["ifname"] != "lo"]
+
+
+def pod_links(path: str) -> list[str]:
+    out = json.loads(sh("ip", "-n", os.path.basename(path), "-j", "link", "show").stdout or "[]")
+    return [link["ifname"] for link in out if link["ifname"] != "lo"]
+
+
+# -------------------------------------------------------------------- stats
+def stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    s = sorted(values)
+    p95 = s[min(len(s) - 1, max(0, int(round(0.95 * len(s) + 0.5)) - 1))]
+    return {"n": len(s), "min": s[0], "median": statistics.median(s), "p95": p95, "mean": statistics.fmean(s)}
+
+
+def fail_text(label: str, what: str, call: Call) -> str:
+    return f"{label} {what} failed: {call.stdout.decode(errors='replace').strip()[:300]} {call.stderr.decode(errors='replace').strip()[-300:]}"
+
+
+# --------------------------------------------------------------- side by side
+def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str]) -> dict[str, Any]:
+    """N rounds; each round runs ADD then DEL of every variant, in a rotating order."""
+    times: dict[str, dict[str, list[float]]] = {v.label: {"ADD": [], "DEL": []} for v in variants}
+    failures = {v.label: 0 for v in variants}
+    for i in range(n):
+        order = variants[i % len(variants) :] + variants[: i % len(variants)]
+        for v in order:
+            conf = v.conf(dual)
+            cid = f"bench-{uuid.uuid4().hex[:12]}"
+            with pod_netns() as (path,):
+                add = invoke(v.argv, env_for("ADD", cid, path), json.dumps(conf).encode())
+                if not add.ok:
+                    failures[v.label] += 1
+                    errors.append(fail_text(v.label, "ADD", add))
+                    invoke(v.argv, env_for("DEL", cid, path), json.dumps(conf).encode())
+                    continue
+                # The runtime's DEL carries the ADD's result (libcni's cache).
+                del_conf = dict(conf, prevResult=json.loads(add.stdout))
+                dele = invoke(v.argv, env_for("DEL", cid, path), json.dumps(del_conf).encode())
+                if not dele.ok:
+                    failures[v.label] += 1
+                    errors.append(fail_text(v.label, "DEL", dele))
+                times[v.label]["ADD"].append(add.ms)
+                times[v.label]["DEL"].append(dele.ms)
+    out: dict[str, Any] = {}
+    for v in variants:
+        out[v.label] = {
+            "ADD": stats(times[v.label]["ADD"]),
+            "DEL": stats(times[v.label]["DEL"]),
+            "failures": failures[v.label],
+            "leaked_leases": v.leases(),
+            "leaked_state_files": v.state_files(),
+        }
+    out["leaked_host_links"] = host_links()
+    return out
+
+
+def ratios(result: dict[str, Any], variants: list[Variant]) -> dict[str, dict[str, float]]:
+    base = result.get("ptp")
+    out = {}
+    for v in variants:
+        if v.kind != "nsveth" or not base:
+            continue
+        r = {}
+        for cmd in ("ADD", "DEL"):
+            if result[v.label][cmd] and base[cmd]:
+                r[cmd] = result[v.label][cmd]["median"] / base[cmd]["median"]
+        out[v.label] = r
+    return out
+
+
+# ---------------------------------------------------------------- parallel
+def parallel(v: Variant, count: int) -> dict[str, Any]:
+    conf = v.conf(dual=False)
+    cids = [f"par-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    with pod_netns(count) as paths:
+        before = set(host_links())
+
+        def run_all(command: str, confs: list[bytes]) -> tuple[float, list[Call]]:
+            t0 = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+                calls = list(pool.map(lambda a: invoke(v.argv, env_for(command, a[0], a[1]), a[2]), zip(cids, paths, confs)))
+            return (time.monotonic() - t0) * 1e3, calls
+
+        add_ms, adds = run_all("ADD", [json.dumps(conf).encode()] * count)
+        added_links = len(set(host_links()) - before)
+        leases_after_add = v.leases()
+        del_confs = [
+            json.dumps(dict(conf, prevResult=json.loads(a.stdout)) if a.ok else conf).encode() for a in adds
+        ]
+        del_ms, dels = run_all("DEL", del_confs)
+        leaked_pod = sum(len(pod_links(p)) for p in paths)
+        leaked_host = sorted(set(host_links()) - before)
+    return {
+        "parallel": count,
+        "add_wall_ms": add_ms,
+        "del_wall_ms": del_ms,
+        "add_ok": sum(c.ok for c in adds),
+        "del_ok": sum(c.ok for c in dels),
+        "host_veths_after_add": added_links,
+        "leases_after_add": leases_after_add,
+        "leaks": {
+            "host_links": len(leaked_host),
+            "pod_links": leaked_pod,
+            "leases": v.leases(),
+            "state_files": v.state_files(),
+        },
+        "errors": [fail_text(v.label, "ADD", c) for c in adds if not c.ok][:3]
+        + [fail_text(v.label, "DEL", c) for c in dels if not c.ok][:3],
+    }
+
+
+# --------------------------------------------------------------- peak RSS
+def peak_rss(v: Variant, tmp: str, dual: bool = False) -> dict[str, Any]:
+    """ru_maxrss via /usr/bin/time (a small parent, so the fork copies nothing big).
+
+    `tree` is the largest process of the ADD (the plugin or its IPAM child,
+    which starts as a copy of the plugin); nsveth also reports its own.
+    """
+    conf = v.conf(dual)
+    out = os.path.join(tmp, f"rss-{v.label}")
+    timings = os.path.join(tmp, f"rss-timings-{v.label}")
+    cid = f"rss-{uuid.uuid4().hex[:12]}"
+    with pod_netns() as (path,):
+        extra = {"NSVETH_TIMINGS": timings} if v.kind == "nsveth" else {}
+        add = invoke(["/usr/bin/time", "-f", "%M", "-o", out, *v.argv], env_for("ADD", cid, path, extra), json.dumps(conf).encode())
+        with open(out) as f:
+            tree_kb = int(f.read().split()[-1])
+        dele = invoke(v.argv, env_for("DEL", cid, path), json.dumps(conf).encode())
+    res: dict[str, Any] = {"ok": add.ok and dele.ok, "tree_max_mb": tree_kb / 1024}
+    if v.kind == "nsveth" and os.path.exists(timings):
+        with open(timings) as f:
+            res["self_mb"] = json.loads(f.readline())["maxrss_kb"] / 1024
+    return res
+
+
+# --------------------------------------------------------------- breakdown
+CATEGORIES = {
+    "interpreter start": ["interpreter start"],
+    "imports": ["import config", "import commands"],
+    "config (decode + validation)": ["config"],
+    "IPAM exec": ["ipam"],
+    "netlink": ["open netns", "veth", "host side", "pod side", "links"],
+    "sysctls": ["sysctl host", "sysctl pod"],
+    "announcement round": ["announce"],
+    "state/lock": ["state adding", "state added", "lock", "state removed"],
+    "result + exit": ["result", "exit", "process exit"],
+}
+
+
+def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = False) -> dict[str, Any]:
+    """Median duration of each marked phase over n ADD/DEL pairs (NSVETH_TIMINGS).
+
+    cold=True makes every config a distinct byte string (trailing spaces), so
+    no run can reuse an earlier validation.
+    """
+    phases: dict[str, dict[str, list[float]]] = {"ADD": {}, "DEL": {}}
+    totals: dict[str, list[float]] = {"ADD": [], "DEL": []}
+    for i in range(n):
+        conf = json.dumps(v.conf(dual)) + (" " * (i + 1) if cold else "")
+        cid = f"bd-{uuid.uuid4().hex[:12]}"
+        with pod_netns() as (path,):
+            add_file, del_file = (os.path.join(tmp, f"t-{cid}-{c}") for c in ("add", "del"))
+            add = invoke(v.argv, env_for("ADD", cid, path, {"NSVETH_TIMINGS": add_file}), conf.encode())
+            if not add.ok:
+                raise SystemExit(fail_text(v.label, "ADD (breakdown)", add))
+            del_conf = json.dumps(dict(json.loads(conf), prevResult=json.loads(add.stdout)))
+            dele = invoke(v.argv, env_for("DEL", cid, path, {"NSVETH_TIMINGS": del_file}), del_conf.encode())
+            for cmd, call, fname in (("ADD", add, add_file), ("DEL", dele, del_file)):
+                with open(fname) as f:
+                    marks = json.loads(f.readline())["marks"]
+                seq = [("interpreter start", marks[0][1] - call.t0)]
+                seq += [(name, t - prev) for (_, prev), (name, t) in zip(marks, marks[1:])]
+                seq.append(("process exit", call.t1 - marks[-1][1]))
+                for name, ns in seq:
+                    phases[cmd].setdefault(name, []).append(ns / 1e6)
+                totals[cmd].append(call.ms)
+    out: dict[str, Any] = {}
+    for cmd in ("ADD", "DEL"):
+        med = {name: statistics.median(vals) for name, vals in phases[cmd].items()}
+        cats = {}
+        for cat, names in CATEGORIES.items():
+            present = [med[x] for x in names if x in med]
+            if present:
+                cats[cat] = sum(present)
+        out[cmd] = {"total_median_ms": statistics.median(totals[cmd]), "phases_ms": med, "categories_ms": cats}
+    return out
+
+
+# ------------------------------------------------------------------ report
+def spawn_floor(n: int = 30) -> dict[str, float]:
+    return stats([invoke(["/bin/true"], {}, b"").ms for _ in range(n)])
+
+
+def fmt_row(cols: list[Any], widths: list[int]) -> str:
+    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+
+
+def print_table(report: dict[str, Any]) -> None:
+    w = [22, 8, 8, 8, 8, 8, 8, 7, 7]
+    for mode in ("single_stack", "dual_stack"):
+        res = report.get(mode)
+        if not res:
+            continue
+        print(f"\n== {mode.replace('_', '-')} side by side, N={report['params'][mode + '_n']} (ms) ==")
+        print(fmt_row(["plugin", "ADD min", "ADD med", "ADD p95", "DEL min", "DEL med", "DEL p95", "xADD", "xDEL"], w))
+        for label, r in res["results"].items():
+            if not isinstance(r, dict) or "ADD" not in r:
+                continue
+            ratio = res["ratio_vs_ptp"].get(label, {})
+            a, d = r["ADD"], r["DEL"]
+            print(
+                fmt_row(
+                    [
+                        label + (f" ({r['failures']} failed)" if r["failures"] else ""),
+                        f"{a.get('min', 0):.1f}", f"{a.get('median', 0):.1f}", f"{a.get('p95', 0):.1f}",
+                        f"{d.get('min', 0):.1f}", f"{d.get('median', 0):.1f}", f"{d.get('p95', 0):.1f}",
+                        f"{ratio['ADD']:.2f}" if "ADD" in ratio else "-",
+                        f"{ratio['DEL']:.2f}" if "DEL" in ratio else "-",
+                    ],
+                    w,
+                )
+            )
+    if report.get("parallel"):
+        print(f"\n== {report['params']['parallel']} parallel ADDs then DELs ==")
+        w2 = [22, 10, 10, 7, 7, 18]
+        print(fmt_row(["plugin", "ADD wall", "DEL wall", "ADD ok", "DEL ok", "leaks h/p/l/s"], w2))
+        for label, p in report["parallel"].items():
+            lk = p["leaks"]
+            print(fmt_row([label, f"{p['add_wall_ms']:.0f}", f"{p['del_wall_ms']:.0f}", p["add_ok"], p["del_ok"],
+                           f"{lk['host_links']}/{lk['pod_links']}/{lk['leases']}/{lk['state_files']}"], w2))
+    if report.get("peak_rss"):
+        print("\n== peak RSS of one ADD (MB): tree = largest process incl. IPAM child; self = nsveth's own ==")
+        for label, r in report["peak_rss"].items():
+            self_mb = f"  self {r['self_mb']:.1f}" if "self_mb" in r else ""
+            print(f"{label:22}  tree {r['tree_max_mb']:.1f}{self_mb}")
+    for key, title in (("breakdown", "warm (validated config reused)"), ("breakdown_cold", "cold (every config new)")):
+        for label, b in (report.get(key) or {}).items():
+            for cmd in ("ADD", "DEL"):
+                bd = b[cmd]
+                print(f"\n== {label} {cmd} phases, {title}, median of {report['params']['breakdown_n']}: total {bd['total_median_ms']:.1f} ms ==")
+                print("  " + "  ".join(f"{k} {v:.1f}" for k, v in bd["phases_ms"].items()))
+                print("  -> " + "; ".join(f"{k} {v:.1f}" for k, v in bd["categories_ms"].items()))
+    print(f"\nspawn floor (/bin/true from this script): median {report['spawn_floor']['median']:.2f} ms")
+
+
+# ------------------------------------------------------------------- main
+def variants_for(args: argparse.Namespace, tmp: str) -> list[Variant]:
+    found = [Variant("ptp", "ptp", [PTP], 0, tmp)]
+    wanted = args.variants.split(",")
+    candidates = {
+        "onedir": [os.path.join(REPO, "dist", "nsveth", "nsveth")],
+        "onefile": [os.path.join(REPO, "dist", "onefile", "nsveth")],
+        "source": [VENV_PY, "-c", f"import sys; sys.path.insert(0, {os.path.join(REPO, 'plugin')!r}); from nsveth.main import main; main()"],
+    }
+    for name in wanted:
+        argv = candidates[name]
+        if os.access(argv[0], os.X_OK):
+            found.append(Variant(f"nsveth-{name}", "nsveth", argv, len(found), tmp))
+        else:
+            print(f"skipping nsveth-{name}: {argv[0]} missing (./build.sh --onefile builds both)", file=sys.stderr)
+    return found
+
+
+def inner(args: argparse.Namespace) -> int:
+    tmp = tempfile.mkdtemp(prefix="nsveth-bench-")
+    try:
+        sh("ip", "link", "set", "lo", "up")
+        variants = variants_for(args, tmp)
+        nsv = [v for v in variants if v.kind == "nsveth"]
+        errors: list[str] = []
+        report: dict[str, Any] = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "host": {"kernel": os.uname().release, "cpus": os.cpu_count()},
+            "params": {"single_stack_n": args.n, "dual_stack_n": args.dual, "parallel": args.parallel, "breakdown_n": args.breakdown, "cniVersion": SPEC},
+            "variants": {v.label: v.argv[0] for v in variants},
+            "spawn_floor": spawn_floor(),
+        }
+        # Warm-up: page cache, host-local's data dir, nsveth's caches; not counted.
+        side_by_side(variants, 2, False, [])
+        if args.n:
+            res = side_by_side(variants, args.n, False, errors)
+            report["single_stack"] = {"results": res, "ratio_vs_ptp": ratios(res, variants)}
+        if args.dual:
+            side_by_side(variants, 1, True, [])
+            res = side_by_side(variants, args.dual, True, errors)
+            report["dual_stack"] = {"results": res, "ratio_vs_ptp": ratios(res, variants)}
+        if args.parallel:
+            report["parallel"] = {v.label: parallel(v, args.parallel) for v in variants}
+        report["peak_rss"] = {v.label: peak_rss(v, tmp) for v in variants}
+        if args.breakdown:
+            report["breakdown"] = {v.label: breakdown(v, args.breakdown, tmp) for v in nsv}
+            report["breakdown_cold"] = {v.label: breakdown(v, args.breakdown, tmp, cold=True) for v in nsv}
+        report["errors"] = errors[:20]
+        print_table(report)
+        for e in errors[:5]:
+            print("error:", e, file=sys.stderr)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+            print(f"\nwrote {args.json}")
+        return 1 if errors else 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=40, help="single-stack ADD/DEL rounds per plugin (default 40)")
+    ap.add_argument("--dual", type=int, default=8, help="dual-stack rounds (ptp waits ~1-2 s for DAD each; default 8)")
+    ap.add_argument("--parallel", type=int, default=50, help="parallel ADDs then DELs (default 50, 0 skips)")
+    ap.add_argument("--breakdown", type=int, default=15, help="runs for nsveth's phase breakdown (default 15)")
+    ap.add_argument("--variants", default="onedir,onefile", help="nsveth builds: onedir,onefile,source (default onedir,onefile)")
+    ap.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="where to write the figures")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    if not os.access(PTP, os.X_OK):
+        print(f"bench: {PTP} missing (Debian package containernetworking-plugins)", file=sys.stderr)
+        return 2
+    if os.environ.get(INNER) == "1":
+        return inner(args)
+    host = f"nsvbh-{uuid.uuid4().hex[:8]}"
+    sh("ip", "netns", "add", host)
+    try:
+        env = dict(os.environ, **{INNER: "1"})
+        return subprocess.run(["ip", "netns", "exec", host, sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env=env).returncode
+    finally:
+        sh("ip", "netns", "delete", host, check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

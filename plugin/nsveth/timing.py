@@ -1,0 +1,76 @@
+"""Phase timings of one run of the executable, for the benchmark and for slow-ADD debugging.
+
+kubelet starts a fresh plugin process for every pod operation, so where the
+milliseconds of one ADD go (interpreter start, imports, validation, the IPAM
+exec, netlink, sysctls) is the question the benchmark in bench/ answers. The
+commands call `mark(name)` at the end of each phase; a mark is one
+`monotonic_ns()` and one list append, and nothing at all unless `main.py`
+started collection (the in-process test runner never does).
+
+`NSVETH_TIMINGS=<file>` makes the executable append one JSON line per run to
+that file: pid, command, peak RSS, and the marks as [name, CLOCK_MONOTONIC ns]
+pairs. CLOCK_MONOTONIC is system wide, so a caller that noted the time before
+spawning the plugin can tell how long the interpreter took to reach the first
+mark ("start", taken when this module is imported, first thing in main.py).
+At logLevel debug the same phases are logged as durations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+_T0 = time.monotonic_ns()
+_marks: list[tuple[str, int]] | None = None
+_sink: str | None = None
+
+
+def start(sink: str | None) -> None:
+    """Collect marks from here on (the executable only); append them to `sink` at flush."""
+    global _marks, _sink
+    _marks = [("start", _T0)]
+    _sink = sink or None
+
+
+def mark(name: str) -> None:
+    if _marks is not None:
+        _marks.append((name, time.monotonic_ns()))
+
+
+def collecting() -> bool:
+    return _marks is not None
+
+
+def durations() -> list[tuple[str, float]]:
+    """(phase, ms) for each mark after the first: the time since the previous mark."""
+    if not _marks:
+        return []
+    return [(name, (t - prev) / 1e6) for (_, prev), (name, t) in zip(_marks, _marks[1:])]
+
+
+def summary() -> str:
+    return " ".join(f"{name}={ms:.1f}ms" for name, ms in durations())
+
+
+def flush(command: str) -> None:
+    """Append this run's record to the sink; never fails the command."""
+    if _marks is None or not _sink:
+        return
+    import resource
+
+    mark("exit")
+    record = {
+        "pid": os.getpid(),
+        "command": command,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "marks": _marks,
+    }
+    try:
+        fd = os.open(_sink, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(record).encode() + b"\n")
+        finally:
+            os.close(fd)
+    except OSError as e:
+        os.write(2, f"nsveth: cannot write timings to {_sink}: {e.strerror}\n".encode())
