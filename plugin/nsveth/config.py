@@ -87,7 +87,7 @@ def load(raw: bytes, req: Request) -> NetConf:
     doc = decode(raw)
     version = version_of(doc)
     versions.require_command(req.command, version)
-    schema.validate(doc)
+    schema.validate_cached(doc, raw, doc.get("runtimeDir", DEFAULT_RUNTIME_DIR))
     args_cni = (doc.get("args") or {}).get("cni") or {}
     runtime = doc.get("runtimeConfig") or {}
     prev = doc.get("prevResult")

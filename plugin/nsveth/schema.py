@@ -1,14 +1,25 @@
-"""Validation of a decoded config against the JSON Schema shipped in the package."""
+"""Validation of a decoded config against the JSON Schema shipped in the package.
+
+Importing jsonschema and validating costs about 50 ms, on every pod operation,
+for a config that is nearly always the same bytes. So a successful validation
+is remembered (see `validate_cached`) and the same config, checked by the same
+build against the same schema, is not validated again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
+import sys
 from typing import Any
 
 from .errors import CNIError, Code
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
+CACHE_DIR = ".validated"  # under the runtime dir
+_SLOTS = 256  # at most this many remembered configs per runtime dir (one small file each)
 
 
 def load() -> dict[str, Any]:
@@ -16,12 +27,165 @@ def load() -> dict[str, Any]:
         return json.load(f)
 
 
-def validate(doc: dict[str, Any]) -> None:
+def validate_cached(doc: dict[str, Any], raw: bytes, runtime_dir: object) -> None:
+    """`validate`, skipped when this exact config already passed with this build and schema.
+
+    The cache lives in <runtime_dir>/.validated: one file per slot holding the
+    sha256 of (build identity, schema bytes, config). Only a directory and a
+    file owned by this (root) user and not writable by group or others are
+    trusted, so an unprivileged user cannot plant an entry; and an entry only
+    states a fact that holds wherever the file is ("these bytes are valid under
+    this schema and build"). Only successes are stored: every invalid config is
+    validated, and reported, each time. Any problem with the cache means it is
+    simply not used.
+    """
+    if not isinstance(runtime_dir, str) or not runtime_dir.startswith("/"):
+        validate(doc)
+        return
+    try:
+        with open(PATH, "rb") as f:
+            schema_bytes = f.read()
+    except OSError:
+        validate(doc)
+        return
+    subject = _subject(doc, raw, schema_bytes)
+    if subject is None:
+        validate(doc)
+        return
+    key = hashlib.sha256(b"nsveth-validated\0" + _build_identity() + b"\0" + schema_bytes + b"\0" + subject).hexdigest()
+    directory = os.path.join(runtime_dir, CACHE_DIR)
+    if _lookup(directory, key):
+        return
+    validate(doc, schema_bytes)
+    _store(runtime_dir, directory, key)
+
+
+def _subject(doc: dict[str, Any], raw: bytes, schema_bytes: bytes) -> bytes | None:
+    """The bytes the cache key covers: the config's own bytes, except for prevResult.
+
+    DEL and CHECK carry the pod's own prevResult, so keyed on exact bytes every
+    DEL would miss. The schema allows any object there, and (checked here on the
+    schema itself) nothing else in it can look at prevResult: its properties are
+    checked one by one, top-level keywords are plain ones, and "prevResult" is
+    named once. Then the config is valid exactly when it is valid with an empty
+    prevResult and its prevResult is an object; the key covers the rest of the
+    config in canonical JSON (decoding already refused duplicate keys, so this
+    is one-to-one with the decoded document the validator sees).
+    """
+    if "prevResult" not in doc:
+        return b"raw\0" + raw
+    prev = doc["prevResult"]
+    if not isinstance(prev, dict) or schema_bytes.count(b'"prevResult"') != 1:
+        return None
+    try:
+        schema_doc = json.loads(schema_bytes)
+        opaque = {k: v for k, v in schema_doc["properties"]["prevResult"].items() if k != "description"}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if opaque != {"type": "object"} or not set(schema_doc) <= _PLAIN_TOP_LEVEL:
+        return None
+    rest = dict(doc, prevResult={})
+    return b"canonical\0" + json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()
+
+
+# Keywords whose outcome is decided property by property (or not at all).
+_PLAIN_TOP_LEVEL = {"$schema", "$id", "title", "description", "type", "required", "additionalProperties", "$defs", "properties"}
+
+
+def _build_identity() -> bytes:
+    """What the validation outcome depends on besides schema and config: this build's code.
+
+    The frozen executable carries jsonschema and this module inside itself; when
+    run from source, the interpreter, this file and jsonschema's package count.
+    """
+    from . import __version__
+
+    parts = [__version__, sys.version, sys.executable, _stat_id(sys.executable)]
+    if not getattr(sys, "frozen", False):
+        import importlib.util
+
+        spec = importlib.util.find_spec("jsonschema")
+        parts += [__file__, _stat_id(__file__), str(spec and spec.origin), _stat_id(spec.origin if spec else None)]
+    return "\0".join(parts).encode()
+
+
+def _stat_id(path: str | None) -> str:
+    try:
+        st = os.stat(path)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return "-"
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _trusted(st: os.stat_result, kind: int) -> bool:
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _slot(key: str) -> str:
+    return f"{int(key[:8], 16) % _SLOTS:02x}"
+
+
+def _lookup(directory: str, key: str) -> bool:
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        dfd = os.open(directory, flags | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(dfd)
+        if not _trusted(st, stat.S_IFDIR) or st.st_mode & 0o077:
+            return False
+        fd = os.open(_slot(key), flags, dir_fd=dfd)
+        try:
+            if not _trusted(os.fstat(fd), stat.S_IFREG):
+                return False
+            return os.read(fd, 128) == key.encode()
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
+
+
+def _store(runtime_dir: str, directory: str, key: str) -> None:
+    from . import state
+
+    try:
+        # Only inside a runtime dir the commands already made and own: a config
+        # check alone (unit tests, STATUS on a fresh host) never creates one.
+        if not _trusted(os.lstat(runtime_dir), stat.S_IFDIR):
+            return
+        state._secure_dir(directory)
+        dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECTORY)
+    except (OSError, CNIError):
+        return
+    tmp = f".{os.getpid()}.{_slot(key)}.tmp"
+    try:
+        st = os.fstat(dfd)
+        if not _trusted(st, stat.S_IFDIR) or st.st_mode & 0o077:
+            return
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+        try:
+            os.write(fd, key.encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, _slot(key), src_dir_fd=dfd, dst_dir_fd=dfd)
+    except OSError:
+        try:
+            os.unlink(tmp, dir_fd=dfd)
+        except OSError:
+            pass
+    finally:
+        os.close(dfd)
+
+
+def validate(doc: dict[str, Any], schema_bytes: bytes | None = None) -> None:
     """Raise code 2 for unknown fields, code 7 for any other violation, naming the fields."""
     # jsonschema costs tens of ms to import: only configs that need checking pay it.
     from jsonschema import Draft202012Validator
 
-    validator = Draft202012Validator(load())
+    validator = Draft202012Validator(json.loads(schema_bytes) if schema_bytes is not None else load())
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return
