@@ -23,6 +23,8 @@
 #   in; sqlite3, ssl, asyncio...), and OpenSSL's hashlib backend (hashlib falls
 #   back to its built-in sha256): a smaller archive to open, fewer shared
 #   libraries to load, and less for the single-file variant to unpack.
+# - one-dir only: modules as plain .pyc files instead of the PYZ archive
+#   (about 10 ms less CPU per ADD).
 # Every one of these is checked by the test suite in exe mode (tests/), which
 # runs the built executable.
 set -euo pipefail
@@ -64,6 +66,10 @@ a = Analysis(
     pathex=[os.path.join(top, "plugin")],
     datas=[(os.path.join(top, "plugin", "nsveth", "schema.json"), "nsveth")],
     excludes=EXCLUDES,
+    # One-dir: modules as plain .pyc files, imported by Python's own path
+    # finder, cost less CPU than reading each out of the compressed PYZ
+    # archive. Single-file keeps the archive (it would unpack every file).
+    noarchive=not onefile,
 )
 a.scripts = [s for s in a.scripts if s[0] not in UNUSED_RUNTIME_HOOKS]
 pyz = PYZ(a.pure)

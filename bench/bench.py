@@ -71,8 +71,8 @@ class Variant:
 
 
 class Call:
-    def __init__(self, ok: bool, ms: float, t0: int, t1: int, stdout: bytes, stderr: bytes) -> None:
-        self.ok, self.ms, self.t0, self.t1, self.stdout, self.stderr = ok, ms, t0, t1, stdout, stderr
+    def __init__(self, ok: bool, ms: float, cpu_ms: float, t0: int, t1: int, stdout: bytes, stderr: bytes) -> None:
+        self.ok, self.ms, self.cpu_ms, self.t0, self.t1, self.stdout, self.stderr = ok, ms, cpu_ms, t0, t1, stdout, stderr
 
 
 def env_for(command: str, cid: str, netns: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -89,10 +89,22 @@ def env_for(command: str, cid: str, netns: str, extra: dict[str, str] | None = N
 
 
 def invoke(argv: list[str], env: dict[str, str], stdin: bytes) -> Call:
-    t0 = time.monotonic_ns()
-    proc = subprocess.run(argv, input=stdin, env=env, capture_output=True)
-    t1 = time.monotonic_ns()
-    return Call(proc.returncode == 0, (t1 - t0) / 1e6, t0, t1, proc.stdout, proc.stderr)
+    """Run one plugin command: wall time from spawn to exit, and the CPU time of
+    the plugin and every process it waited for (its IPAM delegate). CPU time is
+    what a loaded machine does not inflate much, so it is reported too."""
+    with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
+        fin.write(stdin)
+        fin.seek(0)
+        t0 = time.monotonic_ns()
+        proc = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        t1 = time.monotonic_ns()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fout.seek(0)
+        ferr.seek(0)
+        out, err = fout.read(), ferr.read()
+    cpu = (usage.ru_utime + usage.ru_stime) * 1e3
+    return Call(proc.returncode == 0, (t1 - t0) / 1e6, cpu, t0, t1, out, err)
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -137,7 +149,7 @@ def fail_text(label: str, what: str, call: Call) -> str:
 # --------------------------------------------------------------- side by side
 def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str]) -> dict[str, Any]:
     """N rounds; each round runs ADD then DEL of every variant, in a rotating order."""
-    times: dict[str, dict[str, list[float]]] = {v.label: {"ADD": [], "DEL": []} for v in variants}
+    times: dict[str, dict[str, list[float]]] = {v.label: {"ADD": [], "DEL": [], "ADD_cpu": [], "DEL_cpu": []} for v in variants}
     failures = {v.label: 0 for v in variants}
     for i in range(n):
         order = variants[i % len(variants) :] + variants[: i % len(variants)]
@@ -159,11 +171,15 @@ def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str])
                     errors.append(fail_text(v.label, "DEL", dele))
                 times[v.label]["ADD"].append(add.ms)
                 times[v.label]["DEL"].append(dele.ms)
+                times[v.label]["ADD_cpu"].append(add.cpu_ms)
+                times[v.label]["DEL_cpu"].append(dele.cpu_ms)
     out: dict[str, Any] = {}
     for v in variants:
         out[v.label] = {
             "ADD": stats(times[v.label]["ADD"]),
             "DEL": stats(times[v.label]["DEL"]),
+            "ADD_cpu": stats(times[v.label]["ADD_cpu"]),
+            "DEL_cpu": stats(times[v.label]["DEL_cpu"]),
             "failures": failures[v.label],
             "leaked_leases": v.leases(),
             "leaked_state_files": v.state_files(),
@@ -179,7 +195,7 @@ def ratios(result: dict[str, Any], variants: list[Variant]) -> dict[str, dict[st
         if v.kind != "nsveth" or not base:
             continue
         r = {}
-        for cmd in ("ADD", "DEL"):
+        for cmd in ("ADD", "DEL", "ADD_cpu", "DEL_cpu"):
             if result[v.label][cmd] and base[cmd]:
                 r[cmd] = result[v.label][cmd]["median"] / base[cmd]["median"]
         out[v.label] = r
@@ -314,13 +330,13 @@ def fmt_row(cols: list[Any], widths: list[int]) -> str:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    w = [22, 8, 8, 8, 8, 8, 8, 7, 7]
+    w = [22, 8, 8, 8, 8, 8, 8, 7, 7, 8, 8]
     for mode in ("single_stack", "dual_stack"):
         res = report.get(mode)
         if not res:
             continue
         print(f"\n== {mode.replace('_', '-')} side by side, N={report['params'][mode + '_n']} (ms) ==")
-        print(fmt_row(["plugin", "ADD min", "ADD med", "ADD p95", "DEL min", "DEL med", "DEL p95", "xADD", "xDEL"], w))
+        print(fmt_row(["plugin", "ADD min", "ADD med", "ADD p95", "DEL min", "DEL med", "DEL p95", "xADD", "xDEL", "cpuADD", "cpuDEL"], w))
         for label, r in res["results"].items():
             if not isinstance(r, dict) or "ADD" not in r:
                 continue
@@ -334,6 +350,8 @@ def print_table(report: dict[str, Any]) -> None:
                         f"{d.get('min', 0):.1f}", f"{d.get('median', 0):.1f}", f"{d.get('p95', 0):.1f}",
                         f"{ratio['ADD']:.2f}" if "ADD" in ratio else "-",
                         f"{ratio['DEL']:.2f}" if "DEL" in ratio else "-",
+                        f"{r['ADD_cpu'].get('median', 0):.1f}",
+                        f"{r['DEL_cpu'].get('median', 0):.1f}",
                     ],
                     w,
                 )
@@ -370,6 +388,10 @@ def variants_for(args: argparse.Namespace, tmp: str) -> list[Variant]:
         "onefile": [os.path.join(REPO, "dist", "onefile", "nsveth")],
         "source": [VENV_PY, "-c", f"import sys; sys.path.insert(0, {os.path.join(REPO, 'plugin')!r}); from nsveth.main import main; main()"],
     }
+    for extra in args.extra:
+        name, _, path = extra.partition("=")
+        candidates[name] = [path]
+        wanted.append(name)
     for name in wanted:
         argv = candidates[name]
         if os.access(argv[0], os.X_OK):
@@ -428,6 +450,7 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=50, help="parallel ADDs then DELs (default 50, 0 skips)")
     ap.add_argument("--breakdown", type=int, default=15, help="runs for nsveth's phase breakdown (default 15)")
     ap.add_argument("--variants", default="onedir,onefile", help="nsveth builds: onedir,onefile,source (default onedir,onefile)")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="where to write the figures")
     args = ap.parse_args()
     if os.geteuid() != 0:

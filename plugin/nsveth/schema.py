@@ -48,16 +48,23 @@ def validate_cached(doc: dict[str, Any], raw: bytes, runtime_dir: object) -> Non
     except OSError:
         validate(doc)
         return
-    subject = _subject(doc, raw, schema_bytes)
-    if subject is None:
+    key = cache_key(doc, raw, schema_bytes)
+    if key is None:
         validate(doc)
         return
-    key = hashlib.sha256(b"nsveth-validated\0" + _build_identity() + b"\0" + schema_bytes + b"\0" + subject).hexdigest()
     directory = os.path.join(runtime_dir, CACHE_DIR)
     if _lookup(directory, key):
         return
     validate(doc, schema_bytes)
     _store(runtime_dir, directory, key)
+
+
+def cache_key(doc: dict[str, Any], raw: bytes, schema_bytes: bytes) -> str | None:
+    """sha256 of build identity, schema bytes and the config (see `_subject`); None: do not cache."""
+    subject = _subject(doc, raw, schema_bytes)
+    if subject is None:
+        return None
+    return hashlib.sha256(b"nsveth-validated\0" + _build_identity() + b"\0" + schema_bytes + b"\0" + subject).hexdigest()
 
 
 def _subject(doc: dict[str, Any], raw: bytes, schema_bytes: bytes) -> bytes | None:

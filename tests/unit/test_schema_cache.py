@@ -1,0 +1,252 @@
+"""The validation cache: a config is validated again unless this exact config already passed,
+and an entry is trusted only in a directory and file owned by this user and writable by no one else."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from nsveth import config, schema
+from nsveth.errors import CNIError, Code
+
+
+@pytest.fixture
+def runtime_dir(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir(mode=0o700)
+    return str(d)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts real validations (the jsonschema path), which still run."""
+    seen = []
+    real = schema.validate
+
+    def counting(doc, schema_bytes=None):
+        seen.append(doc)
+        return real(doc, schema_bytes)
+
+    monkeypatch.setattr(schema, "validate", counting)
+    return seen
+
+
+def conf(runtime_dir: str, **extra) -> dict:
+    doc = {
+        "cniVersion": "1.0.0",
+        "name": "cachenet",
+        "type": "nsveth",
+        "runtimeDir": runtime_dir,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24"}]]},
+    }
+    doc.update(extra)
+    return doc
+
+
+def check(doc: dict, raw: bytes | None = None) -> None:
+    raw = raw if raw is not None else json.dumps(doc).encode()
+    schema.validate_cached(config.decode(raw), raw, doc.get("runtimeDir"))
+
+
+def cache_dir(runtime_dir: str) -> str:
+    return os.path.join(runtime_dir, schema.CACHE_DIR)
+
+
+def entries(runtime_dir: str) -> list[str]:
+    d = cache_dir(runtime_dir)
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def test_same_bytes_validated_once(runtime_dir, calls):
+    doc = conf(runtime_dir)
+    check(doc)
+    check(doc)
+    check(doc)
+    assert len(calls) == 1
+    assert len(entries(runtime_dir)) == 1
+    st = os.stat(cache_dir(runtime_dir))
+    assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o700
+
+
+def test_different_bytes_are_validated(runtime_dir, calls):
+    doc = conf(runtime_dir)
+    check(doc)
+    check(doc, json.dumps(doc, indent=1).encode())  # same meaning, other bytes
+    check(conf(runtime_dir, mtu=1400))
+    check(conf(runtime_dir, runtimeConfig={"mac": "02:00:00:00:00:01"}))
+    assert len(calls) == 4
+
+
+def test_invalid_config_is_never_remembered(runtime_dir, calls):
+    bad = conf(runtime_dir, mtu=10)
+    for _ in range(2):
+        with pytest.raises(CNIError) as e:
+            check(bad)
+        assert e.value.code == Code.INVALID_CONFIG
+    assert len(calls) == 2 and entries(runtime_dir) == []
+
+
+def test_unknown_field_after_a_valid_one_is_still_refused(runtime_dir, calls):
+    check(conf(runtime_dir))
+    with pytest.raises(CNIError) as e:
+        check(conf(runtime_dir, bogus=1))
+    assert e.value.code == Code.UNSUPPORTED_FIELD
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o777, 0o750, 0o705, 0o702])
+def test_group_or_world_accessible_cache_dir_is_ignored(runtime_dir, calls, mode):
+    doc = conf(runtime_dir)
+    check(doc)
+    os.chmod(cache_dir(runtime_dir), mode)
+    check(doc)
+    assert len(calls) == 2
+
+
+def test_writable_entry_is_ignored(runtime_dir, calls):
+    doc = conf(runtime_dir)
+    check(doc)
+    (entry,) = entries(runtime_dir)
+    os.chmod(os.path.join(cache_dir(runtime_dir), entry), 0o666)
+    check(doc)
+    assert len(calls) == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files to another user")
+def test_cache_dir_or_entry_of_another_user_is_ignored(runtime_dir, calls):
+    doc = conf(runtime_dir)
+    check(doc)
+    (entry,) = entries(runtime_dir)
+    path = os.path.join(cache_dir(runtime_dir), entry)
+    os.chown(path, 65534, 65534)
+    check(doc)
+    assert len(calls) == 2  # revalidated; the entry is replaced by one of ours
+    assert os.stat(path).st_uid == os.geteuid()
+    os.chown(cache_dir(runtime_dir), 65534, 65534)
+    check(doc)
+    check(doc)
+    assert len(calls) == 4  # a foreign dir is neither trusted nor written to
+
+
+def test_planted_entry_in_a_foreign_dir_is_not_trusted(tmp_path, calls):
+    """An attacker's runtime dir with a correct-looking entry: the key is easy to compute, but the
+    dir must be ours and private. (As non-root the 'attacker' is simulated with a lax mode.)"""
+    rd = tmp_path / "evil"
+    rd.mkdir(mode=0o777)
+    os.chmod(rd, 0o777)
+    doc = conf(str(rd))
+    raw = json.dumps(doc).encode()
+    with open(schema.PATH, "rb") as f:
+        key = schema.cache_key(config.decode(raw), raw, f.read())
+    assert key is not None
+    d = rd / schema.CACHE_DIR
+    d.mkdir(exist_ok=True)
+    os.chmod(d, 0o777)
+    (d / schema._slot(key)).write_text(key)
+    for _ in range(2):
+        schema.validate_cached(config.decode(raw), raw, str(rd))
+    assert len(calls) == 2
+
+
+def test_symlinked_cache_dir_is_ignored(runtime_dir, tmp_path, calls):
+    doc = conf(runtime_dir)
+    check(doc)
+    real = tmp_path / "elsewhere"
+    os.rename(cache_dir(runtime_dir), real)
+    os.symlink(real, cache_dir(runtime_dir))
+    check(doc)
+    assert len(calls) == 2
+
+
+def test_entry_with_other_key_is_a_miss(runtime_dir, calls):
+    doc = conf(runtime_dir)
+    check(doc)
+    (entry,) = entries(runtime_dir)
+    with open(os.path.join(cache_dir(runtime_dir), entry), "w") as f:
+        f.write("0" * 64)
+    check(doc)
+    assert len(calls) == 2
+
+
+def test_other_schema_or_build_is_a_miss(runtime_dir, calls, monkeypatch, tmp_path):
+    doc = conf(runtime_dir)
+    check(doc)
+    with open(schema.PATH, "rb") as f:
+        text = f.read()
+    changed = tmp_path / "schema.json"
+    changed.write_bytes(text.replace(b'"title"', b'"$comment": "x", "title"', 1))
+    monkeypatch.setattr(schema, "PATH", str(changed))
+    check(doc)
+    assert len(calls) == 2
+    monkeypatch.setattr(schema, "_build_identity", lambda: b"another build")
+    check(doc)
+    assert len(calls) == 3
+
+
+def test_no_runtime_dir_yet_means_no_cache_and_nothing_created(tmp_path, calls):
+    missing = str(tmp_path / "not-yet")
+    doc = conf(missing)
+    check(doc)
+    check(doc)
+    assert len(calls) == 2 and not os.path.exists(missing)
+
+
+def test_relative_or_odd_runtime_dir_skips_the_cache(calls):
+    for rd in ("relative/dir", 5, None):
+        doc = conf("/unused")
+        raw = json.dumps(doc).encode()
+        schema.validate_cached(config.decode(raw), raw, rd)
+    assert len(calls) == 3
+
+
+PREV = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0"}], "ips": [{"address": "10.1.0.2/24", "interface": 0}]}
+
+
+def test_prev_result_does_not_defeat_the_cache(runtime_dir, calls):
+    """DEL carries each pod's own prevResult; the rest of the config is what is remembered."""
+    check(conf(runtime_dir, prevResult=PREV))
+    other = dict(PREV, ips=[{"address": "10.1.0.3/24", "interface": 0}])
+    check(conf(runtime_dir, prevResult=other))
+    check(conf(runtime_dir, prevResult={}))
+    assert len(calls) == 1
+    check(conf(runtime_dir, prevResult=PREV, mtu=1400))  # the rest differs
+    assert len(calls) == 2
+
+
+def test_prev_result_must_still_be_an_object(runtime_dir, calls):
+    check(conf(runtime_dir, prevResult=PREV))
+    with pytest.raises(CNIError) as e:
+        check(conf(runtime_dir, prevResult=[1]))
+    assert e.value.code == Code.INVALID_CONFIG
+
+
+def test_prev_result_shortcut_only_when_the_schema_allows_it(runtime_dir, calls, monkeypatch, tmp_path):
+    """A schema that constrains prevResult (named twice) gets every such config validated."""
+    with open(schema.PATH, "rb") as f:
+        doc = json.loads(f.read())
+    doc["properties"]["prevResult"] = {"type": "object", "required": ["cniVersion"]}
+    stricter = tmp_path / "schema.json"
+    stricter.write_text(json.dumps(doc))
+    monkeypatch.setattr(schema, "PATH", str(stricter))
+    check(conf(runtime_dir, prevResult=PREV))
+    with pytest.raises(CNIError):
+        check(conf(runtime_dir, prevResult={"ips": []}))
+    assert len(calls) == 2
+    # and an extra top-level keyword that may look at any property also turns it off
+    doc["properties"]["prevResult"] = {"type": "object"}
+    doc["patternProperties"] = {"^prev": {"required": ["cniVersion"]}}
+    stricter.write_text(json.dumps(doc))
+    check(conf(runtime_dir, prevResult=PREV))
+    check(conf(runtime_dir, prevResult=dict(PREV, ips=[])))
+    assert len(calls) == 4
+
+
+def test_config_load_uses_the_cache(runtime_dir, calls):
+    from nsveth.request import parse
+
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+    raw = json.dumps(conf(runtime_dir)).encode()
+    for _ in range(3):
+        config.load(raw, parse(env))
+    assert len(calls) == 1
