@@ -288,6 +288,7 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
     no run can reuse an earlier validation.
     """
     phases: dict[str, dict[str, list[float]]] = {"ADD": {}, "DEL": {}}
+    cpu: dict[str, dict[str, list[float]]] = {"ADD": {}, "DEL": {}}
     totals: dict[str, list[float]] = {"ADD": [], "DEL": []}
     for i in range(n):
         conf = json.dumps(v.conf(dual)) + (" " * (i + 1) if cold else "")
@@ -303,10 +304,14 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
                 with open(fname) as f:
                     marks = json.loads(f.readline())["marks"]
                 seq = [("interpreter start", marks[0][1] - call.t0)]
-                seq += [(name, t - prev) for (_, prev), (name, t) in zip(marks, marks[1:])]
+                seq += [(name, t - prev) for (_, prev, _), (name, t, _) in zip(marks, marks[1:])]
                 seq.append(("process exit", call.t1 - marks[-1][1]))
                 for name, ns in seq:
                     phases[cmd].setdefault(name, []).append(ns / 1e6)
+                # CPU: before the first mark = the whole process's CPU at its first mark.
+                cpu[cmd].setdefault("interpreter start", []).append(marks[0][2] / 1e6)
+                for (_, _, prev), (name, _, c) in zip(marks, marks[1:]):
+                    cpu[cmd].setdefault(name, []).append((c - prev) / 1e6)
                 totals[cmd].append(call.ms)
     out: dict[str, Any] = {}
     for cmd in ("ADD", "DEL"):
@@ -316,7 +321,13 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
             present = [med[x] for x in names if x in med]
             if present:
                 cats[cat] = sum(present)
-        out[cmd] = {"total_median_ms": statistics.median(totals[cmd]), "phases_ms": med, "categories_ms": cats}
+        cpu_med = {name: statistics.median(vals) for name, vals in cpu[cmd].items()}
+        out[cmd] = {
+            "total_median_ms": statistics.median(totals[cmd]),
+            "phases_ms": med,
+            "categories_ms": cats,
+            "phases_cpu_ms": cpu_med,
+        }
     return out
 
 
@@ -376,6 +387,7 @@ def print_table(report: dict[str, Any]) -> None:
                 print(f"\n== {label} {cmd} phases, {title}, median of {report['params']['breakdown_n']}: total {bd['total_median_ms']:.1f} ms ==")
                 print("  " + "  ".join(f"{k} {v:.1f}" for k, v in bd["phases_ms"].items()))
                 print("  -> " + "; ".join(f"{k} {v:.1f}" for k, v in bd["categories_ms"].items()))
+                print("  cpu: " + "  ".join(f"{k} {v:.1f}" for k, v in bd["phases_cpu_ms"].items()))
     print(f"\nspawn floor (/bin/true from this script): median {report['spawn_floor']['median']:.2f} ms")
 
 

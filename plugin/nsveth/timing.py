@@ -8,8 +8,9 @@ commands call `mark(name)` at the end of each phase; a mark is one
 started collection (the in-process test runner never does).
 
 `NSVETH_TIMINGS=<file>` makes the executable append one JSON line per run to
-that file: pid, command, peak RSS, and the marks as [name, CLOCK_MONOTONIC ns]
-pairs. CLOCK_MONOTONIC is system wide, so a caller that noted the time before
+that file: pid, command, peak RSS, and the marks as [name, CLOCK_MONOTONIC ns,
+process CPU ns] triples (CPU time shows the work itself on a loaded machine;
+it leaves out child processes such as the IPAM delegate). CLOCK_MONOTONIC is system wide, so a caller that noted the time before
 spawning the plugin can tell how long the interpreter took to reach the first
 mark ("start", taken when this module is imported, first thing in main.py).
 At logLevel debug the same phases are logged as durations.
@@ -21,21 +22,21 @@ import json
 import os
 import time
 
-_T0 = time.monotonic_ns()
-_marks: list[tuple[str, int]] | None = None
+_T0 = time.monotonic_ns(), time.process_time_ns()
+_marks: list[tuple[str, int, int]] | None = None
 _sink: str | None = None
 
 
 def start(sink: str | None) -> None:
     """Collect marks from here on (the executable only); append them to `sink` at flush."""
     global _marks, _sink
-    _marks = [("start", _T0)]
+    _marks = [("start", *_T0)]
     _sink = sink or None
 
 
 def mark(name: str) -> None:
     if _marks is not None:
-        _marks.append((name, time.monotonic_ns()))
+        _marks.append((name, time.monotonic_ns(), time.process_time_ns()))
 
 
 def collecting() -> bool:
@@ -46,7 +47,7 @@ def durations() -> list[tuple[str, float]]:
     """(phase, ms) for each mark after the first: the time since the previous mark."""
     if not _marks:
         return []
-    return [(name, (t - prev) / 1e6) for (_, prev), (name, t) in zip(_marks, _marks[1:])]
+    return [(name, (t - prev) / 1e6) for (_, prev, _), (name, t, _) in zip(_marks, _marks[1:])]
 
 
 def summary() -> str:
