@@ -18,7 +18,6 @@ At logLevel debug the same phases are logged as durations.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -58,6 +57,7 @@ def flush(command: str) -> None:
     """Append this run's record to the sink; never fails the command."""
     if _marks is None or not _sink:
         return
+    import json
     import resource
 
     mark("exit")
