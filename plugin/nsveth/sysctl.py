@@ -342,6 +342,8 @@ class _Tree:
                 os.close(dir_fd)
         try:
             st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode):  # O_PATH|O_NOFOLLOW opens the link itself
+                raise ValueError("a symbolic link is on its path")
             if not stat.S_ISREG(st.st_mode):
                 raise ValueError("not a regular file")
             if st.st_dev != self.dev:

@@ -317,3 +317,68 @@ def test_original_round_trip_and_untrusted_records():
         {"path": ["net", "core", "a/b"], "value": "1"}, {"path": ["net", "core", "somaxconn"], "value": "1\n2"},
     ]:
         assert sysctl.Original.from_json(bad) is None, bad
+
+
+# ------------------------------------------- the no-follow walk, on a fake tree
+@pytest.fixture
+def fake_root(tmp_path, monkeypatch):
+    """A stand-in for /proc/sys/net holding the shapes a safe walk must refuse."""
+    root = tmp_path / "net"
+    (root / "core").mkdir(parents=True)
+    (root / "ipv4" / "conf" / "default").mkdir(parents=True)
+    (root / "core" / "somaxconn").write_text("4096\n")
+    (root / "ipv4" / "conf" / "default" / "rp_filter").write_text("0\n")
+    ro = root / "core" / "rmem_max"
+    ro.write_text("212992\n")
+    ro.chmod(0o444)
+    (tmp_path / "secret").write_text("host\n")
+    (root / "core" / "link").symlink_to(tmp_path / "secret")
+    (root / "evil").symlink_to(tmp_path)
+    os.mkfifo(root / "core" / "fifo")
+    monkeypatch.setattr(sysctl, "ROOT", str(root))
+    return root
+
+
+def one(key: str, value: str = "1", ifname: str = "eth0") -> tuple[sysctl.Sysctl, ...]:
+    return sysctl.plan({key: value}, None, ifname)
+
+
+def test_walk_refuses_symlinks_and_non_regular_files(fake_root):
+    assert "symbolic link" in rejected(sysctl.probe, one("net/core/link"), "eth0")
+    assert "Not a directory" in rejected(sysctl.probe, one("net/evil/secret"), "eth0")  # O_DIRECTORY+O_NOFOLLOW
+    assert "not a regular file" in rejected(sysctl.probe, one("net/core/fifo"), "eth0")
+    assert "not a regular file" in rejected(sysctl.probe, one("net/ipv4/conf"), "eth0")
+    with pytest.raises(CNIError):
+        sysctl.apply(one("net/core/link"))
+    assert (fake_root.parent / "secret").read_text() == "host\n"
+    assert sysctl.read(one("net/core/link")) == {"net/core/link": None}
+
+
+def test_probe_absent_read_only_and_new_interface(fake_root):
+    sysctl.probe(one("net.core.somaxconn"), "eth0")
+    sysctl.probe(one("net.ipv4.conf.IFNAME.rp_filter"), "eth0")  # probed on "default"
+    assert "does not exist in a pod network namespace" in rejected(sysctl.probe, one("net.core.nope"), "eth0")
+    assert 'no interface "eth1"' in rejected(sysctl.probe, one("net.ipv4.conf.eth1.rp_filter"), "eth0")
+    # Mode bits, not access(): the kernel refuses root a read-only sysctl too.
+    assert "read-only" in rejected(sysctl.probe, one("net.core.rmem_max"), "eth0")
+
+
+def test_tree_open_refuses_unsafe_segments_even_when_handed_them(fake_root):
+    tree = sysctl._Tree()
+    try:
+        for segments in [("net", "..", "secret"), ("net", "core", "."), ("kernel", "x"), ("net",), ("net", "a/b"),
+                         ("net", "")]:
+            with pytest.raises(ValueError):
+                tree.open(segments, os.O_RDONLY)
+    finally:
+        tree.close()
+
+
+def test_apply_restore_read_on_a_tree(fake_root):
+    wanted = sysctl.plan({"net.core.somaxconn": "1024"}, None, "eth0")
+    originals = sysctl.apply(wanted)
+    assert originals == [sysctl.Original(("net", "core", "somaxconn"), "4096")]
+    assert sysctl.read(wanted) == {"net.core.somaxconn": "1024"}
+    assert sysctl.apply(wanted) == []  # already so: nothing written, nothing recorded
+    assert sysctl.restore(originals) == []
+    assert sysctl.read(wanted) == {"net.core.somaxconn": "4096"}
