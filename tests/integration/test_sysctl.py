@@ -305,7 +305,7 @@ def test_default_allowlist_applies_when_present(inproc, pod_ns, net, tmp_path, m
 
 
 def test_k8s_safe_allowlist_example(inproc, pod_ns, net):
-    path = os.path.join(REPO, "conf-examples", "allowlist-k8s-safe.conf")
+    path = os.path.join(REPO, "conf-examples", "allowlist-k8s-safe.txt")
     conf = net.conf(sysctlAllowlist=path, sysctl={"net.ipv4.tcp_keepalive_time": "200",
                                                   "net.ipv4.ip_unprivileged_port_start": "80"})
     add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)

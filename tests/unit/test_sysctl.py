@@ -287,7 +287,7 @@ def test_unreadable_allowlist_is_an_error(tmp_path):
 
 def test_shipped_k8s_allowlist_parses():
     here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, "..", "..", "conf-examples", "allowlist-k8s-safe.conf")
+    path = os.path.join(here, "..", "..", "conf-examples", "allowlist-k8s-safe.txt")
     with open(path) as f:
         a = sysctl.parse_allowlist(f.read(), path)
     assert "net.ipv4.ip_local_port_range" in a.patterns and "net.ipv4.tcp_keepalive_time" in a.patterns
