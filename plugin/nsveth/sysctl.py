@@ -374,16 +374,19 @@ def probe(wanted: Sequence[Sysctl], new_ifname: str) -> None:
     """Code 7 naming the first key that is not a writable per-netns sysctl here; writes nothing.
 
     Call inside the pod netns, before the interface `new_ifname` exists: its
-    per-interface keys are probed on the "default" directory, which has the
-    same files.
+    per-interface keys are probed on the directory of "lo", which every netns
+    has and which holds the same files as any interface's ("default" would not
+    do: a child netns has no neigh/default).
     """
     if not wanted:
         return
     with _Tree() as tree:
+        if os.fstatvfs(tree.fd).f_flag & os.ST_RDONLY:
+            raise CNIError(Code.KERNEL, f"{ROOT} is mounted read-only where nsveth runs: sysctls cannot be set")
         for s in wanted:
             segments = s.segments
             if s.interface() == new_ifname:
-                segments = (*segments[:3], "default", segments[4])
+                segments = (*segments[:3], "lo", segments[4])
             try:
                 fd = tree.open(segments, os.O_PATH)
             except FileNotFoundError:
@@ -472,7 +475,7 @@ def _set(tree: _Tree, s: Sysctl) -> Original | None:
     try:
         fd = tree.open(s.segments, os.O_RDWR)
     except FileNotFoundError:
-        raise _invalid(_absent(s, "")) from None
+        raise _invalid(f'sysctl "{s.key}" does not exist in the pod netns') from None
     except (OSError, ValueError) as e:
         code = Code.INVALID_CONFIG if isinstance(e, ValueError) or e.errno in (errno.EACCES, errno.ELOOP) else Code.KERNEL
         raise CNIError(code, f'sysctl "{s.key}" cannot be opened in the pod netns: {_why(e)}') from None

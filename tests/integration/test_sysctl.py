@@ -334,6 +334,42 @@ def test_failed_write_restores_earlier_writes_and_rolls_back(plugin, pod_ns, net
     assert_nothing_left(plugin, pod_ns, net)
 
 
+def test_per_interface_keys_of_the_new_interface_are_probed_up_front(inproc, pod_ns, net):
+    """Before the interface exists its keys are probed on lo's directory: neigh/<if> has no
+    gc_thresh1 (only the host's neigh/default has), so it is refused before IPAM."""
+    before = snapshot(inproc, pod_ns)
+    conf = net.conf(sysctl={"net.core.somaxconn": "1009", "net.ipv4.neigh.IFNAME.gc_thresh1": "64"})
+    rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
+    assert rep.code == 7 and '"net.ipv4.neigh.IFNAME.gc_thresh1" does not exist' in rep.json["msg"], rep.stdout
+    assert snapshot(inproc, pod_ns) == before
+    assert_refused_up_front(inproc, pod_ns, net)
+
+
+def test_neigh_and_ipv6_per_interface_keys(inproc, pod_ns, net):
+    # (A *_ms value is kept in jiffies: choose one the kernel reads back as written.)
+    conf = net.conf(sysctl={"net.ipv4.neigh.IFNAME.base_reachable_time_ms": "30000",
+                            "net/ipv6/neigh/IFNAME/retrans_time_ms": "2000",
+                            "net.ipv6.conf.IFNAME.accept_ra": "0"})
+    add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
+    assert add.status == 0, add.stdout
+    assert pod_value(pod_ns, "net/ipv4/neigh/eth0/base_reachable_time_ms") == "30000"
+    assert pod_value(pod_ns, "net/ipv6/neigh/eth0/retrans_time_ms") == "2000"
+    assert inproc.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path).status == 0
+    assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
+    assert_nothing_left(inproc, pod_ns, net)
+
+
+@pytest.mark.parametrize("value", [1024, True, None, {"a": "b"}, ["1"], 1.5])
+@pytest.mark.parametrize("where", ["sysctl", "args"])
+def test_non_string_values_name_the_key(inproc, pod_ns, net, value, where):
+    body = {"net.ipv4.tcp_keepalive_time": value}
+    conf = net.conf(sysctl=body) if where == "sysctl" else net.conf(args={"cni": {"sysctl": body}})
+    rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
+    assert rep.code == 7, rep.stdout
+    assert '["net.ipv4.tcp_keepalive_time"]' in rep.json["msg"] and "string" in rep.json["msg"]
+    assert_refused_up_front(inproc, pod_ns, net)
+
+
 def test_check_catches_a_value_changed_by_hand(plugin, pod_ns, net):
     conf = net.conf(sysctl={"net.core.somaxconn": "1006", "net.ipv4.conf.IFNAME.rp_filter": "2"})
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)

@@ -325,9 +325,9 @@ def fake_root(tmp_path, monkeypatch):
     """A stand-in for /proc/sys/net holding the shapes a safe walk must refuse."""
     root = tmp_path / "net"
     (root / "core").mkdir(parents=True)
-    (root / "ipv4" / "conf" / "default").mkdir(parents=True)
+    (root / "ipv4" / "conf" / "lo").mkdir(parents=True)
     (root / "core" / "somaxconn").write_text("4096\n")
-    (root / "ipv4" / "conf" / "default" / "rp_filter").write_text("0\n")
+    (root / "ipv4" / "conf" / "lo" / "rp_filter").write_text("0\n")
     ro = root / "core" / "rmem_max"
     ro.write_text("212992\n")
     ro.chmod(0o444)
@@ -356,7 +356,7 @@ def test_walk_refuses_symlinks_and_non_regular_files(fake_root):
 
 def test_probe_absent_read_only_and_new_interface(fake_root):
     sysctl.probe(one("net.core.somaxconn"), "eth0")
-    sysctl.probe(one("net.ipv4.conf.IFNAME.rp_filter"), "eth0")  # probed on "default"
+    sysctl.probe(one("net.ipv4.conf.IFNAME.rp_filter"), "eth0")  # probed on "lo"
     assert "does not exist in a pod network namespace" in rejected(sysctl.probe, one("net.core.nope"), "eth0")
     assert 'no interface "eth1"' in rejected(sysctl.probe, one("net.ipv4.conf.eth1.rp_filter"), "eth0")
     # Mode bits, not access(): the kernel refuses root a read-only sysctl too.
