@@ -173,12 +173,16 @@ def delete(req: Request, conf: NetConf) -> None:
         _release(req, conf)
 
 
+def _recorded_originals(req: Request, conf: NetConf) -> list[sysctl.Original]:
+    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+    entries = record.get("sysctlOriginals")
+    return [o for o in map(sysctl.Original.from_json, entries if isinstance(entries, list) else []) if o]
+
+
 def _restore_recorded_sysctls(req: Request, conf: NetConf) -> None:
     """Put back the sysctl values ADD replaced, when the pod netns is still there (best effort:
     a pod being torn down must not be kept by a value that cannot be restored)."""
-    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
-    entries = record.get("sysctlOriginals")
-    originals = [o for o in map(sysctl.Original.from_json, entries if isinstance(entries, list) else []) if o]
+    originals = _recorded_originals(req, conf)
     if not originals or not req.netns:
         return
     try:
@@ -256,10 +260,16 @@ def check_(req: Request, conf: NetConf) -> None:
             problems += ptp.observe_host(att)
         if sysctls:
             with netns.entered(pod_fd):
-                problems += sysctl.compare(sysctls, sysctl.read(sysctls))
+                seen = sysctl.read(sysctls)
+            problems += sysctl.compare(sysctls, seen, _applied_sysctls(req, conf))
     ipam.check(conf, req)
     if problems:
         raise CNIError(Code.CHECK_FAILED, "; ".join(problems))
+
+
+def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
+    """Values the kernel normalised when ADD wrote them (from the state record)."""
+    return {o.segments: o.applied for o in _recorded_originals(req, conf) if o.applied is not None}
 
 
 def _observe(att: Attachment) -> check.Observed:

@@ -262,14 +262,19 @@ def same_value(a: str, b: str) -> bool:
     return a.split() == b.split()
 
 
-def compare(wanted: Sequence[Sysctl], seen: Mapping[str, str | None]) -> list[str]:
-    """CHECK: every configured key whose value in the pod differs (seen: key -> value, None when unreadable)."""
+def compare(
+    wanted: Sequence[Sysctl], seen: Mapping[str, str | None], applied: Mapping[tuple[str, ...], str] | None = None
+) -> list[str]:
+    """CHECK: every configured key whose value in the pod differs (seen: key -> value, None when
+    unreadable; applied: file -> the value the kernel showed right after ADD wrote it, when that
+    was a normalised form of the configured one)."""
     problems = []
     for s in wanted:
         have = seen.get(s.key)
+        normalised = (applied or {}).get(s.segments)
         if have is None:
             problems.append(f'sysctl {s.key} cannot be read in the pod netns, expected "{s.value}"')
-        elif not same_value(have, s.value):
+        elif not same_value(have, s.value) and not (normalised is not None and same_value(have, normalised)):
             problems.append(f'sysctl {s.key} is "{have}", expected "{s.value}"')
     return problems
 
@@ -424,13 +429,19 @@ def _why(e: BaseException) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Original:
-    """A value `apply` replaced, to put back on rollback or DEL."""
+    """A value `apply` replaced, to put back on rollback or DEL, and the value the
+    kernel shows after the write (it may normalise: "0x10" reads back "16", a *_ms
+    value rounds to jiffies), which CHECK accepts as well as the configured one."""
 
     segments: tuple[str, ...]
     value: str
+    applied: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": list(self.segments), "value": self.value}
+        out: dict[str, Any] = {"path": list(self.segments), "value": self.value}
+        if self.applied is not None:
+            out["applied"] = self.applied
+        return out
 
     @classmethod
     def from_json(cls, obj: Any) -> Original | None:
@@ -442,7 +453,8 @@ class Original:
             return None
         if not all(isinstance(s, str) and _safe_segment(s) for s in path) or "\0" in value or "\n" in value:
             return None
-        return cls(tuple(path), value)
+        applied = obj.get("applied")
+        return cls(tuple(path), value, applied if isinstance(applied, str) else None)
 
 
 def apply(wanted: Sequence[Sysctl]) -> list[Original]:
@@ -488,7 +500,13 @@ def _set(tree: _Tree, s: Sysctl) -> Original | None:
         except OSError as e:
             code = Code.INVALID_CONFIG if e.errno in (errno.EINVAL, errno.ERANGE, errno.EPERM) else Code.KERNEL
             raise CNIError(code, f'failed to set sysctl "{s.key}" to "{s.value}": {e.strerror}') from None
-        return Original(s.segments, current)
+        applied = _read_fd(fd)
+        if same_value(applied, s.value):
+            return Original(s.segments, current)
+        from . import log
+
+        log.get().info('the kernel shows sysctl %s as "%s" after writing "%s"', s.key, applied, s.value)
+        return Original(s.segments, current, applied)
     finally:
         os.close(fd)
 

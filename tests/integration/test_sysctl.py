@@ -385,6 +385,25 @@ def test_check_catches_a_value_changed_by_hand(plugin, pod_ns, net):
     assert_nothing_left(plugin, pod_ns, net)
 
 
+def test_check_accepts_the_kernels_normalised_value(plugin, pod_ns, net):
+    """The kernel keeps *_ms in jiffies and parses hex: CHECK compares with what it showed after ADD."""
+    conf = net.conf(sysctl={"net.ipv4.neigh.IFNAME.base_reachable_time_ms": "12345", "net.core.somaxconn": "0x400"})
+    add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
+    assert add.status == 0, add.stdout
+    try:
+        assert pod_value(pod_ns, "net/core/somaxconn") == "1024"
+        shown = pod_value(pod_ns, "net/ipv4/neigh/eth0/base_reachable_time_ms")
+        chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
+        assert chk.status == 0, chk.stdout
+        pod_ns.run("sh", "-c", "echo 1000 > /proc/sys/net/core/somaxconn")
+        chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
+        assert chk.code == 101 and chk.json["msg"] == 'sysctl net.core.somaxconn is "1000", expected "0x400"', chk.stdout
+        assert shown in ("12345", "12348", "12344", "12350", "12340")  # HZ-dependent rounding
+    finally:
+        assert plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
+    assert_nothing_left(plugin, pod_ns, net)
+
+
 def test_del_without_netns_has_nothing_to_restore(inproc, pod_ns, net):
     conf = net.conf(sysctl={"net.core.somaxconn": "1007"})
     add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)

@@ -306,10 +306,25 @@ def test_compare_reports_each_difference():
     ]
 
 
+def test_compare_accepts_the_value_the_kernel_showed_after_add():
+    wanted = sysctl.plan({"net.core.somaxconn": "0x400"}, None, "eth0")
+    applied = {("net", "core", "somaxconn"): "1024"}
+    assert sysctl.compare(wanted, {"net.core.somaxconn": "1024"}, applied) == []
+    assert sysctl.compare(wanted, {"net.core.somaxconn": "0x400"}, applied) == []
+    assert sysctl.compare(wanted, {"net.core.somaxconn": "1024"}) == [
+        'sysctl net.core.somaxconn is "1024", expected "0x400"'
+    ]
+    assert sysctl.compare(wanted, {"net.core.somaxconn": "512"}, applied) == [
+        'sysctl net.core.somaxconn is "512", expected "0x400"'
+    ]
+
+
 # ---------------------------------------------------------- state records
 def test_original_round_trip_and_untrusted_records():
     o = sysctl.Original(("net", "ipv4", "conf", "eth0.100", "rp_filter"), "1")
     assert sysctl.Original.from_json(o.to_json()) == o
+    o2 = sysctl.Original(("net", "core", "somaxconn"), "4096", "1024")
+    assert sysctl.Original.from_json(o2.to_json()) == o2
     for bad in [
         None, [], {"path": ["net", "..", "kernel", "core_pattern"], "value": "x"},
         {"path": ["kernel", "core", "pattern"], "value": "x"}, {"path": ["net", "core"], "value": "1"},
