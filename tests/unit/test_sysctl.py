@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nsveth import sysctl
 from nsveth.errors import CNIError, Code
@@ -397,3 +399,21 @@ def test_apply_restore_read_on_a_tree(fake_root):
     assert sysctl.apply(wanted) == []  # already so: nothing written, nothing recorded
     assert sysctl.restore(originals) == []
     assert sysctl.read(wanted) == {"net.core.somaxconn": "4096"}
+
+
+# ------------------------------------------------------------- properties
+_ALPHABET = st.sampled_from(list("net.ipv4/conf.IFNAME..//.-_@+ \0\nkernelAZaz09*~"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(key=st.text(_ALPHABET, max_size=40), ifname=st.text(st.sampled_from(list("eth0.-_@/:. ")), min_size=1, max_size=8))
+def test_any_key_is_refused_or_stays_under_net(key, ifname):
+    try:
+        (s,) = sysctl.plan({key: "1"}, None, ifname)
+    except CNIError as e:
+        assert e.code == Code.INVALID_CONFIG
+        return
+    assert s.segments[0] == "net" and len(s.segments) >= 3
+    for seg in s.segments:
+        assert seg and "/" not in seg and "\0" not in seg and not seg.startswith(".")
+    assert os.path.normpath("/proc/sys/" + s.path) == "/proc/sys/" + s.path
