@@ -59,8 +59,9 @@ def test_version_ignores_stdin(stdin):
     assert one_object(out) == {"cniVersion": "1.1.0", "supportedVersions": list(versions.SUPPORTED)}
 
 
-def test_version_with_full_env():
-    out, status = dispatch.run(env("VERSION"), no_stdin)
+@pytest.mark.parametrize("junk", [{}, {"CNI_ARGS": "FOO=1"}, {"CNI_CONTAINERID": "/x"}, {"CNI_IFNAME": "a:b"}], ids=["clean", "args", "cid", "ifname"])
+def test_version_with_full_env(junk):
+    out, status = dispatch.run(env("VERSION", **junk), no_stdin)
     assert status == 0
     assert one_object(out)["cniVersion"] == versions.CURRENT
 

@@ -45,9 +45,10 @@ def error(e: dict[str, str]) -> CNIError:
 def test_full_env_accepted(command):
     req = request.parse(env(command))
     assert req.command == command
-    assert req.container_id == "abc123"
-    assert req.path == ("/opt/cni/bin", "/usr/lib/cni")
     assert req.env["CNI_COMMAND"] == command
+    if command != "VERSION":  # VERSION reads nothing else
+        assert req.container_id == "abc123"
+        assert req.path == ("/opt/cni/bin", "/usr/lib/cni")
 
 
 @pytest.mark.parametrize("command", list(REQUIRED))
@@ -86,6 +87,22 @@ def test_unknown_command(command):
     err = error(env(command))
     assert err.code == 4
     assert "unknown CNI_COMMAND" in err.msg
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"CNI_CONTAINERID": "-bad id"},
+        {"CNI_IFNAME": "x" * 40},
+        {"CNI_IFNAME": "a/b"},
+        {"CNI_ARGS": "FOO=1"},
+        {"CNI_ARGS": "garbage"},
+    ],
+)
+def test_version_ignores_the_rest_of_the_env(junk):
+    req = request.parse({"CNI_COMMAND": "VERSION", **junk})
+    assert req.command == "VERSION"
+    assert req.args == {}
 
 
 def test_path_empty_elements_dropped():
