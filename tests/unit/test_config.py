@@ -378,6 +378,19 @@ def test_bridge_fields():
     assert conf.ip_masq is True and conf.ip_masq_backend == "iptables"
 
 
+@pytest.mark.parametrize("name", ["ä" * 8, "€" * 5 + "x", "😀" * 4])
+def test_bridge_name_limit_is_bytes(name):
+    assert len(name) <= 15 < len(name.encode())
+    err = fails(doc(mode="bridge", bridge=name))
+    assert err.code == 7
+    assert "bridge" in err.msg
+
+
+@pytest.mark.parametrize("name", ["x" * 15, "ä" * 7 + "x", "br-0.1_a"])
+def test_bridge_name_valid(name):
+    assert load(doc(mode="bridge", bridge=name)).bridge.name == name
+
+
 def test_plain_fields():
     conf = load(doc(logFile="/var/log/nsveth.log", logLevel="debug", runtimeDir="/tmp/rt", sysctlAllowlist="/etc/a.conf"))
     assert (conf.log_file, conf.log_level, conf.runtime_dir, conf.sysctl_allowlist) == (
