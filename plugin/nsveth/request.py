@@ -59,6 +59,9 @@ def parse(env: Mapping[str, str]) -> Request:
     command = env["CNI_COMMAND"]
     if command not in COMMANDS:
         raise CNIError(Code.INVALID_ENV, f"unknown CNI_COMMAND: {command}")
+    if command == "VERSION":
+        # VERSION needs nothing else and must answer whatever the rest holds (as skel does).
+        return Request(command, "", "", "", {}, (), dict(env))
     missing = [v for v in _REQUIRED[command] if not env.get(v)]
     if missing:
         raise CNIError(Code.INVALID_ENV, f"required env variables [{','.join(missing)}] missing")
