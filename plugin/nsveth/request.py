@@ -76,7 +76,8 @@ def parse(env: Mapping[str, str]) -> Request:
         container_id=container_id,
         netns=env.get("CNI_NETNS", ""),
         ifname=ifname,
-        args=parse_args(env.get("CNI_ARGS", "")),
+        # Only ADD and CHECK use CNI_ARGS; DEL must clean up whatever they hold.
+        args=parse_args(env.get("CNI_ARGS", "")) if command in ("ADD", "CHECK") else {},
         path=tuple(p for p in env.get("CNI_PATH", "").split(":") if p),
         env=dict(env),
     )

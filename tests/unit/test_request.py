@@ -262,3 +262,17 @@ def test_env_kept_verbatim_for_delegates():
     req = request.parse(e)
     assert dict(req.env) == e
     assert req.env is not e  # a copy: later changes to the caller's mapping do not leak in
+
+
+@pytest.mark.parametrize("command", ["DEL", "GC", "STATUS"])
+def test_cni_args_are_not_a_reason_to_fail_cleanup(command):
+    from nsveth import request
+
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": "c1",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/usr/lib/cni",
+        "CNI_ARGS": "UNKNOWN=1;garbage",
+    }
+    assert request.parse(env).args == {}
