@@ -92,6 +92,7 @@ class Job:
     def watch(self, stop: threading.Event) -> None:
         """Re-run until stopped. An uninstall is done once and then just waits,
         so a DaemonSet switched to NSVETH_ACTION=uninstall does not crash-loop."""
+        _remove_ready(self.args.ready_file)  # nothing is verified by this process yet
         done = False
         while not stop.is_set():
             if not (done and self.uninstalling):
