@@ -274,3 +274,31 @@ def _cli_subprocess(node: Node, extra: list[str], env: dict[str, str]) -> subpro
 def _sha(path: Path) -> str:
     import hashlib
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_unrecorded_mismatching_version_dir_is_not_replaced(node: Node, caplog) -> None:
+    from nsveth_install import bundle
+
+    squatter = node.bin_dir / VERSIONS / bundle.tree_hash(node.bundle("A"))
+    (squatter / "_internal").mkdir(parents=True)
+    (squatter / "nsveth").write_text("not the bundle")
+    before = node.snapshot()
+    assert node.run("--pod-cidr", "10.244.3.0/24") == 1
+    assert "does not match the bundle" in caplog.text
+    assert node.snapshot() == before
+
+
+@pytest.mark.parametrize("argv", [["--interval", "0"], ["--interval", "soon"], ["--once", "--watch"], ["--bogus"]])
+def test_bad_command_line_is_a_usage_error(node: Node, argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "nsveth_install", *argv],
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(DEPLOY / "installer")},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "usage: nsveth-install" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_uninstall_without_an_install_leaves_a_foreign_nsveth(node: Node) -> None:
+    make_executable(node.bin_dir / "nsveth", "#!/bin/sh\necho theirs\n")
+    before = node.snapshot()
+    assert node.run("--uninstall") == 0
+    assert node.snapshot() == before

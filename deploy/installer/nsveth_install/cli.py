@@ -57,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--service-account-dir", type=Path, default=kube.SERVICE_ACCOUNT_DIR)
     p.add_argument("--ready-file", type=Path, default=Path(DEFAULTS["ready_file"]),
                    help="written after each successful run, removed after a failed one")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between runs with --watch")
+    p.add_argument("--interval", type=_positive_seconds, default=30.0, help="seconds between runs with --watch")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -155,6 +155,16 @@ class Job:
         if not self.paths.allowlist_dest or not self.args.allowlist_src.exists():
             return None
         return _read(self.args.allowlist_src, "sysctl allowlist")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def _read(path: Path, what: str) -> bytes:
