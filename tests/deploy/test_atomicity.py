@@ -14,7 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import Node, make_bundle
+from deploy_support import Node, make_bundle
 
 READER = textwrap.dedent(r'''
     import json, os, subprocess, sys

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, configmap_template
+from deploy_support import REPO, configmap_template
 from nsveth_install import InstallError
 from nsveth_install.conflist import NodeFacts, load_template, parse_pod_cidrs, render, required_plugins
 

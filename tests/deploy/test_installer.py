@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEPLOY, Node, make_executable
+from deploy_support import DEPLOY, Node, make_executable
 
 VERSIONS = "nsveth.d"
 

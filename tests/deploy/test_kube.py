@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Node
+from deploy_support import Node
 from nsveth_install import InstallError, kube
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from conftest import DEPLOY, REPO, manifest_docs
+from deploy_support import DEPLOY, REPO, manifest_docs
 from nsveth_install import cli
 
 # Oldest and newest Kubernetes versions supported with this manifest.

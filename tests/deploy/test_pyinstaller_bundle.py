@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Node
+from deploy_support import REPO, Node
 
 HELLO = 'import json, sys; print(json.dumps({"frozen": getattr(sys, "frozen", False), "argv": sys.argv[1:]}))\n'
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import DEPLOY, Node
+from deploy_support import DEPLOY, Node
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
