@@ -82,9 +82,9 @@ def test_readers_never_see_partial_conflist_or_missing_binary(node: Node) -> Non
             rounds += 1
     finally:
         results = finish(readers, node)
-    assert rounds > 20
+    assert rounds > 10
     for result in results:
-        assert result["count"] > 50, result  # the readers really ran alongside
+        assert result["count"] > 20, result  # the readers really ran alongside
         assert result["nerrors"] == 0, result["errors"]
 
 

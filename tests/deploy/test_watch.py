@@ -38,6 +38,13 @@ def stop(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, err
 
 
+def update_template(node: Node, text: str) -> None:
+    """Replace the template in one rename, as the kubelet updates a ConfigMap volume."""
+    tmp = node.template.with_name(".tmp-template")
+    tmp.write_text(text)
+    tmp.rename(node.template)
+
+
 def ready(node: Node) -> dict | None:
     try:
         return json.loads(node.ready.read_text())
@@ -57,16 +64,16 @@ def test_watch_follows_the_template_and_reports_readiness(node: Node) -> None:
         good = node.template.read_text()
 
         # A ConfigMap update re-renders the conflist on the next pass.
-        node.template.write_text(good.replace('"mtu": 1500', '"mtu": 9000'))
+        update_template(node, good.replace('"mtu": 1500', '"mtu": 9000'))
         wait_for(lambda: mtu(node) == 9000, "the re-rendered conflist")
 
         # A broken template: not ready, the last good conflist stays.
-        node.template.write_text("{broken")
+        update_template(node, "{broken")
         wait_for(lambda: not node.ready.exists(), "readiness to drop")
         time.sleep(1)  # several more failing passes
         assert mtu(node) == 9000
 
-        node.template.write_text(good)
+        update_template(node, good)
         wait_for(node.ready.exists, "readiness to come back")
         assert mtu(node) == 1500
     finally:
