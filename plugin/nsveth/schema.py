@@ -48,8 +48,8 @@ def _join(path: list[Any]) -> str:
     for p in path:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif not p.replace("_", "a").replace("-", "a").isalnum():
-            out += f"[{json.dumps(p)}]"  # a key such as a sysctl name: keep it one visible unit
+        elif out and not p.replace("_", "a").replace("-", "a").isalnum():
+            out += f"[{json.dumps(p)}]"  # a map key such as a sysctl name: keep it one visible unit
         else:
             out += f".{p}" if out else str(p)
     return out

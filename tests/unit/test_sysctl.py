@@ -417,3 +417,18 @@ def test_any_key_is_refused_or_stays_under_net(key, ifname):
     for seg in s.segments:
         assert seg and "/" not in seg and "\0" not in seg and not seg.startswith(".")
     assert os.path.normpath("/proc/sys/" + s.path) == "/proc/sys/" + s.path
+
+
+@pytest.mark.parametrize("where", [("sysctl",), ("args", "cni", "sysctl")])
+def test_schema_message_names_the_key_of_a_non_string_value(where):
+    from nsveth import schema
+
+    doc: dict = {"cniVersion": "1.0.0", "name": "n", "type": "nsveth", "ipam": {"type": "host-local"}}
+    inner = doc
+    for part in where[:-1]:
+        inner = inner.setdefault(part, {})
+    inner[where[-1]] = {"net.core.somaxconn": 1024}
+    with pytest.raises(CNIError) as e:
+        schema.validate(doc)
+    assert e.value.code == 7
+    assert '.'.join(where) + '["net.core.somaxconn"]: 1024 is not of type \'string\'' in e.value.msg
