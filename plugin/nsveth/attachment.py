@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import TYPE_CHECKING
 
 from .config import NetConf
 from .links import Link
 from .netlink import Socket
 from .request import Request
 from .result import Result
-from .sysctl import Original
+
+if TYPE_CHECKING:  # sysctl costs ~5 ms to import; only configs with sysctls need it
+    from .sysctl import Original
 
 HOST_PREFIX = "nsv"
 

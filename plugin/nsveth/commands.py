@@ -8,14 +8,17 @@ import errno
 import ipaddress
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state, sysctl, timing
+from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state, timing
 from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code
 from .netlink import NetlinkError, Socket
 from .request import Request
+
+if TYPE_CHECKING:
+    from . import sysctl
 
 
 def run(req: Request, conf: NetConf) -> dict[str, Any] | None:
@@ -30,6 +33,8 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
         if links.get(pod_sock, name=req.ifname) is not None:
             raise CNIError(Code.INVALID_ENV, f'interface "{req.ifname}" already exists in netns {req.netns}')
         if sysctls:
+            from . import sysctl
+
             with netns.entered(pod_fd):
                 sysctl.probe(sysctls, req.ifname)
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
@@ -47,6 +52,8 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             timing.mark("host side")
             _configure_pod(att)
             if sysctls:
+                from . import sysctl
+
                 with netns.entered(pod_fd):
                     att.sysctl_originals = sysctl.apply(sysctls)
                 undo.callback(_quietly, _restore_sysctls, pod_fd, att.sysctl_originals)
@@ -106,11 +113,17 @@ def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
     args = ((conf.doc.get("args") or {}).get("cni") or {}).get("sysctl") or {}
     if not own and not args and conf.sysctl_allowlist is None:
         return ()
+    # Imported only here and where a plan or a record needs it: ~5 ms that
+    # the common config (no sysctls) does not pay.
+    from . import sysctl
+
     allowlist = sysctl.load_allowlist(conf.sysctl_allowlist)
     return sysctl.plan(own, args, req.ifname, allowlist)
 
 
 def _restore_sysctls(pod_fd: int, originals: list[sysctl.Original]) -> None:
+    from . import sysctl
+
     with netns.entered(pod_fd):
         failed = sysctl.restore(originals)
     if failed:
@@ -188,7 +201,11 @@ def delete(req: Request, conf: NetConf) -> None:
 def _recorded_originals(req: Request, conf: NetConf) -> list[sysctl.Original]:
     record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
     entries = record.get("sysctlOriginals")
-    return [o for o in map(sysctl.Original.from_json, entries if isinstance(entries, list) else []) if o]
+    if not isinstance(entries, list) or not entries:
+        return []
+    from . import sysctl
+
+    return [o for o in map(sysctl.Original.from_json, entries) if o]
 
 
 def _restore_recorded_sysctls(req: Request, conf: NetConf) -> None:
@@ -274,6 +291,8 @@ def check_(req: Request, conf: NetConf) -> None:
         if att.host_link is not None and att.pod_link is not None:
             problems += ptp.observe_host(att)
         if sysctls:
+            from . import sysctl
+
             with netns.entered(pod_fd):
                 seen = sysctl.read(sysctls)
             problems += sysctl.compare(sysctls, seen, _applied_sysctls(req, conf))
