@@ -36,6 +36,7 @@ class Attachment:
     lease: Result | None = None
     host_link: Link | None = None
     pod_link: Link | None = None
+    bridge_link: Link | None = None  # bridge mode: the bridge the host veth is a port of
 
     @property
     def gateways(self) -> dict[int, object]:
