@@ -125,7 +125,8 @@ def _ensure_bridge(att: Attachment) -> Link:
     link = links.get(att.host, name=name)
     if link is None:
         try:
-            _create_bridge(att.host, name, conf.mtu, conf.bridge.vlan != 0)
+            with _vlan_support(name, conf.bridge.vlan):
+                _create_bridge(att.host, name, conf.mtu, conf.bridge.vlan != 0)
             log.get().info("created bridge %s", name)
         except NetlinkError as e:
             if e.errno != errno.EEXIST:  # EEXIST: a racer outside our lock won; use its bridge
@@ -144,10 +145,26 @@ def _ensure_bridge(att: Attachment) -> Link:
     if conf.bridge.promisc and not link.flags & links.IFF_PROMISC:
         links.set_flags(att.host, link.index, links.IFF_PROMISC, links.IFF_PROMISC)
     if conf.bridge.vlan and not _vlan_filtering(att.host, link.index):
-        _set_bridge_data(att.host, link.index, [("IFLA_BR_VLAN_FILTERING", 1)])
+        with _vlan_support(name, conf.bridge.vlan):
+            _set_bridge_data(att.host, link.index, [("IFLA_BR_VLAN_FILTERING", 1)])
     if not link.up:
         links.set_up(att.host, link.index)
     return links.get(att.host, index=link.index) or link
+
+
+@contextlib.contextmanager
+def _vlan_support(name: str, vlan: int) -> Iterator[None]:
+    """A kernel built without CONFIG_BRIDGE_VLAN_FILTERING refuses VLAN filtering with EOPNOTSUPP: say so."""
+    try:
+        yield
+    except NetlinkError as e:
+        if vlan and e.errno == errno.EOPNOTSUPP:
+            raise CNIError(
+                Code.KERNEL,
+                f"vlan {vlan} needs VLAN filtering on bridge {name}, which this kernel does not support "
+                "(CONFIG_BRIDGE_VLAN_FILTERING)",
+            ) from None
+        raise
 
 
 def _create_bridge(sock: Socket, name: str, mtu: int | None, vlan_filtering: bool) -> None:
