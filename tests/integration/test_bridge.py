@@ -319,3 +319,40 @@ def test_ptp_mode_unchanged(inproc, net, pod_ns, with_masq):
     assert len(res["interfaces"]) == 2 and res["ips"][0]["interface"] == 1
     assert inproc.run("CHECK", with_prev(conf, res), container_id="ctr-ptp", netns=pod_ns.path).status == 0
     assert inproc.run("DEL", conf, container_id="ctr-ptp", netns=pod_ns.path).status == 0
+
+
+def test_bridge_conflist_example_end_to_end(exe, net):
+    """conf-examples/bridge.conflist as libcni would run it: two pods, v4+v6, masquerade, CHECK, DEL, GC."""
+    from support import REPO
+
+    with open(f"{REPO}/conf-examples/bridge.conflist") as f:
+        doc = json.load(f)
+    (entry,) = doc["plugins"]
+    conf = {**entry, "name": net.name, "cniVersion": doc["cniVersion"], "runtimeDir": net.runtime_dir}
+    conf["ipam"] = {**conf["ipam"], "dataDir": net.ipam_dir}
+    br = conf["bridge"]
+    host = exe.host
+    with netns("nsvp-") as a, netns("nsvp-") as b:
+        ra = add(exe, conf, "ctr-ex-a", a)
+        rb = add(exe, conf, "ctr-ex-b", b)
+        assert [i["name"] for i in ra["interfaces"]] == [br, ra["interfaces"][1]["name"], "eth0"]
+        assert {r["dst"] for r in ra["routes"]} == {"0.0.0.0/0", "::/0"}
+        assert sorted(x for x in host.addresses(br) if not x.startswith("fe80")) == ["10.90.0.1/16", "fd90::1/64"]
+        port = details(host, ra["interfaces"][1]["name"])
+        assert port["linkinfo"]["info_slave_data"]["hairpin"] is True
+        b4, b6 = (ip["address"].split("/")[0] for ip in rb["ips"])
+        assert a.run("ping", "-c1", "-W2", b4).returncode == 0
+        assert a.run("ping", "-6", "-c1", "-W2", b6).returncode == 0
+        assert a.run("ping", "-c1", "-W2", "10.90.0.1").returncode == 0
+        rules = host.run("nft", "list", "table", "inet", "nsveth").stdout
+        for res in (ra, rb):
+            for ip in res["ips"]:
+                assert f"saddr {ip['address'].split('/')[0]} " in rules
+        assert exe.run("CHECK", with_prev(conf, ra), container_id="ctr-ex-a", netns=a.path).status == 0
+        assert exe.run("DEL", with_prev(conf, ra), container_id="ctr-ex-a", netns=a.path).status == 0
+        gc = {**conf, "cni.dev/valid-attachments": []}
+        assert exe.run("GC", gc).status == 0  # releases ctr-ex-b: its port, rules, lease
+        assert host.run("nft", "list", "table", "inet", "nsveth").stdout.count("masquerade") == 0
+        assert [n for n, link in host.links().items() if link.get("master") == br] == []
+        assert net.leases() == [] and net.state_files() == []
+        assert br in host.links()
