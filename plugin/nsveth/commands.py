@@ -173,7 +173,11 @@ def _unmasquerade(req: Request, conf: NetConf) -> None:
     if isinstance(recorded, str) and recorded in ("nftables", "iptables"):
         masq.teardown(recorded, conf.name, req.container_id, req.ifname)
     elif conf.ip_masq:
-        masq.teardown(_masq_backend(conf), conf.name, req.container_id, req.ifname)
+        try:
+            kind = _masq_backend(conf)
+        except CNIError:
+            return  # neither nft nor iptables: there can be no rules to remove
+        masq.teardown(kind, conf.name, req.container_id, req.ifname)
 
 
 def _remove_links(req: Request) -> None:
