@@ -220,6 +220,8 @@ def check_(req: Request, conf: NetConf) -> None:
         problems = check.compare(prev, pod_index, conf, observed)
         if att.host_link is not None and att.pod_link is not None:
             problems += _topology(conf).observe_host(att)
+    if conf.ip_masq:
+        problems += masq.missing(_masq_backend(conf), conf.name, req.container_id, req.ifname, [ip.address for ip in prev.ips])
     ipam.check(conf, req)
     if problems:
         raise CNIError(Code.CHECK_FAILED, "; ".join(problems))

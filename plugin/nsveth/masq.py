@@ -228,6 +228,31 @@ def teardown(kind: str, network: str, container_id: str, ifname: str) -> None:
         _ipt_teardown(network, container_id, ifname)
 
 
+def missing(kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> list[str]:
+    """For CHECK: each pod address without its masquerade rule."""
+    if kind == "nftables":
+        proc = _run([_tool("nft"), "-j", "list", "chain", NFT_FAMILY, NFT_TABLE, nft_chain(network, container_id, ifname)], None, check=False)
+        have = set()
+        if proc.returncode == 0:
+            try:
+                items = json.loads(proc.stdout).get("nftables", [])
+            except ValueError:
+                items = []
+            for item in items:
+                exprs = item.get("rule", {}).get("expr", []) if isinstance(item, dict) else []
+                if any("masquerade" in e for e in exprs):
+                    have |= {e["match"]["right"] for e in exprs if "match" in e and e["match"].get("op") == "=="}
+        return [f"masquerade rule for {ip.ip} is missing" for ip in ips if str(ip.ip) not in have]
+    out = []
+    chain = iptables_chain(network, container_id, ifname)
+    for ip in ips:
+        listing = _ipt(ip.version, "-S", "POSTROUTING", check=False).stdout
+        jumps = [_split(line) for line in listing.splitlines()]
+        if not any(_target(w) == chain and str(ipaddress.ip_network(ip.ip)) in w for w in jumps):
+            out.append(f"masquerade rule for {ip.ip} is missing")
+    return out
+
+
 def stale_nft_chains(network: str, keep: Iterable[tuple[str, str]]) -> list[str]:
     """Chains of `network` in our table that belong to none of the `keep` attachments."""
     if _which("nft") is None:

@@ -105,12 +105,12 @@ def test_concurrent_adds_as_executables(exe, net):
     """Separate processes racing on the bridge and its gateway address (the lock file, not threads)."""
     br = unique("nsvb")
     conf = bridge_conf(net, br, isGateway=True)
-    pods = [Netns("nsvp-") for _ in range(6)]
+    pods = [Netns("nsvp-") for _ in range(20)]
     try:
         replies = run_threads(
             [lambda i=i, p=p: exe.run("ADD", conf, container_id=f"prace-{i}", netns=p.path) for i, p in enumerate(pods)]
         )
-        assert [r.status for r in replies] == [0] * 6, [r.stdout for r in replies if r.status]
+        assert [r.status for r in replies] == [0] * 20, [r.stdout for r in replies if r.status]
         assert [x for x in exe.host.addresses(br) if ":" not in x] == ["10.77.0.1/24"]
         for i, p in enumerate(pods):
             assert exe.run("DEL", conf, container_id=f"prace-{i}", netns=p.path).status == 0

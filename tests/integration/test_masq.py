@@ -34,6 +34,11 @@ def masq_sources(host: Netns) -> set[str]:
     return out
 
 
+def rule_chain(host: Netns) -> str:
+    (chain,) = {r["chain"] for r in nft_rules(host)}
+    return chain
+
+
 def iptables_nat(host: Netns, tool: str = "iptables") -> str:
     return host.run(tool, "-w", "5", "-t", "nat", "-S").stdout
 
@@ -77,7 +82,11 @@ def test_masquerade_reaches_outside_and_del_removes_it(plugin, net, pod_ns, mode
         # Pod-to-gateway traffic stays inside the subnet and is not translated.
         (rule,) = nft_rules(plugin.host)
         assert "10.77.0.0" in json.dumps(rule) and "224.0.0.0" in json.dumps(rule)
-        assert plugin.run("CHECK", with_prev(conf, res), container_id="ctr-masq", netns=pod_ns.path).status == 0
+        prev = with_prev(conf, res)
+        assert plugin.run("CHECK", prev, container_id="ctr-masq", netns=pod_ns.path).status == 0
+        plugin.host.run("nft", "flush", "chain", "inet", "nsveth", rule_chain(plugin.host))
+        chk = plugin.run("CHECK", prev, container_id="ctr-masq", netns=pod_ns.path)
+        assert chk.status != 0 and "masquerade rule for 10.77.0.2 is missing" in chk.json["msg"], chk.stdout
         for _ in range(2):
             assert plugin.run("DEL", conf, container_id="ctr-masq", netns=pod_ns.path).status == 0
             assert masq_sources(plugin.host) == set()
@@ -134,8 +143,9 @@ def test_iptables_backend(plugin, net, mode):
     a, b = Netns("nsvp-"), Netns("nsvp-")
     try:
         with outside(plugin.host):
-            add(plugin, conf, "ctr-ipt-a", a)
-            add(plugin, conf, "ctr-ipt-b", b)
+            ra = add(plugin, conf, "ctr-ipt-a", a)
+            rb = add(plugin, conf, "ctr-ipt-b", b)
+            assert plugin.run("CHECK", with_prev(conf, ra), container_id="ctr-ipt-a", netns=a.path).status == 0
             rules = iptables_nat(plugin.host)
             assert "-A POSTROUTING -s 10.77.0.2/32" in rules and "-A POSTROUTING -s 10.77.0.3/32" in rules
             assert "-d 10.77.0.0/24" in rules and "! -d 224.0.0.0/4" in rules and "MASQUERADE" in rules
@@ -145,6 +155,10 @@ def test_iptables_backend(plugin, net, mode):
             assert plugin.run("DEL", conf, container_id="ctr-ipt-a", netns=a.path).status == 0
             rules = iptables_nat(plugin.host)
             assert "10.77.0.2" not in rules and "-A POSTROUTING -s 10.77.0.3/32" in rules
+            jump = next(line for line in rules.splitlines() if line.startswith("-A POSTROUTING -s 10.77.0.3/32"))
+            plugin.host.run("sh", "-c", f"iptables -w 5 -t nat {jump.replace('-A ', '-D ', 1)}")
+            chk = plugin.run("CHECK", with_prev(conf, rb), container_id="ctr-ipt-b", netns=b.path)
+            assert chk.status != 0 and "masquerade rule for 10.77.0.3 is missing" in chk.json["msg"], chk.stdout
             assert plugin.run("DEL", conf, container_id="ctr-ipt-b", netns=b.path).status == 0
             assert plugin.run("DEL", conf, container_id="ctr-ipt-b", netns=b.path).status == 0
             rules = iptables_nat(plugin.host)
