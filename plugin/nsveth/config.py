@@ -146,6 +146,9 @@ def _bridge(doc: Mapping[str, Any]) -> BridgeConf:
         "vlan": "vlan",
     }
     conf = BridgeConf(**_renamed(doc, fields))
+    # The schema's maxLength counts characters; the kernel's limit is 15 bytes.
+    if len(conf.name.encode()) > 15:
+        raise CNIError(Code.INVALID_CONFIG, f"invalid network config: bridge: {conf.name!r} is longer than 15 bytes")
     if conf.is_default_gateway and not conf.is_gateway:
         conf = dataclasses.replace(conf, is_gateway=True)  # isDefaultGateway implies isGateway
     return conf
