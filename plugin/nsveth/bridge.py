@@ -141,7 +141,8 @@ def _ensure_bridge(att: Attachment) -> Link:
             with contextlib.suppress(FileNotFoundError):
                 procsys.write("0", "ipv6", "conf", name, "accept_ra")
     if link.kind != "bridge":
-        raise CNIError(Code.INVALID_CONFIG, f'"{name}" already exists but is not a bridge (it is a {link.kind or "plain"} link)')
+        kind = link.kind or "plain"
+        raise CNIError(Code.INVALID_CONFIG, f'"{name}" already exists but is not a bridge (it is a {kind} link)')
     if conf.bridge.promisc and not link.flags & links.IFF_PROMISC:
         links.set_flags(att.host, link.index, links.IFF_PROMISC, links.IFF_PROMISC)
     if conf.bridge.vlan and not _vlan_filtering(att.host, link.index):
@@ -182,7 +183,8 @@ def _create_bridge(sock: Socket, name: str, mtu: int | None, vlan_filtering: boo
 
 
 def _set_bridge_data(sock: Socket, index: int, data: list[tuple[str, object]]) -> None:
-    links.set_attrs(sock, index, [("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge"), ("IFLA_INFO_DATA", {"attrs": data})]})])
+    info = {"attrs": [("IFLA_INFO_KIND", "bridge"), ("IFLA_INFO_DATA", {"attrs": data})]}
+    links.set_attrs(sock, index, [("IFLA_LINKINFO", info)])
 
 
 def _raw_link(sock: Socket, index: int) -> object | None:
@@ -255,9 +257,8 @@ def _attach_port(att: Attachment) -> None:
 
 
 def _set_port_data(sock: Socket, index: int, data: list[tuple[str, object]]) -> None:
-    links.set_attrs(
-        sock, index, [("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", {"attrs": data})]})]
-    )
+    info = {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", {"attrs": data})]}
+    links.set_attrs(sock, index, [("IFLA_LINKINFO", info)])
 
 
 def _port_vlan(sock: Socket, index: int, vid: int, flags: int, msg_type: int) -> None:
@@ -301,7 +302,9 @@ def settle(att: Attachment) -> None:
             return
         if time.monotonic() >= deadline:
             state_ = port.state if port is not None else "not a port"
-            log.get().warning("bridge port %s is not forwarding after %.1fs (state %s)", att.host_name, FORWARDING_WAIT_S, state_)
+            log.get().warning(
+                "bridge port %s is not forwarding after %.1fs (state %s)", att.host_name, FORWARDING_WAIT_S, state_
+            )
             return
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
@@ -361,7 +364,10 @@ def observe_host(att: Attachment) -> list[str]:
     if listed and listed[0].mac and listed[0].mac.lower() != bridge.mac:
         problems.append(f"bridge {name} has MAC {bridge.mac}, expected {listed[0].mac.lower()}")
     if bool(bridge.flags & links.IFF_PROMISC) != conf.promisc:
-        problems.append(f"bridge {name} promiscuous mode is {'on' if bridge.flags & links.IFF_PROMISC else 'off'}, config says {'on' if conf.promisc else 'off'}")
+        problems.append(
+            f"bridge {name} promiscuous mode is {_onoff(bridge.flags & links.IFF_PROMISC)}, "
+            f"config says {_onoff(conf.promisc)}"
+        )
     if not bridge.up:
         problems.append(f"bridge {name} is down")
     host = att.host_link
@@ -371,10 +377,14 @@ def observe_host(att: Attachment) -> list[str]:
     else:
         port = port_info(att.host, host.index)
         if port is not None and port.hairpin != conf.hairpin:
-            problems.append(f"hairpin mode of {host.name} is {'on' if port.hairpin else 'off'}, config says {'on' if conf.hairpin else 'off'}")
+            problems.append(f"hairpin mode of {host.name} is {_onoff(port.hairpin)}, config says {_onoff(conf.hairpin)}")
     if conf.is_gateway:
         have = {a for a, _ in addresses.on_link(att.host, bridge.index)}
         for want in _gateway_addresses(att):
             if want not in have:
                 problems.append(f"bridge {name} lacks gateway address {want}")
     return problems
+
+
+def _onoff(flag: object) -> str:
+    return "on" if flag else "off"

@@ -64,7 +64,8 @@ def _masq_backend(conf: NetConf) -> str:
 
 def _masquerade(att: Attachment) -> None:
     req, conf = att.req, att.conf
-    masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, [ip.address for ip in att.lease.ips])  # type: ignore[union-attr]
+    ips = [ip.address for ip in att.lease.ips]  # type: ignore[union-attr]
+    masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
 
 
 def _create_veth(att: Attachment) -> None:
@@ -221,7 +222,8 @@ def check_(req: Request, conf: NetConf) -> None:
         if att.host_link is not None and att.pod_link is not None:
             problems += _topology(conf).observe_host(att)
     if conf.ip_masq:
-        problems += masq.missing(_masq_backend(conf), conf.name, req.container_id, req.ifname, [ip.address for ip in prev.ips])
+        ips = [ip.address for ip in prev.ips]
+        problems += masq.missing(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
     ipam.check(conf, req)
     if problems:
         raise CNIError(Code.CHECK_FAILED, "; ".join(problems))

@@ -171,7 +171,8 @@ def _ipt_setup(network: str, container_id: str, ifname: str, ips: Iterable[IPInt
         _ipt(version, "-F", chain)
         for ip in (i for i in ips if i.version == version):
             _ipt(version, "-A", chain, "-d", str(ip.network), "-j", "ACCEPT", "-m", "comment", "--comment", note)
-            _ipt(version, "-A", chain, "!", "-d", str(_MULTICAST[version]), "-j", "MASQUERADE", "-m", "comment", "--comment", note)
+            multicast = str(_MULTICAST[version])
+            _ipt(version, "-A", chain, "!", "-d", multicast, "-j", "MASQUERADE", "-m", "comment", "--comment", note)
             jump = ["POSTROUTING", "-s", str(ip.ip), "-j", chain, "-m", "comment", "--comment", note]
             if _ipt(version, "-C", *jump, check=False).returncode != 0:
                 _ipt(version, "-A", *jump)
@@ -231,7 +232,8 @@ def teardown(kind: str, network: str, container_id: str, ifname: str) -> None:
 def missing(kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> list[str]:
     """For CHECK: each pod address without its masquerade rule."""
     if kind == "nftables":
-        proc = _run([_tool("nft"), "-j", "list", "chain", NFT_FAMILY, NFT_TABLE, nft_chain(network, container_id, ifname)], None, check=False)
+        chain = nft_chain(network, container_id, ifname)
+        proc = _run([_tool("nft"), "-j", "list", "chain", NFT_FAMILY, NFT_TABLE, chain], None, check=False)
         have = set()
         if proc.returncode == 0:
             try:
