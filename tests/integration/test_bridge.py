@@ -67,8 +67,9 @@ def test_two_pods_ping_each_other_and_the_gateway(plugin, net):
                 dele = plugin.run("DEL", with_prev(conf, res), container_id=cid, netns=pod.path)
                 assert dele.status == 0, dele.stdout
             assert "eth0" not in pod.links()
-        # The bridge stays (other pods may use it); everything per-pod is gone.
+        # The bridge stays (other pods may use it), its MAC pinned; everything per-pod is gone.
         assert br in host.links() and host_veths(host) == [br]
+        assert details(host, br)["address"] == bridge_if["mac"]
         assert net.leases() == [] and net.state_files() == []
 
 
@@ -156,6 +157,16 @@ def test_existing_non_bridge_link_is_an_error(inproc, net, pod_ns):
     # The failed ADD rolled back: no host veth of ours, no lease, no pod interface.
     assert [n for n in host_veths(inproc.host) if n not in (name, name + "p")] == []
     assert net.leases() == [] and net.state_files() == [] and "eth0" not in pod_ns.links()
+
+
+def test_existing_bridge_that_is_down_is_used_and_brought_up(inproc, net, pod_ns):
+    br = unique("nsvb")
+    inproc.host.run("ip", "link", "add", br, "type", "bridge")
+    assert "UP" not in details(inproc.host, br)["flags"]
+    res = add(inproc, bridge_conf(net, br, isGateway=True), "ctr-down", pod_ns)
+    assert "UP" in details(inproc.host, br)["flags"]
+    assert pod_ns.run("ping", "-c1", "-W2", "10.77.0.1").returncode == 0
+    assert inproc.run("DEL", with_prev(bridge_conf(net, br, isGateway=True), res), container_id="ctr-down", netns=pod_ns.path).status == 0
 
 
 def test_existing_bridge_with_a_different_address(inproc, net, pod_ns):
