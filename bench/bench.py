@@ -274,8 +274,8 @@ CATEGORIES = {
     "config (decode + validation)": ["config"],
     "IPAM exec": ["ipam"],
     "netlink": ["open netns", "veth", "host side", "pod side", "links"],
-    "sysctls": ["sysctl host", "sysctl pod"],
-    "announcement round": ["announce"],
+    "sysctls": ["sysctl host", "sysctl pod", "sysctl config", "sysctl restore"],
+    "settle + announcement round": ["settle", "announce"],
     "state/lock": ["state adding", "state added", "lock", "state removed"],
     "result + exit": ["result", "exit", "process exit"],
 }

@@ -71,6 +71,7 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
                 timing.mark("sysctl config")
             _drop_vanished_ipv6(att)
             _kernel(f"wait for {att.host_name} to forward", topology.settle, att)
+            timing.mark("settle")
             _record(att, phase="added")
             undo.pop_all()
             timing.mark("state added")
