@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from typing import Any
 
 from . import log, result, state, versions
@@ -116,12 +115,64 @@ def _exec(binary: str, command: str, req: Request, stdin: bytes, name: str) -> b
     env = dict(req.env)
     env["CNI_COMMAND"] = command
     try:
-        proc = subprocess.run([binary], input=stdin, env=env, stdout=subprocess.PIPE, close_fds=True)
+        status, stdout = _spawn(binary, env, stdin)
     except OSError as e:
         raise CNIError(Code.DELEGATE_FAILED, f"cannot run IPAM plugin {binary}: {e.strerror}") from None
-    if proc.returncode == 0:
-        return proc.stdout
-    raise _delegate_error(name, command, proc.returncode, proc.stdout)
+    if status == 0:
+        return stdout
+    raise _delegate_error(name, command, status, stdout)
+
+
+def _spawn(binary: str, env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
+    """Run the delegate: (exit status, stdout); stderr is shared with ours.
+
+    posix_spawn rather than subprocess, whose import alone costs ~1.5 ms of
+    every run. The config goes in through a memfd, so no pipe can fill up
+    while the delegate writes its answer; every descriptor of ours is
+    close-on-exec (Python's default, and `_no_inherited_fds` for any the
+    runtime handed us), so the delegate gets only 0, 1 and 2, as with
+    subprocess's close_fds.
+    """
+    _no_inherited_fds()
+    data = os.memfd_create("nsveth-ipam-stdin", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(stdin)
+        while view:
+            view = view[os.write(data, view) :]
+        os.lseek(data, 0, os.SEEK_SET)
+        read_end, write_end = os.pipe()
+        try:
+            actions = [(os.POSIX_SPAWN_DUP2, data, 0), (os.POSIX_SPAWN_DUP2, write_end, 1)]
+            pid = os.posix_spawn(binary, [binary], env, file_actions=actions)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+    finally:
+        os.close(data)
+    chunks = []
+    try:
+        while chunk := os.read(read_end, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status), b"".join(chunks)
+
+
+def _no_inherited_fds() -> None:
+    """Mark every descriptor above 2 close-on-exec (those the runtime may have passed us)."""
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own directory fd, already closed
 
 
 def _delegate_error(name: str, command: str, status: int, stdout: bytes) -> CNIError:
