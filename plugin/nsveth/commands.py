@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state
+from . import addresses, advertise, check, ipam, links, log, netns, procsys, ptp, result, routes, state
 from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code
@@ -28,6 +28,8 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             raise CNIError(Code.INVALID_ENV, f'interface "{req.ifname}" already exists in netns {req.netns}')
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
         with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
+            # A sender left by an earlier ADD of this attachment would announce a dead MAC.
+            advertise.cancel(state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname))
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
             att.lease = ipam.add(conf, req)
@@ -36,7 +38,9 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
             _kernel("configure the host side", ptp.setup_host, att)
             _configure_pod(att)
-            _record(att, phase="added")
+            sender = _announce(att)
+            undo.callback(_quietly, advertise.cancel, {"advertiser": sender})
+            _record(att, phase="added", advertiser=sender)
             undo.pop_all()
         return result.to_wire(_result(att), conf.cni_version)
 
@@ -79,6 +83,20 @@ def _set_ipv6(att: Attachment) -> None:
             raise CNIError(Code.KERNEL, "IPv6 is not available in the pod netns") from None
 
 
+def _announce(att: Attachment) -> dict[str, int] | None:
+    """Unsolicited ARP / NA for every address, last, once the pod interface is
+    complete; returns the detached sender of the later rounds, if any."""
+    assert att.pod_link is not None and att.lease is not None and att.pod_fd is not None
+    plan = advertise.Plan.of(
+        att.pod_link.index,
+        att.pod_link.mac,
+        (ip.address.ip for ip in att.lease.ips),
+        att.conf.advertise.count,
+        att.conf.advertise.interval_ms,
+    )
+    return advertise.announce(att.pod_fd, plan)
+
+
 def _result(att: Attachment) -> result.Result:
     lease = att.lease
     assert lease is not None and att.host_link is not None and att.pod_link is not None
@@ -91,24 +109,21 @@ def _result(att: Attachment) -> result.Result:
     return result.Result(interfaces, ips, lease.routes, dns)
 
 
-def _record(att: Attachment, phase: str) -> None:
+def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = None) -> None:
     req, conf = att.req, att.conf
-    state.write(
-        conf.runtime_dir,
-        conf.name,
-        req.container_id,
-        req.ifname,
-        {
-            "version": 1,
-            "phase": phase,
-            "network": conf.name,
-            "containerID": req.container_id,
-            "ifname": req.ifname,
-            "netns": req.netns,
-            "hostIfname": att.host_name,
-            "config": conf.raw.decode(),
-        },
-    )
+    record = {
+        "version": 1,
+        "phase": phase,
+        "network": conf.name,
+        "containerID": req.container_id,
+        "ifname": req.ifname,
+        "netns": req.netns,
+        "hostIfname": att.host_name,
+        "config": conf.raw.decode(),
+    }
+    if advertiser is not None:
+        record["advertiser"] = advertiser  # pid + start time, for DEL/GC to cancel it
+    state.write(conf.runtime_dir, conf.name, req.container_id, req.ifname, record)
 
 
 # --------------------------------------------------------------------- DEL
@@ -124,6 +139,8 @@ def _release(req: Request, conf: NetConf) -> None:
     real failure is reported after every step has been tried.
     """
     failures: list[CNIError] = []
+    # Stop the announcement sender first: the address may be handed out again right after.
+    advertise.cancel(state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname))
     try:
         _remove_links(req)
     except CNIError as e:
