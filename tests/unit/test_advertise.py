@@ -90,7 +90,7 @@ def test_icmpv6_checksum_odd_length():
     """An odd-length message is summed as if padded with one zero byte; the length stays the real one."""
     a, b = ipaddress.IPv6Address("fd00::1"), ipaddress.IPv6Address("fd00::2")
     pseudo = a.packed + b.packed + (1).to_bytes(4, "big") + bytes([0, 0, 0, 58])
-    words = struct.unpack("!18H", pseudo + b"\x01\x00")
+    words = struct.unpack("!21H", pseudo + b"\x01\x00")
     assert advertise.icmpv6_checksum(a, b, b"\x01") == ~_fold(sum(words)) & 0xFFFF
 
 
