@@ -621,3 +621,31 @@ def test_conf_example_advertises(plugin, pod_ns, net, tmp_path, sender_guard):
         assert_na(f, mac, v6[0])
     assert_spacing(arps, interval)
     assert plugin.run("DEL", conf, container_id="c-example", netns=pod_ns.path).status == 0
+
+
+# ------------------------------------------------------- first-round failure
+def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, monkeypatch, sender_guard):
+    """The pod interface is taken down just before the announcement: the kernel
+    refuses the frames (ENETDOWN), ADD still succeeds and says why in the log."""
+    from nsveth import commands, links
+
+    configure = commands._configure_pod
+
+    def configure_then_down(att):
+        configure(att)
+        links.set_flags(att.pod, att.pod_link.index, 0, links.IFF_UP)
+
+    monkeypatch.setattr(commands, "_configure_pod", configure_then_down)
+    log_file = tmp_path / "nsveth.log"
+    conf = dual(net, advertise={"count": 2, "intervalMs": 100}, logFile=str(log_file))
+    with capture(inproc.host) as cap:
+        add = inproc.run("ADD", conf, container_id="c-fail", netns=pod_ns.path)
+        assert add.status == 0, add.stdout
+        if "advertiser" in record(net, "c-fail"):
+            sender_guard.append(sender_pid(net, "c-fail"))
+            assert wait_dead(sender_guard[0], 1.0)
+    logged = log_file.read_text()
+    assert "unsolicited announcement failed: ARP for 10.77.0.2: Network is down" in logged, logged
+    assert "NA for fd00:77::2: Network is down" in logged, logged
+    assert cap.announcements(pod_mac(add)) == ([], [])
+    assert inproc.run("DEL", conf, container_id="c-fail", netns=pod_ns.path).status == 0
