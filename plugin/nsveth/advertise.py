@@ -229,7 +229,10 @@ def announce(pod_fd: int, plan: Plan) -> dict[str, int] | None:
             log.get().warning("cannot start the announcement sender: %s", e.strerror or e)
             return None
     finally:
-        announcer.close()  # the parent's copies; the sender has its own
+        # The parent's copies; the sender has its own. (Closing the last
+        # reference to a packet socket waits for an RCU grace period, about
+        # 10 ms: with a sender running, the sender pays it, in the background.)
+        announcer.close()
 
 
 def _detach(announcer: Announcer, first_round: float) -> dict[str, int]:
@@ -240,7 +243,7 @@ def _detach(announcer: Announcer, first_round: float) -> dict[str, int]:
     re-parented to init. The sender must not keep the plugin's stdout or
     stderr: runtimes read the plugin's stdout until EOF, so an inherited copy
     would make ADD last as long as the sender. It also must not keep the
-    state lock or any other descriptor, so it closes everything but its three
+    state lock or any other descriptor, so it closes everything but its two
     sockets. A fork rather than a re-exec: starting a new interpreter (or
     unpacking the bundled executable) costs far more than the fork.
     """
@@ -271,7 +274,8 @@ def _detach(announcer: Announcer, first_round: float) -> dict[str, int]:
             data += chunk
     finally:
         os.close(rd)
-        os.waitpid(pid, 0)
+        with contextlib.suppress(ChildProcessError):  # SIGCHLD ignored: the kernel reaped it
+            os.waitpid(pid, 0)
     if len(data) != 4:
         raise OSError(errno.ECHILD, "the announcement sender did not start")
     (sender_pid,) = struct.unpack("=i", data)
