@@ -111,19 +111,23 @@ def _result(att: Attachment) -> result.Result:
 
 def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = None) -> None:
     req, conf = att.req, att.conf
-    record = {
-        "version": 1,
-        "phase": phase,
-        "network": conf.name,
-        "containerID": req.container_id,
-        "ifname": req.ifname,
-        "netns": req.netns,
-        "hostIfname": att.host_name,
-        "config": conf.raw.decode(),
-    }
-    if advertiser is not None:
-        record["advertiser"] = advertiser  # pid + start time, for DEL/GC to cancel it
-    state.write(conf.runtime_dir, conf.name, req.container_id, req.ifname, record)
+    state.write(
+        conf.runtime_dir,
+        conf.name,
+        req.container_id,
+        req.ifname,
+        {
+            "version": 1,
+            "phase": phase,
+            "advertiser": advertiser,  # pid + start time of the announcement sender, for DEL/GC to stop it
+            "network": conf.name,
+            "containerID": req.container_id,
+            "ifname": req.ifname,
+            "netns": req.netns,
+            "hostIfname": att.host_name,
+            "config": conf.raw.decode(),
+        },
+    )
 
 
 # --------------------------------------------------------------------- DEL
@@ -138,9 +142,9 @@ def _release(req: Request, conf: NetConf) -> None:
     Best effort by design: a missing netns, interface or lease is success; a
     real failure is reported after every step has been tried.
     """
-    failures: list[CNIError] = []
     # Stop the announcement sender first: the address may be handed out again right after.
     advertise.cancel(state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname))
+    failures: list[CNIError] = []
     try:
         _remove_links(req)
     except CNIError as e:
