@@ -83,6 +83,18 @@ def _set_ipv6(att: Attachment) -> None:
             raise CNIError(Code.KERNEL, "IPv6 is not available in the pod netns") from None
 
 
+def _result(att: Attachment) -> result.Result:
+    lease = att.lease
+    assert lease is not None and att.host_link is not None and att.pod_link is not None
+    interfaces = (
+        result.Interface(name=att.host_name, mac=att.host_link.mac),
+        result.Interface(name=att.req.ifname, mac=att.pod_link.mac, sandbox=att.req.netns, mtu=att.pod_link.mtu),
+    )
+    ips = tuple(result.IPConfig(ip.address, ip.gateway, interface=1) for ip in lease.ips)
+    dns = att.conf.dns if not att.conf.dns.is_empty() else lease.dns
+    return result.Result(interfaces, ips, lease.routes, dns)
+
+
 def _announce(att: Attachment) -> dict[str, int] | None:
     """Unsolicited ARP / NA for every address, last, once the pod interface is
     complete; returns the detached sender of the later rounds, if any."""
@@ -95,18 +107,6 @@ def _announce(att: Attachment) -> dict[str, int] | None:
         att.conf.advertise.interval_ms,
     )
     return advertise.announce(att.pod_fd, plan)
-
-
-def _result(att: Attachment) -> result.Result:
-    lease = att.lease
-    assert lease is not None and att.host_link is not None and att.pod_link is not None
-    interfaces = (
-        result.Interface(name=att.host_name, mac=att.host_link.mac),
-        result.Interface(name=att.req.ifname, mac=att.pod_link.mac, sandbox=att.req.netns, mtu=att.pod_link.mtu),
-    )
-    ips = tuple(result.IPConfig(ip.address, ip.gateway, interface=1) for ip in lease.ips)
-    dns = att.conf.dns if not att.conf.dns.is_empty() else lease.dns
-    return result.Result(interfaces, ips, lease.routes, dns)
 
 
 def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = None) -> None:
