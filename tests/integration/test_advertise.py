@@ -240,7 +240,7 @@ def test_count_is_the_number_of_rounds(inproc, pod_ns, net, count, sender_guard)
         add = inproc.run("ADD", conf, container_id="c-count", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         if count == 1:
-            assert "advertiser" not in record(net, "c-count"), "one round needs no sender"
+            assert record(net, "c-count")["advertiser"] is None, "one round needs no sender"
         else:
             sender_guard.append(sender_pid(net, "c-count"))
         time.sleep(0.6)
@@ -271,7 +271,7 @@ def test_count_zero_sends_nothing(plugin, pod_ns, net):
         add = plugin.run("ADD", conf, container_id="c-zero", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         time.sleep(0.5)
-    assert "advertiser" not in record(net, "c-zero")
+    assert record(net, "c-zero")["advertiser"] is None
     assert cap.announcements(pod_mac(add)) == ([], [])
     assert plugin.run("DEL", conf, container_id="c-zero", netns=pod_ns.path).status == 0
 
@@ -655,7 +655,7 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
     with capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-fail", netns=pod_ns.path)
         assert add.status == 0, add.stdout
-        if "advertiser" in record(net, "c-fail"):
+        if record(net, "c-fail")["advertiser"]:
             sender_guard.append(sender_pid(net, "c-fail"))
             assert wait_dead(sender_guard[0], 1.0)
     logged = log_file.read_text()
