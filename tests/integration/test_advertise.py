@@ -208,7 +208,9 @@ def pod_mac(reply: support.Reply) -> str:
 # -------------------------------------------------------------------- tests
 def test_every_field_count_and_spacing(plugin, pod_ns, net, sender_guard):
     """Three rounds for an IPv4 and an IPv6 address: exact fields, spacing, ADD back before round 2."""
-    conf = dual(net, advertise={"count": 3, "intervalMs": 400})
+    # 1 s apart: the executable's own exit (interpreter teardown) can take a
+    # few hundred ms on a loaded machine, and ADD has returned only after it.
+    conf = dual(net, advertise={"count": 3, "intervalMs": 1000})
     with capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-fields", netns=pod_ns.path)
         returned = time.time()
@@ -216,7 +218,7 @@ def test_every_field_count_and_spacing(plugin, pod_ns, net, sender_guard):
         sender_guard.append(sender_pid(net, "c-fields"))
         mac = pod_mac(add)
         host_if = add.json["interfaces"][0]["name"]
-        assert wait_dead(sender_guard[0], 3.0), "the sender must exit after its last round"
+        assert wait_dead(sender_guard[0], 4.0), "the sender must exit after its last round"
         time.sleep(0.3)
     arps, nas = cap.announcements(mac)
     assert len(arps) == 3 and len(nas) == 3, (len(arps), len(nas))
@@ -226,8 +228,8 @@ def test_every_field_count_and_spacing(plugin, pod_ns, net, sender_guard):
     for f in nas:
         assert f.ifname == host_if
         assert_na(f, mac, "fd00:77::2")
-    assert_spacing(arps, 0.4)
-    assert_spacing(nas, 0.4)
+    assert_spacing(arps, 1.0)
+    assert_spacing(nas, 1.0)
     assert returned < arps[1].ts and returned < nas[1].ts, "ADD must not wait for the second round"
     dele = plugin.run("DEL", conf, container_id="c-fields", netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
@@ -280,7 +282,8 @@ def test_add_through_a_real_client_does_not_wait_for_the_sender(exe, pod_ns, net
     """Like libcni: run the executable with stdout on a pipe and read until EOF.
 
     Were the sender to keep the plugin's stdout (or stderr) open, EOF would
-    come only when it exits, two intervals later.
+    come only when it exits, two intervals (4 s) later, and it would be dead
+    by the time ADD returns.
     """
     conf = dual(net, advertise={"count": 3, "intervalMs": 2000})
     env = exe.env("ADD", container_id="c-client", netns=pod_ns.path)
@@ -297,7 +300,7 @@ def test_add_through_a_real_client_does_not_wait_for_the_sender(exe, pod_ns, net
     assert proc.returncode == 0, proc.stdout
     pid = sender_pid(net, "c-client")
     sender_guard.append(pid)
-    assert elapsed < 1.5, f"ADD took {elapsed:.2f}s: the sender kept the output pipe open?"
+    assert elapsed < 3.0, f"ADD took {elapsed:.2f}s: the sender kept the output pipe open?"
     assert alive(pid), "the sender must still be running after ADD returned"
     fds = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
     assert all(fd == "/dev/null" or fd.startswith("socket:") for fd in fds), fds
@@ -348,7 +351,7 @@ def test_add_through_cnitool_returns_at_once(exe, pod_ns, net, tmp_path, sender_
     (name,) = net.state_files()
     pid = sender_pid(net, name.split(":")[0])
     sender_guard.append(pid)
-    assert elapsed < 1.5, f"cnitool add took {elapsed:.2f}s"
+    assert elapsed < 3.0, f"cnitool add took {elapsed:.2f}s"
     assert alive(pid)
     proc = cnitool("del")
     assert proc.returncode == 0, proc.stderr
@@ -389,7 +392,7 @@ def test_sender_holds_no_lock(inproc, pod_ns, net, sender_guard):
     started = time.monotonic()
     gc = inproc.run("GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "c-lock", "ifname": "eth0"}]})
     assert gc.status == 0, gc.stdout
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # the sender runs for 4 s
     assert alive(pid), "GC kept the attachment, so its sender runs on"
     assert inproc.run("DEL", conf, container_id="c-lock", netns=pod_ns.path).status == 0
 
