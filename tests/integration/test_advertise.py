@@ -572,6 +572,61 @@ def _concerns(frame: Frame, ips: tuple[str, ...]) -> bool:
     return False
 
 
+HAS_BRIDGE_MODE = os.path.exists(os.path.join(REPO, "plugin", "nsveth", "bridge.py"))
+
+
+@pytest.mark.skipif(not HAS_BRIDGE_MODE, reason="bridge mode is not in this checkout")
+@pytest.mark.parametrize("count", [3, 0])
+def test_ip_reuse_in_bridge_mode(plugin, net, count, sender_guard):
+    """The same in bridge mode: the neighbour netns is one more port of the
+    pods' bridge, so every round (the first one too) reaches it."""
+    host = plugin.host
+    br, nb = unique("nbr"), unique("nbv")
+    with support.netns("nsvn-") as nbr, support.netns("nsvp-") as pod_a, support.netns("nsvp-") as pod_b:
+        sh("ip", "-n", host.name, "link", "add", br, "type", "bridge")
+        sh("ip", "-n", host.name, "link", "add", nb, "type", "veth", "peer", "name", "eth0", "netns", nbr.name)
+        sh("ip", "-n", host.name, "link", "set", nb, "master", br, "up")
+        sh("ip", "-n", host.name, "link", "set", br, "up")
+        nbr.run("ip", "addr", "add", "10.77.0.200/24", "dev", "eth0")
+        nbr.run("ip", "addr", "add", "fd00:77::200/64", "dev", "eth0", "nodad")
+        nbr.run("ip", "link", "set", "eth0", "up")
+
+        def conf(n: int, mac: str) -> dict:
+            return net.conf(
+                mode="bridge",
+                bridge=br,
+                ipam=_one_address_ipam(net),
+                advertise={"count": n, "intervalMs": 300},
+                runtimeConfig={"mac": mac},
+            )
+
+        add_a = plugin.run("ADD", conf(1, MAC_A), container_id="c-old", netns=pod_a.path)
+        assert add_a.status == 0, add_a.stdout
+        nbr.run("ping", "-c1", "-W1", "10.77.0.2", check=False)
+        nbr.run("ping", "-6", "-c1", "-W1", "fd00:77::2", check=False)
+        for ip in ("10.77.0.2", "fd00:77::2"):
+            entry = _neigh(nbr, ip, "eth0")
+            assert entry and entry.get("lladdr") == MAC_A, entry
+        assert plugin.run("DEL", conf(1, MAC_A), container_id="c-old", netns=pod_a.path).status == 0
+
+        with _outgoing(nbr) as sent:
+            add_b = plugin.run("ADD", conf(count, MAC_B), container_id="c-new", netns=pod_b.path)
+            assert add_b.status == 0, add_b.stdout
+            if count:
+                # Right after ADD the first round has already landed.
+                for ip in ("10.77.0.2", "fd00:77::2"):
+                    assert _neigh(nbr, ip, "eth0").get("lladdr") == MAC_B, ip
+                sender_guard.append(sender_pid(net, "c-new"))
+                assert wait_dead(sender_guard[0], 2.0)
+            else:
+                time.sleep(1.0)
+        for ip in ("10.77.0.2", "fd00:77::2"):
+            entry = _neigh(nbr, ip, "eth0")
+            assert entry is not None and entry.get("lladdr") == (MAC_B if count else MAC_A), (ip, entry)
+        assert [f for f in sent.frames if _concerns(f, ("10.77.0.2", "fd00:77::2"))] == []
+        assert plugin.run("DEL", conf(count, MAC_B), container_id="c-new", netns=pod_b.path).status == 0
+
+
 @pytest.mark.parametrize("count", [3, 0])
 def test_ptp_host_end_learns_the_new_mac(inproc, net, count, sender_guard):
     """In ptp mode there is no shared L2: the pod's only neighbour is the host end.
