@@ -701,15 +701,15 @@ def test_conf_example_advertises(plugin, pod_ns, net, tmp_path, sender_guard):
 def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, monkeypatch, sender_guard):
     """The pod interface is taken down just before the announcement: the kernel
     refuses the frames (ENETDOWN), ADD still succeeds and says why in the log."""
-    from nsveth import commands, links
+    from nsveth import links, ptp
 
-    configure = commands._configure_pod
+    settle = ptp.settle  # the step just before the announcement
 
-    def configure_then_down(att):
-        configure(att)
+    def settle_then_down(att):
+        settle(att)
         links.set_flags(att.pod, att.pod_link.index, 0, links.IFF_UP)
 
-    monkeypatch.setattr(commands, "_configure_pod", configure_then_down)
+    monkeypatch.setattr(ptp, "settle", settle_then_down)
     log_file = tmp_path / "nsveth.log"
     conf = dual(net, advertise={"count": 2, "intervalMs": 100}, logFile=str(log_file))
     with capture(inproc.host) as cap:
@@ -723,3 +723,17 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
     assert "NA for fd00:77::2: Network is down" in logged, logged
     assert cap.announcements(pod_mac(add)) == ([], [])
     assert inproc.run("DEL", conf, container_id="c-fail", netns=pod_ns.path).status == 0
+
+
+def test_addresses_a_sysctl_removed_are_not_announced(inproc, pod_ns, net, sender_guard):
+    """Announcements come after the sysctls: IPv6 disabled by one leaves no address to advertise."""
+    conf = dual(net, advertise={"count": 2, "intervalMs": 100}, sysctl={"net.ipv6.conf.eth0.disable_ipv6": "1"})
+    with capture(inproc.host) as cap:
+        add = inproc.run("ADD", conf, container_id="c-sysctl", netns=pod_ns.path)
+        assert add.status == 0, add.stdout
+        assert [ip["address"] for ip in add.json["ips"]] == ["10.77.0.2/24"]
+        sender_guard.append(sender_pid(net, "c-sysctl"))
+        assert wait_dead(sender_guard[0], 1.0)
+    arps, nas = cap.announcements(pod_mac(add))
+    assert len(arps) == 2 and nas == []
+    assert inproc.run("DEL", conf, container_id="c-sysctl", netns=pod_ns.path).status == 0
