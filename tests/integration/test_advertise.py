@@ -97,9 +97,11 @@ class Capture:
         self.sock.close()
 
     def announcements(self, mac: str) -> tuple[list[Frame], list[Frame]]:
-        """(ARP frames, NA frames) sent from `mac`."""
+        """(gratuitous ARP frames, multicast NA frames) sent from `mac`; the
+        pod's ordinary ARP requests and solicited NAs are not counted."""
         mine = [f for f in self.frames if f.src == mac]
-        return [f for f in mine if f.is_arp], [f for f in mine if f.is_na]
+        arps = [f for f in mine if f.is_arp and f.payload[14:18] == f.payload[24:28]]
+        return arps, [f for f in mine if f.is_na and f.dst.startswith("33:33:")]
 
 
 @contextlib.contextmanager
@@ -275,7 +277,11 @@ def test_count_zero_sends_nothing(plugin, pod_ns, net):
         add = plugin.run("ADD", conf, container_id="c-zero", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         time.sleep(0.5)
+        # The capture does see the pod: its ARP request for the gateway.
+        pod_ns.run("ping", "-c1", "-W1", "10.77.0.1", check=False)
+        time.sleep(0.1)
     assert record(net, "c-zero")["advertiser"] is None
+    assert any(f.is_arp and f.src == pod_mac(add) for f in cap.frames)
     assert cap.announcements(pod_mac(add)) == ([], [])
     assert plugin.run("DEL", conf, container_id="c-zero", netns=pod_ns.path).status == 0
 
