@@ -246,6 +246,10 @@ def _detach(announcer: Announcer, first_round: float) -> dict[str, int]:
     state lock or any other descriptor, so it closes everything but its two
     sockets. A fork rather than a re-exec: starting a new interpreter (or
     unpacking the bundled executable) costs far more than the fork.
+
+    Its sockets hold a reference to the pod netns: a netns removed without a
+    DEL lives on, with its interfaces, until the sender ends (at most
+    (3 - 1) x 2 s after the first round).
     """
     keep = announcer.fds()
     rd, wr = os.pipe()
