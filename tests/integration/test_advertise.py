@@ -683,3 +683,21 @@ def test_addresses_a_sysctl_removed_are_not_announced(inproc, pod_ns, net, sende
     arps, nas = cap.announcements(pod_mac(add))
     assert len(arps) == 2 and nas == []
     assert inproc.run("DEL", conf, container_id="c-sysctl", netns=pod_ns.path).status == 0
+
+
+def test_every_address_is_announced(inproc, pod_ns, net):
+    """Two IPv4 and two IPv6 addresses: one announcement each per round."""
+    conf = net.conf(subnets=["10.77.0.0/24", "10.78.0.0/24", "fd00:77::/64", "fd00:78::/64"], advertise={"count": 1})
+    with capture(inproc.host) as cap:
+        add = inproc.run("ADD", conf, container_id="c-many", netns=pod_ns.path)
+        assert add.status == 0, add.stdout
+        time.sleep(0.2)
+    mac = pod_mac(add)
+    arps, nas = cap.announcements(mac)
+    assert sorted(socket.inet_ntoa(f.payload[14:18]) for f in arps) == ["10.77.0.2", "10.78.0.2"]
+    assert sorted(str(ipaddress.IPv6Address(f.payload[8:24])) for f in nas) == ["fd00:77::2", "fd00:78::2"]
+    for f in arps:
+        assert_arp(f, mac, socket.inet_ntoa(f.payload[14:18]))
+    for f in nas:
+        assert_na(f, mac, str(ipaddress.IPv6Address(f.payload[8:24])))
+    assert inproc.run("DEL", conf, container_id="c-many", netns=pod_ns.path).status == 0
