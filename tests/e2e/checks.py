@@ -1,0 +1,99 @@
+"""Assertions on the kernel and file state an attachment should (not) leave behind."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import cnienv
+from cnienv import CniEnv
+
+BUSYBOX = str(cnienv.BUSYBOX)
+
+
+def ping(ns: str, addr: str) -> None:
+    """One echo request from inside netns ns to addr (an address inside our own netns)."""
+    cnienv.run(cnienv.in_ns(ns, BUSYBOX, "ping", "-c", "1", "-W", "3", addr))
+
+
+def _norm_dst(dst: str) -> str:
+    net = ipaddress.ip_network(dst, strict=False)
+    if net.prefixlen == 0:
+        return "default"
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
+
+
+def assert_attached(env: CniEnv, conf: dict[str, Any], result: dict[str, Any], netns: str,
+                    ifname: str = "eth0") -> dict[str, Any]:
+    """The pod side, host side, lease and cache match the ADD result. Returns facts for later checks."""
+    ns = netns.rsplit("/", 1)[-1]
+    idx, iface = cnienv.pod_iface(result, ifname, netns)
+    [link] = cnienv.ip_json(ns, "link", "show", "dev", ifname)
+    assert link["linkinfo"]["info_kind"] == "veth", link
+    assert "UP" in link["flags"], link
+    assert link["address"] == iface["mac"].lower(), (link["address"], iface)
+    main = cnienv.main_plugin(conf)
+    if "mtu" in main:
+        assert link["mtu"] == main["mtu"], (link["mtu"], main["mtu"])
+
+    # Addresses: exactly those of the result that belong to this interface.
+    want = {ip["address"] for ip in result["ips"] if ip.get("interface", idx) == idx}
+    assert want, result
+    have = cnienv.addr_set(ns, ifname)
+    assert {str(ipaddress.ip_interface(a)) for a in want} == have, (want, have)
+
+    # Routes: every route of the result is in the pod's main table.
+    have_dsts = cnienv.route_dsts(ns, "-4") | cnienv.route_dsts(ns, "-6")
+    for r in result.get("routes", []):
+        assert _norm_dst(r["dst"]) in have_dsts, (r, have_dsts)
+
+    # Sysctls the config asks for, read back in the pod netns.
+    for key, value in (main.get("sysctl") or {}).items():
+        assert cnienv.read_sysctl(ns, key, ifname) == str(value), key
+
+    # Host side: one veth per attachment, connectivity both ways.
+    # (Chained plugins may add host-side interfaces of their own, e.g. bandwidth's ifb.)
+    veth_names = {v["ifname"] for v in env.host_veths()}
+    host_names = {h["name"] for h in cnienv.host_ifaces(result)} & veth_names
+    assert len(host_names) == 1, (result["interfaces"], veth_names)
+    container_ips = [ipaddress.ip_interface(a).ip for a in want]
+    for ip in result["ips"]:
+        if ip.get("gateway"):
+            ping(ns, ip["gateway"])
+    for cip in container_ips:
+        ping(env.host_ns, str(cip))
+
+    # IPAM lease and libcni cache.
+    cid = env.container_id(netns)
+    net = conf["name"]
+    leases = env.leases(net)
+    for cip in container_ips:
+        assert str(cip) in leases, (cip, leases)
+        assert leases[str(cip)].split()[0] == cid, leases[str(cip)]
+    cache = env.cache_file(net, cid, ifname)
+    assert cache.is_file(), cache
+    cached = json.loads(cache.read_text())
+    assert cached["kind"] == "cniCacheV1" and cached["containerId"] == cid, cached
+    assert cached["result"]["ips"] == result["ips"], cached
+    return {"cid": cid, "ips": [str(c) for c in container_ips], "host_veths": sorted(host_names)}
+
+
+def assert_detached(env: CniEnv, conf: dict[str, Any], netns: str | None, facts: dict[str, Any],
+                    ifname: str = "eth0") -> None:
+    """Nothing of the attachment remains: pod iface, host veth, lease, cache entry."""
+    if netns:
+        ns = netns.rsplit("/", 1)[-1]
+        names = [l["ifname"] for l in cnienv.links(ns)]
+        assert ifname not in names, names
+    left = [v["ifname"] for v in env.host_veths()]
+    assert not set(facts["host_veths"]) & set(left), left
+    leases = env.leases(conf["name"])
+    assert not set(facts["ips"]) & set(leases), leases
+    assert not any(v.split()[0] == facts["cid"] for v in leases.values()), leases
+    assert not env.cache_file(conf["name"], facts["cid"], ifname).exists()
+    host_routes = cnienv.routes(env.host_ns, "-4") + cnienv.routes(env.host_ns, "-6")
+    stale = [r for r in host_routes if r.get("dst") in facts["ips"] or r.get("dev") in facts["host_veths"]]
+    assert not stale, stale
