@@ -386,6 +386,12 @@ while [ "$#" -gt 1 ] && [ "$1" != "--" ]; do
   mount --bind "$src" "$dst"
 done
 shift
+# Like `ip netns exec`, give /sys the view of this netns (plugins read /sys/class/net), but keep
+# the cgroup hierarchies: runc needs them.
+cg=$(mktemp -d "$SANDBOX_SCRATCH/cgroup.XXXXXX")
+mount --rbind /sys/fs/cgroup "$cg"
+mount -t sysfs sysfs /sys
+mount --rbind "$cg" /sys/fs/cgroup
 exec "$@"
 """
 
@@ -395,8 +401,8 @@ class Sandbox:
 
     Commands run inside it with nsenter, so several runtime commands (podman run, podman rm, ...)
     share one view of /etc/cni/net.d, /opt/cni/bin, /var/lib/cni and so on, while the machine's
-    directories stay untouched. The holder enters ns with ``ip netns exec``, which also remounts
-    /sys for that netns.
+    directories stay untouched. /sys is remounted for ns, as ``ip netns exec`` does, with the cgroup
+    hierarchies kept.
     """
 
     def __init__(self, ns: str, binds: dict[str, Path], scratch: Path) -> None:
@@ -406,8 +412,8 @@ class Sandbox:
             args += [str(src), dst]
         env = dict(os.environ, SANDBOX_SCRATCH=str(scratch))
         self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", _SANDBOX_SCRIPT, "sandbox",
-             *args, "--", "ip", "netns", "exec", ns, "sleep", "3600"],
+            ["unshare", "--mount", "--propagation", "private", "nsenter", f"--net={netns_path(ns)}",
+             "sh", "-c", _SANDBOX_SCRIPT, "sandbox", *args, "--", "sleep", "3600"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.ns = ns
         deadline = time.monotonic() + 10
