@@ -1,0 +1,140 @@
+"""nsveth driven by podman's CNI backend (containers/common on Debian's libcni).
+
+podman gets a private containers.conf (CONTAINERS_CONF) and storage.conf (CONTAINERS_STORAGE_CONF):
+CNI backend, the env's plugin and config dirs, cgroupfs, file events, ulimits within this VM's hard
+limits, storage and run dirs in the env. It runs in a Sandbox inside the env's host netns, with
+private /var/lib/cni (libcni's cache) and /run/netns (podman's netns bind mounts).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import cnienv
+from checks import ping
+from cnienv import CniEnv, Sandbox
+
+pytestmark = pytest.mark.e2e
+
+SUBNET = "10.205.0.0/24"
+GATEWAY = "10.205.0.1"
+
+
+class Podman:
+    def __init__(self, env: CniEnv, sandbox: Sandbox) -> None:
+        root = env.root / "podman"
+        root.mkdir()
+        containers_conf = root / "containers.conf"
+        containers_conf.write_text(f"""\
+[containers]
+# podman's defaults (nofile/nproc 1048576 and more) exceed this machine's hard limits.
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{env.plugin_dir}"]
+network_config_dir = "{env.conf_dir}"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{root}/events.log"
+runtime = "runc"
+tmp_dir = "{root}/tmp"
+static_dir = "{root}/storage/libpod"
+volume_path = "{root}/storage/volumes"
+""")
+        storage_conf = root / "storage.conf"
+        storage_conf.write_text(f"""\
+[storage]
+driver = "overlay"
+runroot = "{root}/runroot"
+graphroot = "{root}/storage"
+""")
+        self.env = dict(os.environ, CONTAINERS_CONF=str(containers_conf),
+                        CONTAINERS_STORAGE_CONF=str(storage_conf))
+        self.sandbox = sandbox
+
+    def __call__(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.sandbox.run("podman", *args, env=self.env, check=check, timeout=180)
+
+
+def _remove_libpod_cgroups() -> None:
+    """podman's cgroupfs manager leaves libpod_parent/conmon behind in every hierarchy."""
+    for parent in Path("/sys/fs/cgroup").glob("*/libpod_parent"):
+        for cg in (parent / "conmon", parent):
+            try:
+                cg.rmdir()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def podman(env: CniEnv) -> Iterator[Podman]:
+    had_libpod_cgroup = any(Path("/sys/fs/cgroup").glob("*/libpod_parent"))
+    netns_dir = env.root / "run-netns"
+    netns_dir.mkdir()
+    sandbox = Sandbox(env.host_ns, {"/var/lib/cni": env.cache_dir, "/run/netns": netns_dir},
+                      env.root / "sandbox")
+    try:
+        pm = Podman(env, sandbox)
+        try:
+            yield pm
+        finally:
+            pm("rm", "--all", "--force", "--time", "0", check=False)
+            pm("system", "reset", "--force", check=False)
+    finally:
+        sandbox.close()
+        if not had_libpod_cgroup:
+            _remove_libpod_cgroups()
+
+
+def _conf(env: CniEnv, name: str) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": name, "plugins": [{
+        "type": cnienv.PLUGIN, "mtu": 1400,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}],
+                 "dataDir": str(env.ipam_dir)}}]}
+
+
+def test_podman_run_on_nsveth_network(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
+    archive, ref = busybox_image
+    conf = _conf(env, cnienv.unique("pm-"))
+    env.write_conf(conf)
+    net = conf["name"]
+    podman("load", "-i", archive)
+    assert net in podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+    fw_before = cnienv.firewall_snapshot(env.host_ns)
+
+    name = cnienv.unique("c-")
+    podman("run", "-d", "--name", name, "--network", net, ref, "sleep", "600")
+    info = json.loads(podman("inspect", name).stdout)[0]
+    ip = info["NetworkSettings"]["Networks"][net]["IPAddress"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(SUBNET), info["NetworkSettings"]
+
+    inside = podman("exec", name, "sh", "-c",
+                    f"ip addr show eth0; ip route; ping -c 1 -W 3 {GATEWAY} && echo PING-OK").stdout
+    assert re.search(rf"inet {re.escape(ip)}/24 .*eth0", inside), inside
+    assert re.search(rf"^default via {re.escape(GATEWAY)} dev eth0", inside, re.M), inside
+    assert "mtu 1400" in inside and "PING-OK" in inside, inside
+
+    assert len(env.host_veths()) == 1, env.host_veths()
+    leases = env.leases(net)
+    assert list(leases) == [ip], leases
+    assert leases[ip].split()[0] == info["Id"], leases
+    ping(env.host_ns, ip)
+
+    podman("rm", "--force", "--time", "0", name)
+    assert env.host_veths() == []
+    assert env.leases(net) == {}
+    cached = list((env.cache_dir / "results").glob(f"{net}-*"))
+    assert cached == [], cached
+    assert not [r for r in cnienv.routes(env.host_ns, "-4") if r.get("dst") == ip]
+    assert cnienv.firewall_snapshot(env.host_ns) == fw_before
