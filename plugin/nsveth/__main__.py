@@ -1,0 +1,3 @@
+from nsveth.main import main
+
+main()

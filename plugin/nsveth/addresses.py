@@ -1,0 +1,64 @@
+"""Interface addresses over netlink."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+
+from . import netlink
+from .netlink import NetlinkError, Socket, ifaddrmsg
+from .result import IPInterface
+
+IFA_F_NODAD = 0x02
+IFA_F_TENTATIVE = 0x40
+IFA_F_NOPREFIXROUTE = 0x200
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
+
+
+def _family(address: IPInterface) -> int:
+    return socket.AF_INET if address.version == 4 else socket.AF_INET6
+
+
+def add(sock: Socket, index: int, address: IPInterface, prefix_route: bool = True, exist_ok: bool = False) -> None:
+    """Add an address. IPv6 addresses skip duplicate address detection (no
+    waiting for a tentative address: the IPAM lease already makes it unique).
+    `prefix_route=False` keeps the kernel from adding the subnet route."""
+    flags = IFA_F_NODAD if address.version == 6 else 0
+    if not prefix_route:
+        flags |= IFA_F_NOPREFIXROUTE
+    msg = ifaddrmsg()
+    msg["family"] = _family(address)
+    msg["prefixlen"] = address.network.prefixlen
+    msg["index"] = index
+    msg["flags"] = flags & 0xFF
+    attrs = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip)), ("IFA_FLAGS", flags)]
+    msg["attrs"] = attrs
+    try:
+        sock.request(msg, netlink.RTM_NEWADDR, netlink.NLM_F_CREATE | netlink.NLM_F_EXCL)
+    except NetlinkError as e:
+        if not (exist_ok and e.errno == errno.EEXIST):
+            raise
+
+
+def delete(sock: Socket, index: int, address: IPInterface) -> None:
+    msg = ifaddrmsg()
+    msg["family"] = _family(address)
+    msg["prefixlen"] = address.network.prefixlen
+    msg["index"] = index
+    msg["attrs"] = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
+    sock.request(msg, netlink.RTM_DELADDR)
+
+
+def on_link(sock: Socket, index: int) -> list[tuple[IPInterface, int]]:
+    """(address, IFA flags) of every address on the link."""
+    msg = ifaddrmsg()
+    msg["family"] = socket.AF_UNSPEC
+    out = []
+    for m in sock.dump(msg, netlink.RTM_GETADDR):
+        if m["index"] != index:
+            continue
+        ip = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+        flags = m.get_attr("IFA_FLAGS") or m["flags"]
+        out.append((ipaddress.ip_interface(f"{ip}/{m['prefixlen']}"), flags))
+    return out

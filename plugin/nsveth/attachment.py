@@ -1,0 +1,47 @@
+"""One pod attachment while a command works on it: names, namespaces, sockets, lease."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+from .config import NetConf
+from .links import Link
+from .netlink import Socket
+from .request import Request
+from .result import Result
+
+HOST_PREFIX = "nsv"
+
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    """Host-side veth name: "nsv" + 12 hex digits of SHA-256(containerID NUL ifname).
+
+    Deterministic, so DEL and GC find the link even when the pod netns is
+    gone; 15 bytes (the kernel's limit); 48 bits of hash, so two live
+    attachments colliding needs about 16 million of them on one node.
+    """
+    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
+    return HOST_PREFIX + digest[:12]
+
+
+@dataclasses.dataclass
+class Attachment:
+    req: Request
+    conf: NetConf
+    host: Socket  # netlink, host netns
+    pod: Socket | None  # netlink, pod netns (None when the netns is gone)
+    pod_fd: int | None
+    host_name: str
+    lease: Result | None = None
+    host_link: Link | None = None
+    pod_link: Link | None = None
+
+    @property
+    def gateways(self) -> dict[int, object]:
+        """Gateway of the first address of each family (4 and 6) in the lease."""
+        out: dict[int, object] = {}
+        for ip in self.lease.ips if self.lease else ():
+            if ip.gateway is not None:
+                out.setdefault(ip.address.version, ip.gateway)
+        return out

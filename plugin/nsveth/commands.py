@@ -1,0 +1,280 @@
+"""ADD, DEL, CHECK, GC and STATUS, each as one story over named helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state
+from .attachment import Attachment, host_ifname
+from .config import NetConf
+from .errors import CNIError, Code
+from .netlink import NetlinkError, Socket
+from .request import Request
+
+
+def run(req: Request, conf: NetConf) -> dict[str, Any] | None:
+    handler = {"ADD": add, "DEL": delete, "CHECK": check_, "GC": gc, "STATUS": status}[req.command]
+    return handler(req, conf)
+
+
+# --------------------------------------------------------------------- ADD
+def add(req: Request, conf: NetConf) -> dict[str, Any]:
+    with _opened_pod(req) as (pod_fd, host_sock, pod_sock):
+        if links.get(pod_sock, name=req.ifname) is not None:
+            raise CNIError(Code.INVALID_ENV, f'interface "{req.ifname}" already exists in netns {req.netns}')
+        att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
+        with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
+            _record(att, phase="adding")
+            undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
+            att.lease = ipam.add(conf, req)
+            undo.callback(_quietly, ipam.delete, conf, req)
+            _create_veth(att)
+            undo.callback(_quietly, links.delete, host_sock, att.host_name)
+            _kernel("configure the host side", ptp.setup_host, att)
+            _configure_pod(att)
+            _record(att, phase="added")
+            undo.pop_all()
+        return result.to_wire(_result(att), conf.cni_version)
+
+
+def _create_veth(att: Attachment) -> None:
+    """The pair, pod end named CNI_IFNAME created directly in the pod netns."""
+    conf = att.conf
+    # A leftover of this same attachment (a crashed ADD whose DEL never came)
+    # holds the deterministic name: replace it rather than fail.
+    if links.delete(att.host, att.host_name):
+        log.get().info("replaced stale host veth %s", att.host_name)
+    try:
+        links.create_veth(att.host, att.host_name, att.req.ifname, att.pod_fd, conf.mtu, conf.mac)  # type: ignore[arg-type]
+    except NetlinkError as e:
+        raise CNIError(Code.KERNEL, f"failed to create veth pair {att.host_name}/{att.req.ifname}: {e.strerror}") from None
+    att.host_link = links.get(att.host, name=att.host_name)
+    att.pod_link = links.get(att.pod, name=att.req.ifname)  # type: ignore[arg-type]
+    if att.host_link is None or att.pod_link is None:
+        raise CNIError(Code.KERNEL, f"veth pair {att.host_name}/{att.req.ifname} vanished after creation")
+    _kernel(f"bring up {att.host_name}", links.set_up, att.host, att.host_link.index)
+    # The host end never learns routes from router advertisements.
+    with contextlib.suppress(FileNotFoundError):
+        procsys.write("0", "ipv6", "conf", att.host_name, "accept_ra")
+
+
+def _configure_pod(att: Attachment) -> None:
+    with netns.entered(att.pod_fd):  # type: ignore[arg-type]
+        _kernel(f"set IPv6 on {att.req.ifname}", _set_ipv6, att)
+    _kernel(f"configure {att.req.ifname} in the pod", ptp.setup_pod, att)
+
+
+def _set_ipv6(att: Attachment) -> None:
+    """IPv6 on the pod interface only when the attachment has an IPv6 address,
+    so an IPv4-only pod joins no multicast groups and takes no RAs."""
+    wants_v6 = any(ip.address.version == 6 for ip in att.lease.ips)  # type: ignore[union-attr]
+    try:
+        procsys.ensure("0" if wants_v6 else "1", "ipv6", "conf", att.req.ifname, "disable_ipv6")
+    except FileNotFoundError:
+        if wants_v6:
+            raise CNIError(Code.KERNEL, "IPv6 is not available in the pod netns") from None
+
+
+def _result(att: Attachment) -> result.Result:
+    lease = att.lease
+    assert lease is not None and att.host_link is not None and att.pod_link is not None
+    interfaces = (
+        result.Interface(name=att.host_name, mac=att.host_link.mac),
+        result.Interface(name=att.req.ifname, mac=att.pod_link.mac, sandbox=att.req.netns, mtu=att.pod_link.mtu),
+    )
+    ips = tuple(result.IPConfig(ip.address, ip.gateway, interface=1) for ip in lease.ips)
+    dns = att.conf.dns if not att.conf.dns.is_empty() else lease.dns
+    return result.Result(interfaces, ips, lease.routes, dns)
+
+
+def _record(att: Attachment, phase: str) -> None:
+    req, conf = att.req, att.conf
+    state.write(
+        conf.runtime_dir,
+        conf.name,
+        req.container_id,
+        req.ifname,
+        {
+            "version": 1,
+            "phase": phase,
+            "network": conf.name,
+            "containerID": req.container_id,
+            "ifname": req.ifname,
+            "netns": req.netns,
+            "hostIfname": att.host_name,
+            "config": conf.raw.decode(),
+        },
+    )
+
+
+# --------------------------------------------------------------------- DEL
+def delete(req: Request, conf: NetConf) -> None:
+    with state.lock(conf.runtime_dir, conf.name, exclusive=False):
+        _release(req, conf)
+
+
+def _release(req: Request, conf: NetConf) -> None:
+    """Remove the host side and the pod interface, then always release the lease.
+
+    Best effort by design: a missing netns, interface or lease is success; a
+    real failure is reported after every step has been tried.
+    """
+    failures: list[CNIError] = []
+    try:
+        _remove_links(req)
+    except CNIError as e:
+        failures.append(e)
+    try:
+        ipam.delete(conf, req)
+    except CNIError as e:
+        failures.append(e)
+    if failures:
+        raise failures[0]
+    state.remove(conf.runtime_dir, conf.name, req.container_id, req.ifname)
+
+
+def _remove_links(req: Request) -> None:
+    name = host_ifname(req.container_id, req.ifname)
+    with Socket() as host:
+        try:
+            if links.delete(host, name):
+                return  # the pod end died with it
+        except NetlinkError as e:
+            raise CNIError(Code.KERNEL, f"failed to delete host veth {name}: {e.strerror}") from None
+    # No host end: a pod interface may still be there (its peer deleted by hand).
+    if not req.netns:
+        return
+    try:
+        fd = netns.open_path(req.netns)
+    except (netns.NotFound, CNIError):
+        return  # the pod is gone, and its interfaces with it
+    try:
+        with netns.entered(fd):
+            pod = Socket()
+        with pod:
+            link = links.get(pod, name=req.ifname)
+            if link is not None and link.kind == "veth":
+                links.delete(pod, req.ifname)
+    except NetlinkError as e:
+        raise CNIError(Code.KERNEL, f"failed to delete {req.ifname} in {req.netns}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------- CHECK
+def check_(req: Request, conf: NetConf) -> None:
+    prev = conf.prev_result
+    if prev is None:
+        raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult in the network config")
+    pod_index = check.pod_interface_index(prev, req.ifname, req.netns)
+    with _opened_pod(req, missing_code=Code.CHECK_FAILED) as (pod_fd, host_sock, pod_sock):
+        att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname), lease=prev)
+        observed = _observe(att)
+        problems = check.compare(prev, pod_index, conf, observed)
+        if att.host_link is not None and att.pod_link is not None:
+            problems += ptp.observe_host(att)
+    ipam.check(conf, req)
+    if problems:
+        raise CNIError(Code.CHECK_FAILED, "; ".join(problems))
+
+
+def _observe(att: Attachment) -> check.Observed:
+    att.pod_link = links.get(att.pod, name=att.req.ifname)  # type: ignore[arg-type]
+    att.host_link = links.get(att.host, name=att.host_name)
+    pod_addrs = addresses.on_link(att.pod, att.pod_link.index) if att.pod_link else []  # type: ignore[arg-type]
+    pod_routes = routes.dump(att.pod) if att.pod_link else []  # type: ignore[arg-type]
+    return check.Observed(att.pod_link, att.host_link, tuple(a for a, _ in pod_addrs), tuple(pod_routes))
+
+
+# ---------------------------------------------------------------------- GC
+def gc(req: Request, conf: NetConf) -> None:
+    """Release every attachment of this network that the runtime no longer lists."""
+    valid = set(conf.valid_attachments or ())
+    failures = []
+    with state.lock(conf.runtime_dir, conf.name, exclusive=True):
+        for container_id, ifname in state.attachments(conf.runtime_dir, conf.name):
+            if (container_id, ifname) in valid:
+                continue
+            log.get().info("GC: releasing stale attachment %s/%s", container_id, ifname)
+            try:
+                _release_recorded(req, conf, container_id, ifname)
+            except CNIError as e:
+                failures.append(f"{container_id}/{ifname}: {e.msg}")
+    try:
+        ipam.gc(conf, req)
+    except CNIError as e:
+        failures.append(f"IPAM GC: {e.msg}")
+    if failures:
+        raise CNIError(Code.TRY_AGAIN, "GC could not release everything: " + "; ".join(failures))
+
+
+def _release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:
+    """DEL of an attachment, from its state record (the config its ADD had)."""
+    from . import config as config_mod
+
+    record = state.read(conf.runtime_dir, conf.name, container_id, ifname) or {}
+    env = dict(req.env)
+    env.update(CNI_COMMAND="DEL", CNI_CONTAINERID=container_id, CNI_IFNAME=ifname, CNI_NETNS=record.get("netns", ""))
+    stale_req = Request("DEL", container_id, env["CNI_NETNS"], ifname, {}, req.path, env)
+    stale_conf = conf
+    raw = record.get("config")
+    if isinstance(raw, str):
+        try:
+            stale_conf = config_mod.load(raw.encode(), stale_req)
+        except CNIError as e:
+            log.get().warning("GC: record of %s/%s has an unusable config (%s); using the GC config", container_id, ifname, e.msg)
+    _release(stale_req, stale_conf)
+    state.remove(conf.runtime_dir, conf.name, container_id, ifname)
+
+
+# ------------------------------------------------------------------ STATUS
+def status(req: Request, conf: NetConf) -> None:
+    ipam.status(conf, req)
+
+
+# ------------------------------------------------------------------ shared
+@contextlib.contextmanager
+def _opened_pod(req: Request, missing_code: int = Code.UNKNOWN_CONTAINER) -> Iterator[tuple[int, Socket, Socket]]:
+    """Pod netns fd plus a netlink socket in each namespace; refuses the plugin's own netns."""
+    try:
+        pod_fd = netns.open_path(req.netns)
+    except netns.NotFound:
+        raise CNIError(missing_code, f"netns {req.netns} does not exist") from None
+    try:
+        own = netns.current()
+        try:
+            if netns.same(own, pod_fd):
+                raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {req.netns} is the plugin's own network namespace")
+        finally:
+            os.close(own)
+        with Socket() as host_sock:
+            with netns.entered(pod_fd):
+                pod_sock = Socket()
+            with pod_sock:
+                yield pod_fd, host_sock, pod_sock
+    finally:
+        os.close(pod_fd)
+
+
+def _kernel(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a kernel step, turning netlink/proc failures into a CNI error naming the step."""
+    try:
+        return fn(*args)
+    except NetlinkError as e:
+        raise CNIError(Code.KERNEL, f"failed to {what}: {e.strerror}") from None
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise CNIError(Code.KERNEL, f"failed to {what}: {e.strerror} ({e.filename or ''})") from None
+        raise CNIError(Code.KERNEL, f"failed to {what}: {e}") from None
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    """Undo steps never raise: the runtime must see the original error, not the rollback's."""
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 - logged; the original error wins
+        log.get().warning("rollback step %s failed: %s", getattr(fn, "__qualname__", fn), e)

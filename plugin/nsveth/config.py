@@ -1,0 +1,176 @@
+"""Network config: stdin bytes -> JSON -> schema -> a frozen `NetConf`.
+
+Decoding failures are code 6, an unsupported cniVersion code 1, schema
+violations code 7 (unknown fields code 2). The bytes themselves are kept:
+delegated plugins get the config verbatim, as the spec asks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from . import result, schema, versions
+from .errors import CNIError, Code
+from .request import Request
+
+DEFAULT_RUNTIME_DIR = "/run/nsveth"
+DEFAULT_BRIDGE = "nsveth0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Advertise:
+    count: int = 3
+    interval_ms: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeConf:
+    name: str = DEFAULT_BRIDGE
+    is_gateway: bool = False
+    is_default_gateway: bool = False
+    force_address: bool = False
+    hairpin: bool = False
+    promisc: bool = False
+    vlan: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class NetConf:
+    raw: bytes
+    doc: Mapping[str, Any]
+    cni_version: str
+    name: str
+    ipam_type: str
+    mode: str = "ptp"
+    mtu: int | None = None
+    mac: str | None = None
+    dns: result.DNS = result.DNS()
+    ip_masq: bool = False
+    ip_masq_backend: str | None = None
+    bridge: BridgeConf = BridgeConf()
+    sysctl: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    sysctl_allowlist: str | None = None
+    advertise: Advertise = Advertise()
+    log_file: str | None = None
+    log_level: str = "warning"
+    runtime_dir: str = DEFAULT_RUNTIME_DIR
+    prev_result: result.Result | None = None
+    valid_attachments: tuple[tuple[str, str], ...] | None = None
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    """JSON object from stdin; duplicate keys are refused (their meaning is ambiguous)."""
+    try:
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except _DuplicateKey as e:
+        raise CNIError(Code.INVALID_CONFIG, f"duplicate key {e.args[0]!r} in network config") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CNIError(Code.DECODE_FAILURE, f"error decoding network config: {e}") from None
+    if not isinstance(doc, dict):
+        raise CNIError(Code.DECODE_FAILURE, "error decoding network config: not a JSON object")
+    return doc
+
+
+def version_of(doc: Mapping[str, Any]) -> str:
+    """cniVersion, checked to be supported (a missing one means 0.1.0, as in libcni)."""
+    version = doc.get("cniVersion", "0.1.0")
+    if not isinstance(version, str):
+        raise CNIError(Code.INVALID_CONFIG, "invalid network config: cniVersion must be a string")
+    versions.require_supported(version)
+    return version
+
+
+def load(raw: bytes, req: Request) -> NetConf:
+    doc = decode(raw)
+    version = version_of(doc)
+    versions.require_command(req.command, version)
+    schema.validate(doc)
+    args_cni = (doc.get("args") or {}).get("cni") or {}
+    runtime = doc.get("runtimeConfig") or {}
+    prev = doc.get("prevResult")
+    return NetConf(
+        raw=raw,
+        doc=doc,
+        cni_version=version,
+        name=doc["name"],
+        ipam_type=doc["ipam"]["type"],
+        mode=doc.get("mode", "ptp"),
+        mtu=doc.get("mtu"),
+        mac=_mac(req.args.get("MAC"), args_cni.get("mac"), runtime.get("mac")),
+        dns=result.from_wire({"dns": doc["dns"]}, versions.CURRENT, "dns").dns if "dns" in doc else result.DNS(),
+        ip_masq=doc.get("ipMasq", False),
+        ip_masq_backend=doc.get("ipMasqBackend"),
+        bridge=_bridge(doc),
+        sysctl={**doc.get("sysctl", {}), **args_cni.get("sysctl", {})},
+        sysctl_allowlist=doc.get("sysctlAllowlist"),
+        advertise=Advertise(**_renamed(doc.get("advertise", {}), {"count": "count", "intervalMs": "interval_ms"})),
+        log_file=doc.get("logFile"),
+        log_level=doc.get("logLevel", "warning"),
+        runtime_dir=doc.get("runtimeDir", DEFAULT_RUNTIME_DIR),
+        prev_result=None if prev is None else result.from_wire(prev, version, "prevResult"),
+        valid_attachments=_attachments(doc),
+    )
+
+
+def _mac(*candidates: str | None) -> str | None:
+    """Later sources win: CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac."""
+    chosen = None
+    for c in candidates:
+        if c:
+            chosen = c
+    if chosen is None:
+        return None
+    mac = chosen.replace("-", ":").lower()
+    octets = mac.split(":")
+    if len(octets) != 6 or not all(len(o) == 2 and all(ch in "0123456789abcdef" for ch in o) for o in octets):
+        raise CNIError(Code.INVALID_CONFIG, f"invalid MAC address {chosen!r}")
+    if int(octets[0], 16) & 1:
+        raise CNIError(Code.INVALID_CONFIG, f"MAC address {chosen!r} is a multicast address")
+    if mac == "00:00:00:00:00:00":
+        raise CNIError(Code.INVALID_CONFIG, "MAC address 00:00:00:00:00:00 is not usable")
+    return mac
+
+
+def _bridge(doc: Mapping[str, Any]) -> BridgeConf:
+    fields = {
+        "bridge": "name",
+        "isGateway": "is_gateway",
+        "isDefaultGateway": "is_default_gateway",
+        "forceAddress": "force_address",
+        "hairpinMode": "hairpin",
+        "promiscMode": "promisc",
+        "vlan": "vlan",
+    }
+    return BridgeConf(**_renamed(doc, fields))
+
+
+def _renamed(obj: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {attr: obj[wire] for wire, attr in names.items() if wire in obj}
+
+
+def _attachments(doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    # libcni sends both names (cni#1101: the spec first used the wrong one).
+    items = doc.get("cni.dev/valid-attachments", doc.get("cni.dev/attachments"))
+    if items is None:
+        return None
+    return tuple((a["containerID"], a["ifname"]) for a in items)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")

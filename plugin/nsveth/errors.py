@@ -1,0 +1,45 @@
+"""The one error type nsveth raises, carrying its CNI error code."""
+
+from __future__ import annotations
+
+import enum
+import json
+
+
+class Code(enum.IntEnum):
+    """CNI well-known error codes (SPEC section "Error"), then nsveth's own (>= 100)."""
+
+    INCOMPATIBLE_VERSION = 1
+    UNSUPPORTED_FIELD = 2
+    UNKNOWN_CONTAINER = 3
+    INVALID_ENV = 4
+    IO_FAILURE = 5
+    DECODE_FAILURE = 6
+    INVALID_CONFIG = 7
+    TRY_AGAIN = 11
+    NOT_AVAILABLE = 50
+    LIMITED_CONNECTIVITY = 51
+    # nsveth-specific
+    KERNEL = 100  # a netlink or /proc/sys operation failed
+    CHECK_FAILED = 101  # CHECK found state that differs from prevResult
+    DELEGATE_FAILED = 102  # the IPAM plugin failed without a CNI error of its own
+    INTERNAL = 999  # a bug: never raised on purpose
+
+
+class CNIError(Exception):
+    """A failure reported to the runtime as `{cniVersion, code, msg, details}`."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code = int(code)
+        self.msg = msg
+        self.details = details
+
+    def to_json(self, cni_version: str) -> bytes:
+        body = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
+        if self.details:
+            body["details"] = self.details
+        return json.dumps(body, indent=2).encode() + b"\n"
+
+    def __repr__(self) -> str:
+        return f"CNIError({self.code}, {self.msg!r}, {self.details!r})"

@@ -1,0 +1,180 @@
+"""Delegation to the IPAM plugin named by `ipam.type`, found on CNI_PATH.
+
+The delegate gets the same environment (CNI_COMMAND overridden) and the whole
+config on stdin. Older delegates (Debian's host-local speaks up to 1.0.0)
+refuse a newer config with code 1; then nsveth asks their VERSION, retries with
+the newest version both speak, and remembers the answer per binary (keyed by
+inode, size and mtime, in the root-only runtime dir) so later calls go straight
+to the right version: the common path stays one exec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from typing import Any
+
+from . import log, result, state, versions
+from .config import NetConf
+from .errors import CNIError, Code
+from .request import Request
+
+
+def find(conf: NetConf, req: Request) -> str:
+    for directory in req.path:
+        candidate = os.path.join(directory, conf.ipam_type)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise CNIError(
+        Code.INVALID_CONFIG,
+        f'failed to find IPAM plugin "{conf.ipam_type}" (ipam.type) in CNI_PATH {list(req.path)}',
+    )
+
+
+def add(conf: NetConf, req: Request) -> result.Result:
+    out, version = _call(conf, req, "ADD")
+    where = f"result of IPAM plugin {conf.ipam_type}"
+    try:
+        obj = json.loads(out)
+    except ValueError as e:
+        raise CNIError(Code.DELEGATE_FAILED, f"{where} is not JSON: {e}") from None
+    if isinstance(obj, dict) and obj.get("cniVersion") in versions.SUPPORTED:
+        version = obj["cniVersion"]
+    lease = result.from_wire(obj, version, where, Code.DELEGATE_FAILED)
+    if not lease.ips:
+        raise CNIError(Code.DELEGATE_FAILED, f"IPAM plugin {conf.ipam_type} returned no IP addresses")
+    return lease
+
+
+def delete(conf: NetConf, req: Request) -> None:
+    _call(conf, req, "DEL")
+
+
+def check(conf: NetConf, req: Request) -> None:
+    _call(conf, req, "CHECK")
+
+
+def gc(conf: NetConf, req: Request) -> None:
+    """Forward GC to a delegate that knows it (1.1.0); skip older ones."""
+    binary = find(conf, req)
+    if "1.1.0" not in _versions_of(conf, binary, req):
+        log.get().info("IPAM plugin %s does not support GC (spec < 1.1.0): not forwarded", conf.ipam_type)
+        return
+    _exec(binary, "GC", req, conf.raw, conf.ipam_type)
+
+
+def status(conf: NetConf, req: Request) -> None:
+    """Ready when the delegate is there and answers (STATUS if it knows it, else VERSION)."""
+    try:
+        binary = find(conf, req)
+        known = _versions_of(conf, binary, req)
+        if "1.1.0" in known:
+            _exec(binary, "STATUS", req, conf.raw, conf.ipam_type)
+    except CNIError as e:
+        raise CNIError(Code.NOT_AVAILABLE, f"IPAM plugin {conf.ipam_type} is not available: {e.msg}", e.details) from None
+
+
+def _call(conf: NetConf, req: Request, command: str) -> tuple[bytes, str]:
+    binary = find(conf, req)
+    known = _cached_versions(conf, binary)
+    if known is not None and conf.cni_version not in known:
+        return _downgraded(conf, req, binary, command, known, None)
+    try:
+        return _exec(binary, command, req, conf.raw, conf.ipam_type), conf.cni_version
+    except CNIError as e:
+        if e.code != Code.INCOMPATIBLE_VERSION:
+            raise
+        known = _versions_of(conf, binary, req)
+        return _downgraded(conf, req, binary, command, known, e)
+
+
+def _downgraded(
+    conf: NetConf, req: Request, binary: str, command: str, known: list[str], original: CNIError | None
+) -> tuple[bytes, str]:
+    target = versions.highest_common(known, conf.cni_version)
+    if target is None or target == conf.cni_version:
+        raise original or CNIError(
+            Code.INCOMPATIBLE_VERSION,
+            f"IPAM plugin {conf.ipam_type} speaks none of the versions up to {conf.cni_version}",
+            f"it supports {known}",
+        )
+    log.get().debug("IPAM plugin %s: calling %s with cniVersion %s", conf.ipam_type, command, target)
+    return _exec(binary, command, req, _with_version(conf, target), conf.ipam_type), target
+
+
+def _with_version(conf: NetConf, target: str) -> bytes:
+    doc = dict(conf.doc)
+    doc["cniVersion"] = target
+    if conf.prev_result is not None:
+        doc["prevResult"] = result.to_wire(conf.prev_result, target)
+    return json.dumps(doc).encode()
+
+
+def _exec(binary: str, command: str, req: Request, stdin: bytes, name: str) -> bytes:
+    env = dict(req.env)
+    env["CNI_COMMAND"] = command
+    try:
+        proc = subprocess.run([binary], input=stdin, env=env, stdout=subprocess.PIPE, close_fds=True)
+    except OSError as e:
+        raise CNIError(Code.DELEGATE_FAILED, f"cannot run IPAM plugin {binary}: {e.strerror}") from None
+    if proc.returncode == 0:
+        return proc.stdout
+    raise _delegate_error(name, command, proc.returncode, proc.stdout)
+
+
+def _delegate_error(name: str, command: str, status: int, stdout: bytes) -> CNIError:
+    try:
+        obj = json.loads(stdout)
+        code, msg = int(obj["code"]), str(obj["msg"])
+        details = str(obj.get("details") or "")
+    except (ValueError, KeyError, TypeError):
+        text = stdout.decode(errors="replace").strip()[:500]
+        return CNIError(Code.DELEGATE_FAILED, f"IPAM plugin {name} {command} failed with exit status {status}", text)
+    return CNIError(code, f"IPAM plugin {name} {command}: {msg}", details)
+
+
+def _versions_of(conf: NetConf, binary: str, req: Request) -> list[str]:
+    known = _cached_versions(conf, binary)
+    if known is None:
+        out = _exec(binary, "VERSION", req, b"", os.path.basename(binary))
+        try:
+            known = list(json.loads(out)["supportedVersions"])
+        except (ValueError, KeyError, TypeError):
+            raise CNIError(Code.DELEGATE_FAILED, f"IPAM plugin {binary} gave an invalid VERSION answer") from None
+        _remember(conf, binary, known)
+    return known
+
+
+def _identity(binary: str) -> dict[str, Any]:
+    st = os.stat(binary)
+    return {"path": os.path.realpath(binary), "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _cache_file(conf: NetConf, binary: str) -> str:
+    digest = hashlib.sha256(os.path.realpath(binary).encode()).hexdigest()[:32]
+    return os.path.join(conf.runtime_dir, ".delegates", f"{digest}.json")
+
+
+def _cached_versions(conf: NetConf, binary: str) -> list[str] | None:
+    try:
+        with open(_cache_file(conf, binary), "rb") as f:
+            entry = json.load(f)
+        if entry.get("identity") == _identity(binary):
+            return list(entry["versions"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def _remember(conf: NetConf, binary: str, known: list[str]) -> None:
+    try:
+        directory = state.network_dir(conf.runtime_dir, ".delegates")
+        final = _cache_file(conf, binary)
+        tmp = os.path.join(directory, f".{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"identity": _identity(binary), "versions": known}, f)
+        os.rename(tmp, final)
+    except (OSError, CNIError) as e:
+        log.get().debug("cannot cache delegate versions: %s", e)

@@ -1,0 +1,94 @@
+"""Point-to-point wiring (the reference `ptp` semantics).
+
+A veth is not IFF_POINTOPOINT, so instead of a connected subnet route the pod
+gets a /32 (/128) link route to the gateway and routes via it; the host end
+carries the gateway address itself (the same address on every host veth) and
+a /32 (/128) route back to each pod address. All pod traffic is routed by the
+host, never bridged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from . import addresses, links, procsys, routes
+from .attachment import Attachment
+from .errors import CNIError, Code
+from .result import IPConfig
+
+
+def _host_prefix(address: ipaddress._BaseAddress) -> ipaddress._BaseNetwork:
+    return ipaddress.ip_network(f"{address}/{address.max_prefixlen}")
+
+
+def _require_gateways(att: Attachment) -> list[IPConfig]:
+    ips = list(att.lease.ips)  # type: ignore[union-attr]
+    for ip in ips:
+        if ip.gateway is None:
+            raise CNIError(
+                Code.INVALID_CONFIG,
+                f"IPAM gave {ip.address} without a gateway; point-to-point mode routes through one (set it in ipam)",
+            )
+    return ips
+
+
+def setup_host(att: Attachment) -> None:
+    """Gateway address(es) on the host veth, routes back to the pod, forwarding on."""
+    index = att.host_link.index  # type: ignore[union-attr]
+    for ip in _require_gateways(att):
+        gw = ip.gateway
+        addresses.add(att.host, index, ipaddress.ip_interface(f"{gw}/{gw.max_prefixlen}"), prefix_route=False, exist_ok=True)  # type: ignore[union-attr]
+        routes.add(att.host, _host_prefix(ip.address.ip), index, scope=routes.RT_SCOPE_LINK, exist_ok=True)
+    families = {ip.address.version for ip in att.lease.ips}  # type: ignore[union-attr]
+    if 4 in families:
+        procsys.ensure("1", "ipv4", "ip_forward")
+    if 6 in families:
+        procsys.ensure("1", "ipv6", "conf", "all", "forwarding")
+
+
+def setup_pod(att: Attachment) -> None:
+    """Addresses (without the kernel's subnet route), link up, then routes."""
+    index = att.pod_link.index  # type: ignore[union-attr]
+    ips = _require_gateways(att)
+    for ip in ips:
+        addresses.add(att.pod, index, ip.address, prefix_route=False)  # type: ignore[arg-type]
+    links.set_up(att.pod, index)  # type: ignore[arg-type]
+    gateways = att.gateways
+    for ip in ips:
+        gw = ip.gateway
+        routes.add(att.pod, _host_prefix(gw), index, src=ip.address.ip, scope=routes.RT_SCOPE_LINK, exist_ok=True)  # type: ignore[arg-type]
+        if ip.address.network.prefixlen < ip.address.max_prefixlen:
+            routes.add(att.pod, ip.address.network, index, gw=gw, src=ip.address.ip, exist_ok=True)  # type: ignore[arg-type]
+    for r in att.lease.routes:  # type: ignore[union-attr]
+        gw = r.gw or gateways.get(r.dst.version)
+        if gw is None:
+            raise CNIError(Code.INVALID_CONFIG, f"route {r.dst} has no gateway and IPAM gave no address of its family")
+        routes.add(
+            att.pod,  # type: ignore[arg-type]
+            r.dst,
+            index,
+            gw=gw,
+            # A gateway other than the ptp one has no link route: reach it on-link.
+            onlink=gw not in gateways.values(),
+            table=r.table,
+            priority=r.priority,
+            mtu=r.mtu,
+            advmss=r.advmss,
+            exist_ok=True,
+        )
+
+
+def observe_host(att: Attachment) -> list[str]:
+    """What differs on the host side from what setup_host made (for CHECK)."""
+    problems = []
+    index = att.host_link.index  # type: ignore[union-attr]
+    have_addrs = {a for a, _ in addresses.on_link(att.host, index)}
+    have_routes = {(r.dst, r.oif) for r in routes.dump(att.host)}
+    for ip in att.lease.ips:  # type: ignore[union-attr]
+        if ip.gateway is not None:
+            want = ipaddress.ip_interface(f"{ip.gateway}/{ip.gateway.max_prefixlen}")
+            if want not in have_addrs:
+                problems.append(f"host veth {att.host_name} lacks gateway address {want}")
+        if (_host_prefix(ip.address.ip), index) not in have_routes:
+            problems.append(f"host route to {ip.address.ip} via {att.host_name} is missing")
+    return problems

@@ -1,0 +1,54 @@
+"""Validation of a decoded config against the JSON Schema shipped in the package."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .errors import CNIError, Code
+
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
+
+
+def load() -> dict[str, Any]:
+    with open(PATH, "rb") as f:
+        return json.load(f)
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Raise code 2 for unknown fields, code 7 for any other violation, naming the fields."""
+    # jsonschema costs tens of ms to import: only configs that need checking pay it.
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(load())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return
+    unknown = [e for e in errors if e.validator == "additionalProperties"]
+    if unknown:
+        found = []
+        for e in unknown:
+            extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+            found += [(_join(list(e.absolute_path) + [k]), e.instance[k]) for k in extra]
+        raise CNIError(
+            Code.UNSUPPORTED_FIELD,
+            f"unsupported field(s) in network config: {', '.join(n for n, _ in found)}",
+            "; ".join(f"{n}={json.dumps(v)}" for n, v in found)[:2000],
+        )
+    msgs = [f"{_join(list(e.absolute_path)) or '(top level)'}: {_describe(e)}" for e in errors[:5]]
+    raise CNIError(Code.INVALID_CONFIG, "invalid network config: " + "; ".join(msgs))
+
+
+def _join(path: list[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _describe(e: Any) -> str:
+    # jsonschema's messages quote whole subdocuments; keep them short.
+    msg = e.message
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
