@@ -78,6 +78,8 @@ def assert_attached(env: CniEnv, conf: dict[str, Any], result: dict[str, Any], n
     cached = json.loads(cache.read_text())
     assert cached["kind"] == "cniCacheV1" and cached["containerId"] == cid, cached
     assert cached["result"]["ips"] == result["ips"], cached
+    if cnienv.PLUGIN == "nsveth":
+        assert f"{cid}:{ifname}.json" in env.records(net), env.records(net)
     return {"cid": cid, "ips": [str(c) for c in container_ips], "host_veths": sorted(host_names)}
 
 
@@ -94,6 +96,7 @@ def assert_detached(env: CniEnv, conf: dict[str, Any], netns: str | None, facts:
     assert not set(facts["ips"]) & set(leases), leases
     assert not any(v.split()[0] == facts["cid"] for v in leases.values()), leases
     assert not env.cache_file(conf["name"], facts["cid"], ifname).exists()
+    assert not [r for r in env.records(conf["name"]) if r.startswith(facts["cid"])], env.records(conf["name"])
     host_routes = cnienv.routes(env.host_ns, "-4") + cnienv.routes(env.host_ns, "-6")
     stale = [r for r in host_routes if r.get("dst") in facts["ips"] or r.get("dev") in facts["host_veths"]]
     assert not stale, stale

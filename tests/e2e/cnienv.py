@@ -160,12 +160,14 @@ class CniEnv:
     conf_dir: Path = field(init=False)
     cache_dir: Path = field(init=False)
     ipam_dir: Path = field(init=False)
+    runtime_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.plugin_dir = self.root / "bin"
         self.conf_dir = self.root / "net.d"
         self.cache_dir = self.root / "cache"
         self.ipam_dir = self.root / "ipam"
+        self.runtime_dir = self.root / "run"  # nsveth's state records and locks (default /run/nsveth)
         for d in (self.plugin_dir, self.conf_dir, self.cache_dir, self.ipam_dir):
             d.mkdir(parents=True, exist_ok=True)
         for plugin in sorted(SYSTEM_PLUGIN_DIR.iterdir()):
@@ -203,17 +205,20 @@ class CniEnv:
         for p in plugin_entries(conf):
             if p.get("type") == "nsveth":
                 p["type"] = PLUGIN
+                if PLUGIN == "nsveth":
+                    p["runtimeDir"] = str(self.runtime_dir)
             ipam = p.get("ipam")
             if isinstance(ipam, dict) and ipam.get("type") == "host-local":
                 ipam["dataDir"] = str(self.ipam_dir)
         return conf
 
     def write_conf(self, conf: dict[str, Any], conf_dir: Path | None = None) -> Path:
+        """Writes adapt(conf) as <name>.conflist (or .conf) into conf_dir (default: the env's)."""
         conf_dir = conf_dir or self.conf_dir
         conf_dir.mkdir(parents=True, exist_ok=True)
         ext = ".conflist" if "plugins" in conf else ".conf"
         path = conf_dir / f"{conf['name']}{ext}"
-        path.write_text(json.dumps(conf, indent=2))
+        path.write_text(json.dumps(self.adapt(conf), indent=2))
         return path
 
     # ---- cnitool
@@ -252,6 +257,11 @@ class CniEnv:
             return {}
         return {p.name: p.read_text() for p in d.iterdir()
                 if p.name != "lock" and not p.name.startswith("last_reserved_ip")}
+
+    def records(self, network: str) -> list[str]:
+        """nsveth's per-attachment state records of a network."""
+        d = self.runtime_dir / network
+        return sorted(p.name for p in d.glob("*.json")) if d.is_dir() else []
 
     def host_veths(self) -> list[dict[str, Any]]:
         return veths(self.host_ns)

@@ -64,7 +64,7 @@ def test_conf_example_add_check_del(env: CniEnv, make_pod: Callable[[], str], ex
 
 def _base_conf(env: CniEnv, subnet: str, name: str, version: str = "1.0.0") -> dict[str, Any]:
     return {
-        "cniVersion": version, "name": name, "type": cnienv.PLUGIN, "mtu": 1400,
+        "cniVersion": version, "name": name, "type": "nsveth", "mtu": 1400,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}],
                  "dataDir": str(env.ipam_dir)},
     }

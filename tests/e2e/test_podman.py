@@ -99,7 +99,7 @@ def podman(env: CniEnv) -> Iterator[Podman]:
 
 def _conf(env: CniEnv, name: str) -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": name, "plugins": [{
-        "type": cnienv.PLUGIN, "mtu": 1400,
+        "type": "nsveth", "mtu": 1400,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}],
                  "dataDir": str(env.ipam_dir)}}]}
 
