@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import re
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -233,3 +237,141 @@ def test_gc_without_valid_attachments_cleans_everything(env: CniEnv, make_pod: C
     assert env.host_veths() == []
     for pod, f in zip(pods, facts):
         assert_detached(env, conf, pod, f)
+
+
+def _plugin_stdin(env: CniEnv, conf: dict[str, Any], netns: str, ifname: str = "eth0") -> bytes:
+    """What libcni would send the nsveth entry of conf on DEL: name, cniVersion, prevResult from the cache."""
+    adapted = env.adapt(conf)
+    entry = dict(cnienv.main_plugin(adapted))
+    entry.update(name=adapted["name"], cniVersion=adapted["cniVersion"])
+    cached = json.loads(env.cache_file(adapted["name"], env.container_id(netns), ifname).read_text())
+    entry["prevResult"] = cached["result"]
+    return json.dumps(entry).encode()
+
+
+def test_del_with_empty_netns_cleans_up(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    """What `ctr run --cni` sends after the task exits: DEL with CNI_NETNS="" (pod netns still alive here)."""
+    conf = _base_conf(env, "10.206.1.0/24", cnienv.unique("empty-"))
+    env.write_conf(conf)
+    pod = make_pod()
+    facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)
+    stdin = _plugin_stdin(env, conf, pod)
+    proc = subprocess.run(
+        cnienv.in_ns(env.host_ns, env.plugin_dir / cnienv.PLUGIN), input=stdin, capture_output=True,
+        env={"CNI_COMMAND": "DEL", "CNI_CONTAINERID": facts["cid"], "CNI_NETNS": "", "CNI_IFNAME": "eth0",
+             "CNI_PATH": str(env.plugin_dir), "PATH": os.environ["PATH"]}, timeout=60)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    env.cache_file(conf["name"], facts["cid"]).unlink()  # the runtime's part of DEL
+    assert_detached(env, conf, pod, facts)
+
+
+def test_del_after_pod_netns_is_gone(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    conf = _base_conf(env, "10.206.2.0/24", cnienv.unique("gone-"))
+    env.write_conf(conf)
+    pod = make_pod()
+    facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)
+    cnienv.netns_delete(pod.rsplit("/", 1)[-1])
+    env.cnitool("del", conf["name"], pod)
+    assert_detached(env, conf, None, facts)
+    env.cnitool("del", conf["name"], pod)
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0"])
+def test_spec_versions_through_libcni(env: CniEnv, make_pod: Callable[[], str], version: str) -> None:
+    conf = _base_conf(env, "10.206.3.0/24", cnienv.unique("v-"), version)
+    env.write_conf(conf)
+    pod = make_pod()
+    result = env.add(conf["name"], pod)
+    assert result["cniVersion"] == version, result
+    if version < "1.0.0":
+        assert all(ip.get("version") == "4" for ip in result["ips"]), result
+    facts = assert_attached(env, conf, result, pod)
+    if version != "0.3.1":
+        env.cnitool("check", conf["name"], pod)
+    env.cnitool("del", conf["name"], pod)
+    assert_detached(env, conf, pod, facts)
+
+
+def test_two_networks_in_one_pod(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    """A pod on two networks (eth0 and net1, as with Multus): independent host veths and DEL."""
+    a = _base_conf(env, "10.206.4.0/24", cnienv.unique("mna-"))
+    b = _base_conf(env, "10.206.5.0/24", cnienv.unique("mnb-"))
+    b["ipam"]["routes"] = [{"dst": "10.99.0.0/16"}]
+    env.write_conf(a)
+    env.write_conf(b)
+    pod = make_pod()
+    facts_a = assert_attached(env, a, env.add(a["name"], pod), pod)
+    facts_b = assert_attached(env, b, env.add(b["name"], pod, ifname="net1"), pod, "net1")
+    assert facts_a["host_veths"] != facts_b["host_veths"]
+    env.cnitool("check", b["name"], pod, ifname="net1")
+    env.cnitool("del", a["name"], pod)
+    assert_detached(env, a, pod, facts_a)
+    env.cnitool("check", b["name"], pod, ifname="net1")
+    env.cnitool("del", b["name"], pod, ifname="net1")
+    assert_detached(env, b, pod, facts_b, "net1")
+    assert env.host_veths() == []
+
+
+def test_concurrent_adds_and_dels(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    conf = _base_conf(env, "10.206.6.0/24", cnienv.unique("par-"))
+    env.write_conf(conf)
+    pods = [make_pod() for _ in range(6)]
+    with ThreadPoolExecutor(len(pods)) as pool:
+        results = list(pool.map(lambda p: env.add(conf["name"], p), pods))
+    facts = [assert_attached(env, conf, r, p) for r, p in zip(results, pods)]
+    assert len({f["ips"][0] for f in facts}) == len(pods)
+    assert len(env.host_veths()) == len(pods)
+    with ThreadPoolExecutor(len(pods)) as pool:
+        list(pool.map(lambda p: env.cnitool("del", conf["name"], p), pods))
+    for p, f in zip(pods, facts):
+        assert_detached(env, conf, p, f)
+    assert env.host_veths() == []
+
+
+def test_failed_add_leaves_nothing(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    """The subnet has one free address: the second ADD fails in IPAM and must leave no veth behind."""
+    conf = _base_conf(env, "10.206.7.0/30", cnienv.unique("full-"))
+    env.write_conf(conf)
+    first, second = make_pod(), make_pod()
+    facts = assert_attached(env, conf, env.add(conf["name"], first), first)
+    veths_before = {v["ifname"] for v in env.host_veths()}
+    proc = env.cnitool("add", conf["name"], second, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "no IP addresses available" in proc.stderr, proc.stderr
+    assert {v["ifname"] for v in env.host_veths()} == veths_before
+    assert "eth0" not in {l["ifname"] for l in cnienv.links(second.rsplit("/", 1)[-1])}
+    assert not env.cache_file(conf["name"], env.container_id(second)).exists()
+    assert not [r for r in env.records(conf["name"]) if r.startswith(env.container_id(second))]
+    # The runtime still sends DEL after a failed ADD; it must succeed and not touch the first pod.
+    env.cnitool("del", conf["name"], second)
+    assert_attached(env, conf, json.loads(env.cache_file(conf["name"], facts["cid"]).read_text())["result"], first)
+    env.cnitool("del", conf["name"], first)
+    assert_detached(env, conf, first, facts)
+
+
+def test_add_twice_is_an_error_and_keeps_the_first(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    conf = _base_conf(env, "10.206.8.0/24", cnienv.unique("dup-"))
+    env.write_conf(conf)
+    pod = make_pod()
+    result = env.add(conf["name"], pod)
+    facts = assert_attached(env, conf, result, pod)
+    proc = env.cnitool("add", conf["name"], pod, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert_attached(env, conf, result, pod)
+    env.cnitool("check", conf["name"], pod)
+    env.cnitool("del", conf["name"], pod)
+    assert_detached(env, conf, pod, facts)
+
+
+def test_dual_stack(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    conf = _base_conf(env, "10.206.9.0/24", cnienv.unique("ds-"))
+    conf["ipam"]["ranges"].append([{"subnet": "fd00:206:9::/64"}])
+    conf["ipam"]["routes"].append({"dst": "::/0"})
+    env.write_conf(conf)
+    pod = make_pod()
+    result = env.add(conf["name"], pod)
+    assert {ipaddress.ip_interface(ip["address"]).version for ip in result["ips"]} == {4, 6}, result
+    facts = assert_attached(env, conf, result, pod)
+    env.cnitool("check", conf["name"], pod)
+    env.cnitool("del", conf["name"], pod)
+    assert_detached(env, conf, pod, facts)
