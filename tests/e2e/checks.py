@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Any
 
 import cnienv
@@ -100,3 +101,15 @@ def assert_detached(env: CniEnv, conf: dict[str, Any], netns: str | None, facts:
     host_routes = cnienv.routes(env.host_ns, "-4") + cnienv.routes(env.host_ns, "-6")
     stale = [r for r in host_routes if r.get("dst") in facts["ips"] or r.get("dev") in facts["host_veths"]]
     assert not stale, stale
+
+
+# Lines iptables-save prints for a table or built-in chain that merely came into existence.
+_BOOKKEEPING = re.compile(r"^(\*\w+|COMMIT|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT)$")
+
+
+def assert_no_new_rules(before: dict[str, list[str]], after: dict[str, list[str]]) -> None:
+    """No iptables rule is new except portmap's shared CNI-HOSTPORT-* chains, which it never removes."""
+    for tool in ("iptables-save", "ip6tables-save"):
+        new = [l for l in after[tool] if l not in before[tool] and "CNI-HOSTPORT-" not in l
+               and not _BOOKKEEPING.match(l)]
+        assert not new, (tool, new)

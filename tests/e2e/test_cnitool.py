@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 import cnienv
-from checks import assert_attached, assert_detached
+from checks import assert_attached, assert_detached, assert_no_new_rules
 from cnienv import CniEnv
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +110,6 @@ def test_check_detects_removed_pod_interface(env: CniEnv, make_pod: Callable[[],
     assert_detached(env, conf, pod, facts)
 
 
-BOOKKEEPING = re.compile(r"^(\*\w+|COMMIT|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT)$")
 TUNING_MAC = "02:42:ac:1e:00:99"
 TUNING_SYSCTL = ("net.ipv4.conf.eth0.arp_ignore", "1")
 HOST_PORT = 18080
@@ -174,12 +172,7 @@ def test_chain_tuning_portmap_bandwidth(env: CniEnv, make_pod: Callable[[], str]
     assert {l["ifname"] for l in cnienv.links(env.host_ns)} == links_before
     fw_after = cnienv.firewall_snapshot(env.host_ns)
     assert not cnienv.firewall_lines_mentioning(fw_after, cid, pod_ip, host_veth)
-    # portmap keeps its shared CNI-HOSTPORT-* chains (and the tables and built-in chains holding
-    # them); anything else new is a leak.
-    for tool in ("iptables-save", "ip6tables-save"):
-        new = [l for l in fw_after[tool] if l not in fw_before[tool] and "CNI-HOSTPORT-" not in l
-               and not BOOKKEEPING.match(l)]
-        assert not new, (tool, new)
+    assert_no_new_rules(fw_before, fw_after)
 
 
 def _gc_setup(env: CniEnv, make_pod: Callable[[], str]) -> tuple[dict[str, Any], Path, list[str], list[Any]]:

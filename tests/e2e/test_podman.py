@@ -13,13 +13,14 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 import cnienv
-from checks import ping
+from checks import assert_no_new_rules, ping
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -138,3 +139,46 @@ def test_podman_run_on_nsveth_network(env: CniEnv, podman: Podman, busybox_image
     assert cached == [], cached
     assert not [r for r in cnienv.routes(env.host_ns, "-4") if r.get("dst") == ip]
     assert cnienv.firewall_snapshot(env.host_ns) == fw_before
+
+
+def test_podman_chain_with_port_mapping(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
+    """nsveth + tuning + portmap: podman passes portMappings, prevResult flows, rules go on rm."""
+    archive, ref = busybox_image
+    net = cnienv.unique("pmc-")
+    mac = "02:42:0a:cd:00:42"
+    conf = _conf(env, net)
+    conf["plugins"] += [{"type": "tuning", "mac": mac},
+                        {"type": "portmap", "capabilities": {"portMappings": True}}]
+    env.write_conf(conf)
+    podman("load", "-i", archive)
+    fw_before = cnienv.firewall_snapshot(env.host_ns)
+
+    name = cnienv.unique("c-")
+    podman("run", "-d", "--name", name, "--network", net, "-p", "18081:80", ref, "sh", "-c",
+           "mkdir -p /www && echo hello-from-nsveth > /www/index.html && exec httpd -f -p 80 -h /www")
+    info = json.loads(podman("inspect", name).stdout)[0]
+    ip = info["NetworkSettings"]["Networks"][net]["IPAddress"]
+    assert info["NetworkSettings"]["Networks"][net]["MacAddress"] == mac, info["NetworkSettings"]
+    assert podman("exec", name, "cat", "/sys/class/net/eth0/address").stdout.strip() == mac
+
+    fw = cnienv.firewall_snapshot(env.host_ns)
+    assert cnienv.firewall_lines_mentioning(fw, info["Id"]), "portmap added no rule for the container"
+    # Through the mapped port from the host netns (DNAT to the pod over the nsveth link).
+    # (busybox-static's wget crashes resolving names on the host, so Python's urllib is the client.)
+    fetch = ("import sys, urllib.request; "
+             "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
+    proc = None
+    for _ in range(30):
+        proc = cnienv.run(cnienv.in_ns(env.host_ns, "/usr/bin/python3", "-c", fetch, f"http://{GATEWAY}:18081/"),
+                          check=False)
+        if "hello-from-nsveth" in proc.stdout:
+            break
+        time.sleep(0.2)
+    assert proc is not None and "hello-from-nsveth" in proc.stdout, (proc, fw["iptables-save"])
+
+    podman("rm", "--force", "--time", "0", name)
+    assert env.host_veths() == []
+    assert env.leases(net) == {}
+    fw_after = cnienv.firewall_snapshot(env.host_ns)
+    assert not cnienv.firewall_lines_mentioning(fw_after, info["Id"], ip), fw_after
+    assert_no_new_rules(fw_before, fw_after)
