@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 import cnienv
-from checks import assert_attached, assert_detached, assert_no_new_rules
+from attachment_checks import assert_attached, assert_detached, assert_no_new_rules
 from cnienv import CniEnv
 
 pytestmark = pytest.mark.e2e
@@ -368,3 +368,53 @@ def test_dual_stack(env: CniEnv, make_pod: Callable[[], str]) -> None:
     env.cnitool("check", conf["name"], pod)
     env.cnitool("del", conf["name"], pod)
     assert_detached(env, conf, pod, facts)
+
+
+def test_cni_args_reach_ipam_and_unknown_keys_are_ignored(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    """kubelet/CRI-style CNI_ARGS: IgnoreUnknown plus K8S_* keys, and host-local's IP= request."""
+    conf = _base_conf(env, "10.207.1.0/24", cnienv.unique("args-"))
+    env.write_conf(conf)
+    pod = make_pod()
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;IP=10.207.1.77"
+    result = env.add(conf["name"], pod, cni_args=args)
+    assert [ip["address"] for ip in result["ips"]] == ["10.207.1.77/24"], result
+    facts = assert_attached(env, conf, result, pod)
+    env.cnitool("check", conf["name"], pod, cni_args=args)
+    env.cnitool("del", conf["name"], pod, cni_args=args)
+    assert_detached(env, conf, pod, facts)
+
+
+def test_mac_capability_from_runtime(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    conf = _base_conf(env, "10.207.2.0/24", cnienv.unique("mac-"))
+    conf["capabilities"] = {"mac": True}
+    env.write_conf(conf)
+    pod = make_pod()
+    mac = "02:00:0a:cf:02:0b"
+    result = env.add(conf["name"], pod, cap_args={"mac": mac})
+    _, iface = cnienv.pod_iface(result, "eth0", pod)
+    assert iface["mac"].lower() == mac, result
+    facts = assert_attached(env, conf, result, pod)
+    env.cnitool("check", conf["name"], pod, cap_args={"mac": mac})
+    env.cnitool("del", conf["name"], pod, cap_args={"mac": mac})
+    assert_detached(env, conf, pod, facts)
+
+
+@needs_cni_11
+def test_status_reports_missing_ipam(env: CniEnv) -> None:
+    name = cnienv.unique("st-")
+    dir11 = env.root / "net.d-1.1"
+    conf = _base_conf(env, "10.203.9.0/24", name, "1.1.0")
+    conf["ipam"]["type"] = "no-such-ipam"
+    env.write_conf(conf, dir11)
+    proc = env.cnitool("status", name, conf_dir=dir11, check=False)
+    assert proc.returncode != 0, proc
+    assert "no-such-ipam" in proc.stderr, proc.stderr
+
+
+@needs_cni_11
+def test_gc_on_unused_network(env: CniEnv) -> None:
+    name = cnienv.unique("gcu-")
+    dir11 = env.root / "net.d-1.1"
+    env.write_conf(_base_conf(env, "10.203.10.0/24", name, "1.1.0"), dir11)
+    env.cnitool("gc", name, conf_dir=dir11)
+    assert env.host_veths() == []

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 import cnienv
-from checks import ping
+from attachment_checks import ping
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e

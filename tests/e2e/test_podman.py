@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 import cnienv
-from checks import assert_no_new_rules, ping
+from attachment_checks import assert_no_new_rules, ping
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -182,3 +182,33 @@ def test_podman_chain_with_port_mapping(env: CniEnv, podman: Podman, busybox_ima
     fw_after = cnienv.firewall_snapshot(env.host_ns)
     assert not cnienv.firewall_lines_mentioning(fw_after, info["Id"], ip), fw_after
     assert_no_new_rules(fw_before, fw_after)
+
+
+def test_podman_restart_and_stop_start(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
+    """Teardown and setup again for the same container ID (deterministic host veth name) must work."""
+    archive, ref = busybox_image
+    conf = _conf(env, cnienv.unique("pmr-"))
+    env.write_conf(conf)
+    net = conf["name"]
+    podman("load", "-i", archive)
+    name = cnienv.unique("c-")
+    podman("run", "-d", "--name", name, "--network", net, ref, "sleep", "600")
+    first = {v["ifname"] for v in env.host_veths()}
+    assert len(first) == 1, first
+
+    podman("restart", "--time", "0", name)
+    assert len(env.host_veths()) == 1, env.host_veths()
+    assert {v["ifname"] for v in env.host_veths()} == first  # same containerID + ifname, same name
+    assert len(env.leases(net)) == 1, env.leases(net)
+    podman("exec", name, "ping", "-c", "1", "-W", "3", GATEWAY)
+
+    podman("stop", "--time", "0", name)
+    assert env.host_veths() == []
+    assert env.leases(net) == {}
+    podman("start", name)
+    assert len(env.host_veths()) == 1
+    podman("exec", name, "ping", "-c", "1", "-W", "3", GATEWAY)
+
+    podman("rm", "--force", "--time", "0", name)
+    assert env.host_veths() == []
+    assert env.leases(net) == {}
