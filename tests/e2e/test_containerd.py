@@ -9,6 +9,7 @@ the host veth and routes live there and the machine is not touched.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import subprocess
 import time
@@ -157,6 +158,7 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
     proc = subprocess.Popen(containerd.ctr_argv("run", "--rm", "--cni", ref, container,
                                                 "sh", "-c", _INSIDE.format(gw=GATEWAY)),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder: subprocess.Popen[bytes] | None = None
     try:
         out = _read_until(proc, "READY")
         # Inside: eth0 has an address of the subnet, a default route, the gateway answered.
@@ -176,16 +178,28 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
         ping(env.host_ns, str(pod_ip.ip))
         assert list((env.cache_dir / "results").iterdir()), "ctr's libcni wrote no cache entry"
 
+        # Keep the container's netns alive past the task's exit. Otherwise the kernel would remove
+        # the veth pair with the netns and the checks below would pass whatever the plugin did with
+        # ctr's DEL, which comes with an empty CNI_NETNS.
+        tasks = containerd.ctr("task", "ls").stdout
+        [pid] = [line.split()[1] for line in tasks.splitlines() if line.split()[:1] == [container]]
+        holder = subprocess.Popen(["nsenter", f"--net=/proc/{pid}/ns/net", "sleep", "600"])
+
         assert proc.stdin is not None
         proc.stdin.write("done\n")
         proc.stdin.flush()
         out2, err = proc.communicate(timeout=60)
+        pod_links = cnienv.run(["nsenter", f"--net=/proc/{holder.pid}/ns/net", "ip", "-j", "link"]).stdout
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+        if holder is not None:
+            holder.kill()
+            holder.wait()
     assert proc.returncode == 0, (out2, err)
     assert "BYE" in out2
+    assert "eth0" not in {l["ifname"] for l in json.loads(pod_links)}, pod_links
 
     # After exit ctr ran DEL with an empty CNI_NETNS: nothing may remain.
     assert env.host_veths() == []
