@@ -53,7 +53,7 @@ def assert_attached(env: CniEnv, conf: dict[str, Any], result: dict[str, Any], n
 
     # Sysctls the config asks for, read back in the pod netns.
     for key, value in (main.get("sysctl") or {}).items():
-        assert cnienv.read_sysctl(ns, key, ifname) == str(value), key
+        assert cnienv.read_sysctl(ns, key, ifname) == " ".join(str(value).split()), key
 
     # Host side: one veth per attachment, connectivity both ways.
     # (Chained plugins may add host-side interfaces of their own, e.g. bandwidth's ifb.)

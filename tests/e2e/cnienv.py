@@ -30,7 +30,8 @@ from typing import Any, Iterator, Sequence
 REPO = Path(__file__).resolve().parents[2]
 CNITOOL_DIR = REPO / "tools" / "cnitool"
 CNITOOL = CNITOOL_DIR / "bin" / "cnitool"
-NSVETH_BUNDLE = REPO / "dist" / "nsveth" / "nsveth"
+# The executable of the built one-dir bundle (NSVETH_E2E_BUNDLE: another build of it).
+NSVETH_BUNDLE = Path(os.environ.get("NSVETH_E2E_BUNDLE", REPO / "dist" / "nsveth" / "nsveth"))
 SYSTEM_PLUGIN_DIR = Path("/usr/lib/cni")
 CONF_EXAMPLES = REPO / "conf-examples"
 
@@ -96,14 +97,14 @@ def in_ns(ns: str, *cmd: str | os.PathLike[str]) -> list[str]:
 
 
 def read_sysctl(ns: str, key: str, ifname: str) -> str:
-    """Value of a net.* sysctl inside netns ns; key in dotted or slash form, IFNAME substituted."""
-    key = key.replace("IFNAME", ifname)
-    if "/" not in key:
-        # Dotted form; the interface name may itself contain dots, so put it back whole.
-        rel = key.replace(ifname, "\0").replace(".", "/").replace("\0", ifname)
-    else:
-        rel = key
-    return run(in_ns(ns, "cat", f"/proc/sys/{rel}")).stdout.strip()
+    """Value of a net.* sysctl inside netns ns, whitespace-normalised (the kernel prints tabs).
+
+    The key is in dot or slash form (the first separator decides, as for runc and the kubelet),
+    with the IFNAME placeholder replaced by ifname.
+    """
+    sep = next((c for c in key if c in "./"), ".")
+    segments = [ifname if s == "IFNAME" else s for s in key.split(sep)]
+    return " ".join(run(in_ns(ns, "cat", "/proc/sys/" + "/".join(segments))).stdout.split())
 
 
 def links(ns: str) -> list[dict[str, Any]]:
