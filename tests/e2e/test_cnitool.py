@@ -449,3 +449,38 @@ def test_sysctls_in_pod_netns(env: CniEnv, make_pod: Callable[[], str]) -> None:
     assert proc.returncode != 0 and "tcp_keepalive_time" in proc.stderr, proc
     env.cnitool("del", conf["name"], pod)
     assert_detached(env, conf, pod, facts)
+
+
+def test_del_without_cached_result(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    """A runtime that lost its cache (or never had one) sends DEL without prevResult."""
+    conf = _base_conf(env, "10.207.4.0/24", cnienv.unique("nocache-"))
+    env.write_conf(conf)
+    pod = make_pod()
+    facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)
+    env.cache_file(conf["name"], facts["cid"]).unlink()
+    env.cnitool("del", conf["name"], pod)
+    assert_detached(env, conf, pod, facts)
+
+
+def test_dotted_interface_name(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    conf = _base_conf(env, "10.207.5.0/24", cnienv.unique("dot-"))
+    conf["sysctl"] = {"net.ipv4.conf.IFNAME.arp_notify": "1"}
+    env.write_conf(conf)
+    pod = make_pod()
+    ifname = "eth0.100"
+    facts = assert_attached(env, conf, env.add(conf["name"], pod, ifname=ifname), pod, ifname)
+    env.cnitool("check", conf["name"], pod, ifname=ifname)
+    env.cnitool("del", conf["name"], pod, ifname=ifname)
+    assert_detached(env, conf, pod, facts, ifname)
+
+
+def test_add_into_the_plugins_own_netns_is_refused(env: CniEnv) -> None:
+    conf = _base_conf(env, "10.207.6.0/24", cnienv.unique("self-"))
+    env.write_conf(conf)
+    links_before = cnienv.links(env.host_ns)
+    proc = env.cnitool("add", conf["name"], cnienv.netns_path(env.host_ns), check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert [l["ifname"] for l in cnienv.links(env.host_ns)] == [l["ifname"] for l in links_before]
+    assert env.leases(conf["name"]) == {}
+    env.cnitool("del", conf["name"], cnienv.netns_path(env.host_ns))
+    assert [l["ifname"] for l in cnienv.links(env.host_ns)] == [l["ifname"] for l in links_before]
