@@ -144,7 +144,11 @@ def _bridge(doc: Mapping[str, Any]) -> BridgeConf:
         "promiscMode": "promisc",
         "vlan": "vlan",
     }
-    return BridgeConf(**_renamed(doc, fields))
+    bridge = BridgeConf(**_renamed(doc, fields))
+    # The schema's maxLength counts characters; the kernel's limit is 15 bytes.
+    if len(bridge.name.encode()) > 15:
+        raise CNIError(Code.INVALID_CONFIG, f"invalid network config: bridge: {bridge.name!r} is longer than 15 bytes")
+    return bridge
 
 
 def _renamed(obj: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:

@@ -19,9 +19,12 @@ def load() -> dict[str, Any]:
 def validate(doc: dict[str, Any]) -> None:
     """Raise code 2 for unknown fields, code 7 for any other violation, naming the fields."""
     # jsonschema costs tens of ms to import: only configs that need checking pay it.
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator, validators
 
-    validator = Draft202012Validator(load())
+    # JSON Schema counts 1500.0 as an integer; nsveth hands these fields to
+    # netlink, so only JSON integers proper are (as in Go's decoder).
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", lambda _, v: type(v) is int)
+    validator = validators.extend(Draft202012Validator, type_checker=checker)(load())
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return
