@@ -484,3 +484,18 @@ def test_add_into_the_plugins_own_netns_is_refused(env: CniEnv) -> None:
     assert env.leases(conf["name"]) == {}
     env.cnitool("del", conf["name"], cnienv.netns_path(env.host_ns))
     assert [l["ifname"] for l in cnienv.links(env.host_ns)] == [l["ifname"] for l in links_before]
+
+
+def test_ips_capability_reaches_ipam(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    """runtimeConfig.ips (capability "ips", as podman --ip sends it) is host-local's to use."""
+    conf = _base_conf(env, "10.207.7.0/24", cnienv.unique("ips-"))
+    conf["capabilities"] = {"ips": True}
+    env.write_conf(conf)
+    pod = make_pod()
+    cap = {"ips": ["10.207.7.42/24"]}
+    result = env.add(conf["name"], pod, cap_args=cap)
+    assert [ip["address"] for ip in result["ips"]] == ["10.207.7.42/24"], result
+    facts = assert_attached(env, conf, result, pod)
+    env.cnitool("check", conf["name"], pod, cap_args=cap)
+    env.cnitool("del", conf["name"], pod, cap_args=cap)
+    assert_detached(env, conf, pod, facts)

@@ -212,3 +212,38 @@ def test_podman_restart_and_stop_start(env: CniEnv, podman: Podman, busybox_imag
     podman("rm", "--force", "--time", "0", name)
     assert env.host_veths() == []
     assert env.leases(net) == {}
+
+
+def test_podman_two_networks_static_ip_and_mac(env: CniEnv, podman: Podman,
+                                                busybox_image: tuple[Path, str]) -> None:
+    """podman's per-network options become runtimeConfig ips/mac; two attachments, eth0 and eth1."""
+    archive, ref = busybox_image
+    a = _conf(env, cnienv.unique("pma-"))
+    a["plugins"][0]["capabilities"] = {"ips": True, "mac": True}
+    b = _conf(env, cnienv.unique("pmb-"))
+    b["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.215.0.0/24"}]]
+    b["plugins"][0]["ipam"]["routes"] = [{"dst": "10.216.0.0/16"}]
+    env.write_conf(a)
+    env.write_conf(b)
+    podman("load", "-i", archive)
+    ip, mac = "10.205.0.50", "02:42:0a:cd:00:50"
+    name = cnienv.unique("c-")
+    podman("run", "-d", "--name", name, "--network", f"{a['name']}:ip={ip},mac={mac}",
+           "--network", b["name"], ref, "sleep", "600")
+    info = json.loads(podman("inspect", name).stdout)[0]["NetworkSettings"]["Networks"]
+    assert info[a["name"]]["IPAddress"] == ip and info[a["name"]]["MacAddress"] == mac, info
+    ip_b = info[b["name"]]["IPAddress"]
+    assert ipaddress.ip_address(ip_b) in ipaddress.ip_network("10.215.0.0/24"), info
+
+    inside = podman("exec", name, "sh", "-c", "ip addr; ip route").stdout
+    assert re.search(rf"link/ether {mac}.*\n.*inet {re.escape(ip)}/24", inside), inside
+    assert f"inet {ip_b}/24" in inside, inside
+    assert "10.216.0.0/16 via 10.215.0.1" in inside, inside
+    assert len(env.host_veths()) == 2
+    assert list(env.leases(a["name"])) == [ip] and list(env.leases(b["name"])) == [ip_b]
+    podman("exec", name, "ping", "-c", "1", "-W", "3", GATEWAY)
+    podman("exec", name, "ping", "-c", "1", "-W", "3", "10.215.0.1")
+
+    podman("rm", "--force", "--time", "0", name)
+    assert env.host_veths() == []
+    assert env.leases(a["name"]) == {} and env.leases(b["name"]) == {}
