@@ -13,11 +13,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import cnienv  # noqa: E402
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Also registered here so the suite runs warning-free before pytest.ini lists it.
-    config.addinivalue_line("markers", "e2e: end-to-end tests through real CNI clients (cnitool, ctr, podman)")
-
-
 @pytest.fixture(scope="session")
 def cnitool() -> Path:
     return cnienv.build_cnitool()

@@ -247,3 +247,22 @@ def test_podman_two_networks_static_ip_and_mac(env: CniEnv, podman: Podman,
     podman("rm", "--force", "--time", "0", name)
     assert env.host_veths() == []
     assert env.leases(a["name"]) == {} and env.leases(b["name"]) == {}
+
+
+def test_podman_network_reload(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
+    """`podman network reload` tears the attachment down and sets it up again in the live netns."""
+    archive, ref = busybox_image
+    conf = _conf(env, cnienv.unique("pmn-"))
+    env.write_conf(conf)
+    podman("load", "-i", archive)
+    name = cnienv.unique("c-")
+    podman("run", "-d", "--name", name, "--network", conf["name"], ref, "sleep", "600")
+    podman("network", "reload", name)
+    info = json.loads(podman("inspect", name).stdout)[0]["NetworkSettings"]["Networks"][conf["name"]]
+    assert len(env.host_veths()) == 1, env.host_veths()
+    assert list(env.leases(conf["name"])) == [info["IPAddress"]], env.leases(conf["name"])
+    inside = podman("exec", name, "sh", "-c", f"ip addr show eth0; ping -c 1 -W 3 {GATEWAY} && echo PING-OK").stdout
+    assert f"inet {info['IPAddress']}/24" in inside and "PING-OK" in inside, inside
+    podman("rm", "--force", "--time", "0", name)
+    assert env.host_veths() == []
+    assert env.leases(conf["name"]) == {}
