@@ -428,27 +428,29 @@ def test_gc_on_unused_network(env: CniEnv) -> None:
     assert env.host_veths() == []
 
 
-def test_sysctls_in_pod_netns(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    """Config and args.cni sysctls (dot and slash form, IFNAME placeholder) land in the pod netns only."""
+@pytest.mark.parametrize("ifname", ["eth0", "eth0.100"])
+def test_sysctls_in_pod_netns(env: CniEnv, make_pod: Callable[[], str], ifname: str) -> None:
+    """Config sysctls (dot and slash form, IFNAME placeholder, dotted ifname) land in the pod netns only."""
     conf = _base_conf(env, "10.207.3.0/24", cnienv.unique("sys-"))
     conf["sysctl"] = {
         "net.ipv4.tcp_keepalive_time": "120",
         "net.ipv4.ip_local_port_range": "20000 40000",
         "net.ipv4.conf.IFNAME.arp_notify": "1",
-        "net/ipv4/conf/eth0/arp_ignore": "1",
+        f"net/ipv4/conf/{ifname}/arp_ignore": "1",
     }
     env.write_conf(conf)
-    host_before = cnienv.read_sysctl(env.host_ns, "net.ipv4.tcp_keepalive_time", "eth0")
+    host_before = cnienv.read_sysctl(env.host_ns, "net.ipv4.tcp_keepalive_time", ifname)
     pod = make_pod()
-    facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)  # reads every key back
-    assert cnienv.read_sysctl(env.host_ns, "net.ipv4.tcp_keepalive_time", "eth0") == host_before
-    env.cnitool("check", conf["name"], pod)
+    result = env.add(conf["name"], pod, ifname=ifname)
+    facts = assert_attached(env, conf, result, pod, ifname)  # reads every key back
+    assert cnienv.read_sysctl(env.host_ns, "net.ipv4.tcp_keepalive_time", ifname) == host_before
+    env.cnitool("check", conf["name"], pod, ifname=ifname)
     # CHECK notices a sysctl changed behind the plugin's back.
     cnienv.run(cnienv.in_ns(pod.rsplit("/", 1)[-1], "sh", "-c", "echo 7200 > /proc/sys/net/ipv4/tcp_keepalive_time"))
-    proc = env.cnitool("check", conf["name"], pod, check=False)
+    proc = env.cnitool("check", conf["name"], pod, ifname=ifname, check=False)
     assert proc.returncode != 0 and "tcp_keepalive_time" in proc.stderr, proc
-    env.cnitool("del", conf["name"], pod)
-    assert_detached(env, conf, pod, facts)
+    env.cnitool("del", conf["name"], pod, ifname=ifname)
+    assert_detached(env, conf, pod, facts, ifname)
 
 
 def test_del_without_cached_result(env: CniEnv, make_pod: Callable[[], str]) -> None:
@@ -464,7 +466,6 @@ def test_del_without_cached_result(env: CniEnv, make_pod: Callable[[], str]) -> 
 
 def test_dotted_interface_name(env: CniEnv, make_pod: Callable[[], str]) -> None:
     conf = _base_conf(env, "10.207.5.0/24", cnienv.unique("dot-"))
-    conf["sysctl"] = {"net.ipv4.conf.IFNAME.arp_notify": "1"}
     env.write_conf(conf)
     pod = make_pod()
     ifname = "eth0.100"
