@@ -46,7 +46,12 @@ def validate(doc: dict[str, Any]) -> None:
 def _join(path: list[Any]) -> str:
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif out and not p.replace("_", "a").replace("-", "a").isalnum():
+            out += f"[{json.dumps(p)}]"  # a map key such as a sysctl name: keep it one visible unit
+        else:
+            out += f".{p}" if out else str(p)
     return out
 
 

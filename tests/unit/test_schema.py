@@ -14,7 +14,10 @@ from nsveth import config, schema
 from nsveth.errors import CNIError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "conf-examples", "*")))
+# Network configs only (conf-examples/ also holds e.g. a sysctl allowlist, *.txt).
+EXAMPLES = sorted(
+    p for p in glob.glob(os.path.join(ROOT, "conf-examples", "*")) if p.endswith((".conf", ".conflist", ".json"))
+)
 
 
 def _nsveth_entries(path: str) -> list[tuple[str, dict]]:
