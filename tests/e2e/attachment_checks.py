@@ -57,15 +57,26 @@ def assert_attached(env: CniEnv, conf: dict[str, Any], result: dict[str, Any], n
 
     # Host side: one veth per attachment, connectivity both ways.
     # (Chained plugins may add host-side interfaces of their own, e.g. bandwidth's ifb.)
-    veth_names = {v["ifname"] for v in env.host_veths()}
-    host_names = {h["name"] for h in cnienv.host_ifaces(result)} & veth_names
-    assert len(host_names) == 1, (result["interfaces"], veth_names)
+    veths = {v["ifname"]: v for v in env.host_veths()}
+    host_names = {h["name"] for h in cnienv.host_ifaces(result)} & set(veths)
+    assert len(host_names) == 1, (result["interfaces"], list(veths))
     container_ips = [ipaddress.ip_interface(a).ip for a in want]
-    for ip in result["ips"]:
-        if ip.get("gateway"):
-            ping(ns, ip["gateway"])
-    for cip in container_ips:
-        ping(env.host_ns, str(cip))
+    bridge_mode = main.get("mode") == "bridge"
+    if bridge_mode:
+        # The host veth is a port of the bridge the result names.
+        [host_name] = host_names
+        master = veths[host_name].get("master")
+        assert master and master in {h["name"] for h in cnienv.host_ifaces(result)}, veths[host_name]
+        [br] = cnienv.ip_json(env.host_ns, "link", "show", "dev", master)
+        assert br["linkinfo"]["info_kind"] == "bridge", br
+    if not bridge_mode or main.get("isGateway") or main.get("isDefaultGateway"):
+        # L3: the host answers as the gateway and reaches the pod. (A pure L2 bridge has no
+        # address on the host, so there is nobody to ping.)
+        for ip in result["ips"]:
+            if ip.get("gateway"):
+                ping(ns, ip["gateway"])
+        for cip in container_ips:
+            ping(env.host_ns, str(cip))
 
     # IPAM lease and libcni cache.
     cid = env.container_id(netns)
@@ -107,9 +118,34 @@ def assert_detached(env: CniEnv, conf: dict[str, Any], netns: str | None, facts:
 _BOOKKEEPING = re.compile(r"^(\*\w+|COMMIT|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT)$")
 
 
+_IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
+
+
+def _nft_tables(lines: list[str]) -> dict[str, list[str]]:
+    """Top-level nft tables -> body lines; empty tables and iptables-nft's own tables left out
+    (the iptables-save comparison covers those)."""
+    tables: dict[str, list[str]] = {}
+    current: str | None = None
+    depth = 0
+    for line in lines:
+        if depth == 0 and line.startswith("table ") and line.endswith("{"):
+            current, depth = line[len("table "):-1].strip(), 1
+            tables[current] = []
+            continue
+        depth += line.count("{") - line.count("}")
+        if depth == 0:
+            current = None
+        elif current is not None:
+            tables[current].append(line)
+    return {name: body for name, body in tables.items()
+            if body and not (name.split()[0] in ("ip", "ip6") and name.split()[-1] in _IPTABLES_NFT_TABLES)}
+
+
 def assert_no_new_rules(before: dict[str, list[str]], after: dict[str, list[str]]) -> None:
-    """No iptables rule is new except portmap's shared CNI-HOSTPORT-* chains, which it never removes."""
+    """No firewall rule is new. Tolerated: portmap's shared CNI-HOSTPORT-* chains (it never removes
+    them), tables and built-in chains that merely exist, and empty nft tables."""
     for tool in ("iptables-save", "ip6tables-save"):
         new = [l for l in after[tool] if l not in before[tool] and "CNI-HOSTPORT-" not in l
                and not _BOOKKEEPING.match(l)]
         assert not new, (tool, new)
+    assert _nft_tables(after["nft"]) == _nft_tables(before["nft"]), after["nft"]

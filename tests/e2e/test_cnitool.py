@@ -56,6 +56,9 @@ def test_conf_example_add_check_del(env: CniEnv, make_pod: Callable[[], str], ex
 
     result = env.add(net, pod)
     facts = assert_attached(env, conf, result, pod)
+    if cnienv.main_plugin(conf).get("ipMasq"):
+        fw = cnienv.firewall_snapshot(env.host_ns)
+        assert cnienv.firewall_lines_mentioning(fw, *facts["ips"]), ("no masquerade rule for the pod", fw)
 
     if cnienv.version_tuple(conf["cniVersion"]) >= (0, 4, 0):
         env.cnitool("check", net, pod)
@@ -67,7 +70,7 @@ def test_conf_example_add_check_del(env: CniEnv, make_pod: Callable[[], str], ex
 
     env.cnitool("del", net, pod)
     assert_detached(env, conf, pod, facts)
-    assert cnienv.firewall_snapshot(env.host_ns) == fw_before
+    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))
     # DEL is idempotent: a second one succeeds and changes nothing.
     env.cnitool("del", net, pod)
     assert_detached(env, conf, pod, facts)
