@@ -149,3 +149,50 @@ def assert_no_new_rules(before: dict[str, list[str]], after: dict[str, list[str]
                and not _BOOKKEEPING.match(l)]
         assert not new, (tool, new)
     assert _nft_tables(after["nft"]) == _nft_tables(before["nft"]), after["nft"]
+
+
+# --------------------------------------------------------------------------- inside a container
+
+def container_expectations(conf: dict[str, Any]) -> dict[str, Any]:
+    """What a container attached with conf should see on eth0, derived from the config alone."""
+    main = cnienv.main_plugin(conf)
+    ipam = main.get("ipam") or {}
+    ranges = [r for rs in ipam.get("ranges", []) for r in rs]
+    if "subnet" in ipam:
+        ranges.append({"subnet": ipam["subnet"], **({"gateway": ipam["gateway"]} if "gateway" in ipam else {})})
+    subnets = [ipaddress.ip_network(r["subnet"]) for r in ranges]
+    bridge_mode = main.get("mode") == "bridge"
+    l3 = not bridge_mode or bool(main.get("isGateway") or main.get("isDefaultGateway"))
+    v4 = [r for r in ranges if ipaddress.ip_network(r["subnet"]).version == 4]
+    gateway = None
+    if l3 and v4:
+        gateway = v4[0].get("gateway") or str(next(ipaddress.ip_network(v4[0]["subnet"]).hosts()))
+    dsts = {r["dst"] for r in ipam.get("routes", [])}
+    return {"subnets": subnets, "gateway": gateway, "mtu": main.get("mtu"),
+            "default4": "0.0.0.0/0" in dsts or bool(main.get("isDefaultGateway")) and bool(v4)}
+
+
+INSIDE_SCRIPT = ("echo '--- addr'; ip addr show eth0; echo '--- route'; ip route; "
+                 "{ping}echo '--- end'")
+
+
+def inside_script(expect: dict[str, Any]) -> str:
+    ping_cmd = f"ping -c 1 -W 3 {expect['gateway']} && echo PING-OK; " if expect["gateway"] else ""
+    return INSIDE_SCRIPT.format(ping=ping_cmd)
+
+
+def assert_container_view(output: str, expect: dict[str, Any]) -> list[str]:
+    """Checks the inside_script output; returns the container's global addresses."""
+    addrs = re.findall(r"inet6? (\S+) .*scope global", output)
+    assert addrs, output
+    for a in addrs:
+        iface = ipaddress.ip_interface(a)
+        assert any(iface.ip in s for s in expect["subnets"]), (a, expect["subnets"], output)
+    assert {ipaddress.ip_interface(a).version for a in addrs} == {s.version for s in expect["subnets"]}, output
+    if expect["mtu"]:
+        assert f"mtu {expect['mtu']}" in output, output
+    if expect["default4"]:
+        assert re.search(r"^default via \S+ dev eth0", output, re.M), output
+    if expect["gateway"]:
+        assert "PING-OK" in output, output
+    return [str(ipaddress.ip_interface(a).ip) for a in addrs]

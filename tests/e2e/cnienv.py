@@ -139,6 +139,40 @@ def firewall_lines_mentioning(snap: dict[str, list[str]], *needles: str) -> list
 
 # --------------------------------------------------------------------------- configs
 
+def example_params() -> list[Any]:
+    """pytest params for the network configs in conf-examples/ (*.conf, *.conflist, *.json)."""
+    import pytest
+
+    files = sorted(p for p in CONF_EXAMPLES.glob("*")
+                   if p.suffix in (".conf", ".conflist", ".json") and p.is_file())
+    params = []
+    for p in files:
+        if p.read_text().lstrip().startswith("{"):
+            params.append(pytest.param(p, id=p.name))
+        else:
+            # Not JSON at all (e.g. a sysctl allowlist): no network config to run. A JSON file that
+            # fails to parse is still a test failure.
+            params.append(pytest.param(p, id=p.name, marks=pytest.mark.skip(reason="not a JSON network config")))
+    if not any(p.marks == () for p in params):
+        # No example at all must not turn these tests into silent no-ops.
+        return [pytest.param(None, id="no-examples")]
+    return params
+
+
+def load_example(path: Path | None) -> dict[str, Any]:
+    assert path is not None, f"{CONF_EXAMPLES} has no *.conf, *.conflist or *.json"
+    conf: dict[str, Any] = json.loads(path.read_text())
+    return conf
+
+
+def libcni_version(conf: dict[str, Any]) -> str:
+    """cniVersion to drive a config with: Debian's libcni 1.1.2 cannot parse results newer than 1.0.0."""
+    v = conf.get("cniVersion", "0.1.0")
+    if version_tuple(v) > version_tuple(LIBCNI_MAX_VERSION):
+        return LIBCNI_MAX_VERSION
+    return v
+
+
 def plugin_entries(conf: dict[str, Any]) -> list[dict[str, Any]]:
     return conf["plugins"] if "plugins" in conf else [conf]
 

@@ -19,36 +19,10 @@ from cnienv import CniEnv
 pytestmark = pytest.mark.e2e
 
 
-def _example_files() -> list[Any]:
-    files = sorted(p for p in cnienv.CONF_EXAMPLES.glob("*")
-                   if p.suffix in (".conf", ".conflist", ".json") and p.is_file())
-    params = []
-    for p in files:
-        if p.read_text().lstrip().startswith("{"):
-            params.append(pytest.param(p, id=p.name))
-        else:
-            # Not JSON at all (e.g. a sysctl allowlist): no network config to run. A JSON file that
-            # fails to parse is still a test failure.
-            params.append(pytest.param(p, id=p.name, marks=pytest.mark.skip(reason="not a JSON network config")))
-    if not any(p.marks == () for p in params):
-        # No example at all must not turn this test into a silent no-op.
-        return [pytest.param(None, id="no-examples")]
-    return params
-
-
-def _libcni_version(conf: dict[str, Any]) -> str:
-    """cniVersion to drive the example with: libcni 1.1.2 cannot parse results newer than 1.0.0."""
-    v = conf.get("cniVersion", "0.1.0")
-    if cnienv.version_tuple(v) > cnienv.version_tuple(cnienv.LIBCNI_MAX_VERSION):
-        return cnienv.LIBCNI_MAX_VERSION
-    return v
-
-
-@pytest.mark.parametrize("example", _example_files())
+@pytest.mark.parametrize("example", cnienv.example_params())
 def test_conf_example_add_check_del(env: CniEnv, make_pod: Callable[[], str], example: Path | None) -> None:
-    assert example is not None, f"{cnienv.CONF_EXAMPLES} has no *.conf, *.conflist or *.json"
-    original = json.loads(example.read_text())
-    conf = env.adapt(original, cni_version=_libcni_version(original))
+    original = cnienv.load_example(example)
+    conf = env.adapt(original, cni_version=cnienv.libcni_version(original))
     env.write_conf(conf)
     net = conf["name"]
     pod = make_pod()

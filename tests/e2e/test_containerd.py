@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 import cnienv
-from attachment_checks import ping
+from attachment_checks import assert_container_view, assert_no_new_rules, container_expectations, inside_script, ping
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -209,3 +209,29 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
     assert not [r for r in host_routes if r.get("dst") == str(pod_ip.ip)], host_routes
     assert cnienv.firewall_snapshot(env.host_ns) == fw_before
     assert containerd.ctr("container", "ls", "-q").stdout.strip() == ""
+
+
+@pytest.mark.parametrize("example", cnienv.example_params())
+def test_ctr_conf_example(env: CniEnv, containerd: Containerd, busybox_image: tuple[Path, str],
+                          example: Path | None) -> None:
+    """Every example network works under containerd (at the newest spec version its libcni takes)."""
+    original = cnienv.load_example(example)
+    conf = env.adapt(original, cni_version=cnienv.libcni_version(original))
+    if "plugins" not in conf:
+        # ctr loads .conf files too, but a conflist is what containerd setups use.
+        conf = {"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]}
+    env.write_conf(conf)
+    expect = container_expectations(conf)
+    archive, ref = busybox_image
+    containerd.ctr("image", "import", archive)
+    fw_before = cnienv.firewall_snapshot(env.host_ns)
+
+    proc = cnienv.run(containerd.ctr_argv("run", "--rm", "--cni", ref, cnienv.unique("c-"),
+                                          "sh", "-c", inside_script(expect)))
+    assert_container_view(proc.stdout, expect)
+
+    assert env.host_veths() == []
+    assert env.leases(conf["name"]) == {}
+    assert env.records(conf["name"]) == []
+    assert list((env.cache_dir / "results").iterdir()) == []
+    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))

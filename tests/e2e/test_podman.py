@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 import cnienv
-from attachment_checks import assert_no_new_rules, ping
+from attachment_checks import assert_container_view, assert_no_new_rules, container_expectations, inside_script, ping
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -266,3 +266,34 @@ def test_podman_network_reload(env: CniEnv, podman: Podman, busybox_image: tuple
     podman("rm", "--force", "--time", "0", name)
     assert env.host_veths() == []
     assert env.leases(conf["name"]) == {}
+
+
+@pytest.mark.parametrize("example", cnienv.example_params())
+def test_podman_conf_example(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str],
+                             example: Path | None) -> None:
+    """Every example network works under podman (at the newest spec version its libcni takes)."""
+    original = cnienv.load_example(example)
+    conf = env.adapt(original, cni_version=cnienv.libcni_version(original))
+    if "plugins" not in conf:
+        # podman's CNI backend reads only .conflist files.
+        conf = {"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]}
+    env.write_conf(conf)
+    expect = container_expectations(conf)
+    archive, ref = busybox_image
+    podman("load", "-i", archive)
+    fw_before = cnienv.firewall_snapshot(env.host_ns)
+
+    name = cnienv.unique("c-")
+    podman("run", "-d", "--name", name, "--network", conf["name"], ref, "sleep", "600")
+    addrs = assert_container_view(podman("exec", name, "sh", "-c", inside_script(expect)).stdout, expect)
+    assert len(env.host_veths()) == 1, env.host_veths()
+    assert sorted(env.leases(conf["name"])) == sorted(addrs), (env.leases(conf["name"]), addrs)
+    if expect["gateway"]:
+        for a in addrs:
+            ping(env.host_ns, a)
+
+    podman("rm", "--force", "--time", "0", name)
+    assert env.host_veths() == []
+    assert env.leases(conf["name"]) == {}
+    assert env.records(conf["name"]) == []
+    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))
