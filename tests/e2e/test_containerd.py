@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import subprocess
 import time
@@ -147,6 +148,15 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60) -
     raise AssertionError(f"no {marker!r} from the container; output:\n{''.join(lines)}{rest[0]}{rest[1]}")
 
 
+def _wait_same_netns(pid: int, other: int, timeout: float = 10) -> None:
+    """Until process pid has entered the netns of process other (nsenter has not yet when Popen returns)."""
+    want = os.readlink(f"/proc/{other}/ns/net")
+    deadline = time.monotonic() + timeout
+    while os.readlink(f"/proc/{pid}/ns/net") != want:
+        assert time.monotonic() < deadline, "holder did not enter the container's netns"
+        time.sleep(0.01)
+
+
 def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[Path, str]) -> None:
     archive, ref = busybox_image
     conf = _conf(env, cnienv.unique("ctr-"))
@@ -184,6 +194,7 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
         tasks = containerd.ctr("task", "ls").stdout
         [pid] = [line.split()[1] for line in tasks.splitlines() if line.split()[:1] == [container]]
         holder = subprocess.Popen(["nsenter", f"--net=/proc/{pid}/ns/net", "sleep", "600"])
+        _wait_same_netns(holder.pid, int(pid))
 
         assert proc.stdin is not None
         proc.stdin.write("done\n")
