@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -477,3 +478,18 @@ def test_ips_capability_reaches_ipam(env: CniEnv, make_pod: Callable[[], str]) -
     env.cnitool("check", conf["name"], pod, cap_args=cap)
     env.cnitool("del", conf["name"], pod, cap_args=cap)
     assert_detached(env, conf, pod, facts)
+
+
+def test_del_after_reboot_releases_the_lease(env: CniEnv, make_pod: Callable[[], str]) -> None:
+    """After a reboot the pod netns and nsveth's runtime dir (tmpfs /run) are gone, while the
+    host-local leases and libcni's cache (on disk) remain; the runtime's DEL must free the lease."""
+    conf = _base_conf(env, "10.207.8.0/24", cnienv.unique("boot-"))
+    env.write_conf(conf)
+    pod = make_pod()
+    facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)
+    cnienv.netns_delete(pod.rsplit("/", 1)[-1])
+    cnienv.run(["ip", "-n", env.host_ns, "link", "del", facts["host_veths"][0]], check=False)
+    shutil.rmtree(env.runtime_dir)
+    assert facts["ips"][0] in env.leases(conf["name"])
+    env.cnitool("del", conf["name"], pod)
+    assert_detached(env, conf, None, facts)
