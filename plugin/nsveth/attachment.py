@@ -38,6 +38,7 @@ class Attachment:
     host_link: Link | None = None
     pod_link: Link | None = None
     sysctl_originals: list[Original] = dataclasses.field(default_factory=list)  # values ADD's sysctls replaced
+    bridge_link: Link | None = None  # bridge mode: the bridge the host veth is a port of
 
     @property
     def gateways(self) -> dict[int, object]:

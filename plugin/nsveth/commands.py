@@ -8,9 +8,10 @@ import errno
 import ipaddress
 import os
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
-from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state, sysctl
+from . import addresses, bridge, check, ipam, links, log, masq, netns, procsys, ptp, result, routes, state, sysctl
 from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code
@@ -38,18 +39,44 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
             att.lease = ipam.add(conf, req)
             undo.callback(_quietly, ipam.delete, conf, req)
+            topology = _topology(conf)
+            topology.prepare(att)
             _create_veth(att)
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
-            _kernel("configure the host side", ptp.setup_host, att)
+            _kernel("configure the host side", topology.setup_host, att)
+            if conf.ip_masq:
+                _masquerade(att)
+                undo.callback(_quietly, masq.teardown, _masq_backend(conf), conf.name, req.container_id, req.ifname)
             _configure_pod(att)
             if sysctls:
                 with netns.entered(pod_fd):
                     att.sysctl_originals = sysctl.apply(sysctls)
                 undo.callback(_quietly, _restore_sysctls, pod_fd, att.sysctl_originals)
             _drop_vanished_ipv6(att)
+            _kernel(f"wait for {att.host_name} to forward", topology.settle, att)
             _record(att, phase="added")
             undo.pop_all()
         return result.to_wire(_result(att), conf.cni_version)
+
+
+def _topology(conf: NetConf) -> ModuleType:
+    """How the host side is wired: `ptp` (routed veth) or `bridge` (veth as a bridge port).
+
+    Both modules offer prepare (complete the lease), setup_host, setup_pod,
+    settle (wait until the pod can be announced), interfaces (for the result)
+    and observe_host (for CHECK).
+    """
+    return bridge if conf.mode == "bridge" else ptp
+
+
+def _masq_backend(conf: NetConf) -> str:
+    return masq.backend(conf.ip_masq_backend)
+
+
+def _masquerade(att: Attachment) -> None:
+    req, conf = att.req, att.conf
+    ips = [ip.address for ip in att.lease.ips]  # type: ignore[union-attr]
+    masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
 
 
 def _create_veth(att: Attachment) -> None:
@@ -76,7 +103,7 @@ def _create_veth(att: Attachment) -> None:
 def _configure_pod(att: Attachment) -> None:
     with netns.entered(att.pod_fd):  # type: ignore[arg-type]
         _kernel(f"set IPv6 on {att.req.ifname}", _set_ipv6, att)
-    _kernel(f"configure {att.req.ifname} in the pod", ptp.setup_pod, att)
+    _kernel(f"configure {att.req.ifname} in the pod", _topology(att.conf).setup_pod, att)
 
 
 def _set_ipv6(att: Attachment) -> None:
@@ -136,11 +163,8 @@ def _drop_vanished_ipv6(att: Attachment) -> None:
 def _result(att: Attachment) -> result.Result:
     lease = att.lease
     assert lease is not None and att.host_link is not None and att.pod_link is not None
-    interfaces = (
-        result.Interface(name=att.host_name, mac=att.host_link.mac),
-        result.Interface(name=att.req.ifname, mac=att.pod_link.mac, sandbox=att.req.netns, mtu=att.pod_link.mtu),
-    )
-    ips = tuple(result.IPConfig(ip.address, ip.gateway, interface=1) for ip in lease.ips)
+    interfaces, pod_index = _topology(att.conf).interfaces(att)
+    ips = tuple(result.IPConfig(ip.address, ip.gateway, interface=pod_index) for ip in lease.ips)
     dns = att.conf.dns if not att.conf.dns.is_empty() else lease.dns
     return result.Result(interfaces, ips, lease.routes, dns)
 
@@ -160,6 +184,8 @@ def _record(att: Attachment, phase: str) -> None:
             "ifname": req.ifname,
             "netns": req.netns,
             "hostIfname": att.host_name,
+            "mode": conf.mode,
+            "masq": _masq_backend(conf) if conf.ip_masq else None,
             "config": conf.raw.decode(),
             "sysctlOriginals": [o.to_json() for o in att.sysctl_originals],
         },
@@ -205,6 +231,10 @@ def _release(req: Request, conf: NetConf) -> None:
     """
     failures: list[CNIError] = []
     try:
+        _unmasquerade(req, conf)
+    except CNIError as e:
+        failures.append(e)
+    try:
         _remove_links(req)
     except CNIError as e:
         failures.append(e)
@@ -215,6 +245,20 @@ def _release(req: Request, conf: NetConf) -> None:
     if failures:
         raise failures[0]
     state.remove(conf.runtime_dir, conf.name, req.container_id, req.ifname)
+
+
+def _unmasquerade(req: Request, conf: NetConf) -> None:
+    """Masquerade rules go by the attachment's names alone: no netns or address needed."""
+    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+    recorded = record.get("masq")
+    if isinstance(recorded, str) and recorded in ("nftables", "iptables"):
+        masq.teardown(recorded, conf.name, req.container_id, req.ifname)
+    elif conf.ip_masq:
+        try:
+            kind = _masq_backend(conf)
+        except CNIError:
+            return  # neither nft nor iptables: there can be no rules to remove
+        masq.teardown(kind, conf.name, req.container_id, req.ifname)
 
 
 def _remove_links(req: Request) -> None:
@@ -257,11 +301,14 @@ def check_(req: Request, conf: NetConf) -> None:
         observed = _observe(att)
         problems = check.compare(prev, pod_index, conf, observed)
         if att.host_link is not None and att.pod_link is not None:
-            problems += ptp.observe_host(att)
+            problems += _topology(conf).observe_host(att)
         if sysctls:
             with netns.entered(pod_fd):
                 seen = sysctl.read(sysctls)
             problems += sysctl.compare(sysctls, seen, _applied_sysctls(req, conf))
+    if conf.ip_masq:
+        ips = [ip.address for ip in prev.ips]
+        problems += masq.missing(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
     ipam.check(conf, req)
     if problems:
         raise CNIError(Code.CHECK_FAILED, "; ".join(problems))
@@ -294,12 +341,25 @@ def gc(req: Request, conf: NetConf) -> None:
                 _release_recorded(req, conf, container_id, ifname)
             except CNIError as e:
                 failures.append(f"{container_id}/{ifname}: {e.msg}")
+        try:
+            _sweep_masquerade(conf, valid)
+        except CNIError as e:
+            failures.append(f"masquerade rules: {e.msg}")
     try:
         ipam.gc(conf, req)
     except CNIError as e:
         failures.append(f"IPAM GC: {e.msg}")
     if failures:
         raise CNIError(Code.TRY_AGAIN, "GC could not release everything: " + "; ".join(failures))
+
+
+def _sweep_masquerade(conf: NetConf, valid: set[tuple[str, str]]) -> None:
+    """nftables chains of this network that no valid or recorded attachment owns (e.g. a lost record)."""
+    keep = valid | set(state.attachments(conf.runtime_dir, conf.name))
+    stale = masq.stale_nft_chains(conf.name, keep)
+    if stale:
+        log.get().info("GC: removing masquerade chains %s", ", ".join(stale))
+        masq.remove_nft_chains(stale)
 
 
 def _release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:

@@ -368,13 +368,13 @@ def test_bridge_fields():
             forceAddress=True,
             hairpinMode=True,
             promiscMode=False,
-            vlan=100,
+            vlan=0,  # a VLAN with isGateway is refused (see tests/unit/test_bridge_mode.py)
             ipMasq=True,
             ipMasqBackend="iptables",
         )
     )
     assert conf.mode == "bridge"
-    assert conf.bridge == config.BridgeConf("br-test", True, True, True, True, False, 100)
+    assert conf.bridge == config.BridgeConf("br-test", True, True, True, True, False, 0)
     assert conf.ip_masq is True and conf.ip_masq_backend == "iptables"
 
 
