@@ -297,3 +297,29 @@ def test_podman_conf_example(env: CniEnv, podman: Podman, busybox_image: tuple[P
     assert env.leases(conf["name"]) == {}
     assert env.records(conf["name"]) == []
     assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))
+
+
+def test_podman_bridge_mode_pod_to_pod(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
+    """Two containers on an nsveth bridge-mode network reach each other over the bridge."""
+    archive, ref = busybox_image
+    conf = _conf(env, cnienv.unique("pmbr-"))
+    conf["plugins"][0].update(mode="bridge", bridge="nsve2ebr0", isGateway=True)
+    env.write_conf(conf)
+    net = conf["name"]
+    podman("load", "-i", archive)
+    names = [cnienv.unique("c-"), cnienv.unique("c-")]
+    for n in names:
+        podman("run", "-d", "--name", n, "--network", net, ref, "sleep", "600")
+    ips = [json.loads(podman("inspect", n).stdout)[0]["NetworkSettings"]["Networks"][net]["IPAddress"]
+           for n in names]
+    assert len(set(ips)) == 2, ips
+    ports = [v for v in env.host_veths() if v.get("master") == "nsve2ebr0"]
+    assert len(ports) == 2, env.host_veths()
+    podman("exec", names[0], "ping", "-c", "1", "-W", "3", ips[1])
+    podman("exec", names[1], "ping", "-c", "1", "-W", "3", ips[0])
+    podman("exec", names[0], "ping", "-c", "1", "-W", "3", GATEWAY)
+
+    podman("rm", "--force", "--time", "0", *names)
+    assert env.host_veths() == []
+    assert env.leases(net) == {}
+    assert env.records(net) == []
