@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state, timing
+from . import addresses, advertise, check, ipam, links, log, netns, procsys, ptp, result, routes, state, timing
 from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code
@@ -44,6 +44,8 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
         timing.mark("open netns")
         with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
+            # A sender left by an earlier ADD of this attachment would announce a dead MAC.
+            advertise.cancel(state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname))
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
             timing.mark("state adding")
@@ -72,7 +74,11 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             _drop_vanished_ipv6(att)
             _kernel(f"wait for {att.host_name} to forward", topology.settle, att)
             timing.mark("settle")
-            _record(att, phase="added")
+            # Last, with sysctls applied, vanished addresses dropped and the port forwarding.
+            sender = _announce(att)
+            undo.callback(_quietly, advertise.cancel, {"advertiser": sender})
+            timing.mark("announce")
+            _record(att, phase="added", advertiser=sender)
             undo.pop_all()
             timing.mark("state added")
         return result.to_wire(_result(att), conf.cni_version)
@@ -206,7 +212,21 @@ def _result(att: Attachment) -> result.Result:
     return result.Result(interfaces, ips, lease.routes, dns)
 
 
-def _record(att: Attachment, phase: str) -> None:
+def _announce(att: Attachment) -> dict[str, int] | None:
+    """Unsolicited ARP / NA for every address, last, once the pod interface is
+    complete; returns the detached sender of the later rounds, if any."""
+    assert att.pod_link is not None and att.lease is not None and att.pod_fd is not None
+    plan = advertise.Plan.of(
+        att.pod_link.index,
+        att.pod_link.mac,
+        (ip.address.ip for ip in att.lease.ips),
+        att.conf.advertise.count,
+        att.conf.advertise.interval_ms,
+    )
+    return advertise.announce(att.pod_fd, plan)
+
+
+def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = None) -> None:
     req, conf = att.req, att.conf
     state.write(
         conf.runtime_dir,
@@ -216,6 +236,7 @@ def _record(att: Attachment, phase: str) -> None:
         {
             "version": 1,
             "phase": phase,
+            "advertiser": advertiser,  # pid + start time of the announcement sender, for DEL/GC to stop it
             "network": conf.name,
             "containerID": req.container_id,
             "ifname": req.ifname,
@@ -272,6 +293,8 @@ def _release(req: Request, conf: NetConf) -> None:
     Best effort by design: a missing netns, interface or lease is success; a
     real failure is reported after every step has been tried.
     """
+    # Stop the announcement sender first: the address may be handed out again right after.
+    advertise.cancel(state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname))
     failures: list[CNIError] = []
     try:
         _unmasquerade(req, conf)

@@ -1,0 +1,500 @@
+"""A private CNI environment for end-to-end tests of the built nsveth executable.
+
+Everything a test needs lives under one temporary directory that is removed
+afterwards: a plugin directory (symlinks to Debian's /usr/lib/cni/* plus the
+nsveth bundle's executable), a network config directory, the libcni result cache
+and the host-local dataDir. Plugins run inside a throwaway "host" netns
+(cnitool is started with ``ip netns exec``), so the host-side veths, routes and
+firewall rules never reach the machine. /etc/cni, /opt/cni/bin and /var/lib/cni
+are never written: runtimes that only know those paths (ctr, podman) see private
+copies through a mount namespace, see ``Sandbox``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+CNITOOL_DIR = REPO / "tools" / "cnitool"
+CNITOOL = CNITOOL_DIR / "bin" / "cnitool"
+# The executable of the built one-dir bundle (NSVETH_E2E_BUNDLE: another build of it).
+NSVETH_BUNDLE = Path(os.environ.get("NSVETH_E2E_BUNDLE", REPO / "dist" / "nsveth" / "nsveth"))
+SYSTEM_PLUGIN_DIR = Path("/usr/lib/cni")
+CONF_EXAMPLES = REPO / "conf-examples"
+
+# The plugin under test. The e2e suite exists to prove nsveth, so that is the
+# default; NSVETH_E2E_PLUGIN=ptp runs the same tests against Debian's reference
+# ptp plugin (useful to tell a test bug from a plugin bug).
+PLUGIN = os.environ.get("NSVETH_E2E_PLUGIN", "nsveth")
+
+# Debian bookworm's libcni (1.1.2), used by cnitool, containerd and podman,
+# parses results up to spec 1.0.0 only.
+LIBCNI_MAX_VERSION = "1.0.0"
+
+
+def unique(prefix: str) -> str:
+    """A name unique across concurrent runs; prefix + 8 hex chars (<= 15 bytes for links)."""
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def run(cmd: Sequence[str | os.PathLike[str]], *, check: bool = True, env: dict[str, str] | None = None,
+        input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env,
+                          input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def build_cnitool() -> Path:
+    run([CNITOOL_DIR / "build.sh"], timeout=600)
+    return CNITOOL
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+# --------------------------------------------------------------------------- netns
+
+def netns_add(prefix: str) -> str:
+    name = unique(prefix)
+    run(["ip", "netns", "add", name])
+    return name
+
+
+def netns_delete(name: str) -> None:
+    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+def netns_path(name: str) -> str:
+    return f"/run/netns/{name}"
+
+
+def ip_json(ns: str | None, *args: str) -> Any:
+    cmd = ["ip"] + (["-n", ns] if ns else []) + ["-j", "-d"] + list(args)
+    out = run(cmd).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def in_ns(ns: str, *cmd: str | os.PathLike[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *map(str, cmd)]
+
+
+def read_sysctl(ns: str, key: str, ifname: str) -> str:
+    """Value of a net.* sysctl inside netns ns, whitespace-normalised (the kernel prints tabs).
+
+    The key is in dot or slash form (the first separator decides, as for runc and the kubelet),
+    with the IFNAME placeholder replaced by ifname.
+    """
+    sep = next((c for c in key if c in "./"), ".")
+    segments = [ifname if s == "IFNAME" else s for s in key.split(sep)]
+    return " ".join(run(in_ns(ns, "cat", "/proc/sys/" + "/".join(segments))).stdout.split())
+
+
+def links(ns: str) -> list[dict[str, Any]]:
+    return ip_json(ns, "link", "show")
+
+
+def veths(ns: str) -> list[dict[str, Any]]:
+    return [l for l in links(ns) if l.get("linkinfo", {}).get("info_kind") == "veth"]
+
+
+# --------------------------------------------------------------------------- firewall
+
+_COUNTERS = re.compile(r"\[\d+:\d+\]")
+
+
+def firewall_snapshot(ns: str) -> dict[str, list[str]]:
+    """Normalised iptables/ip6tables/nft rulesets of netns ns (comments and counters dropped)."""
+    snap: dict[str, list[str]] = {}
+    for tool in ("iptables-save", "ip6tables-save"):
+        out = run(in_ns(ns, tool), check=False).stdout
+        snap[tool] = [_COUNTERS.sub("", l).rstrip() for l in out.splitlines() if l and not l.startswith("#")]
+    out = run(in_ns(ns, "nft", "list", "ruleset"), check=False).stdout
+    snap["nft"] = [re.sub(r"counter packets \d+ bytes \d+", "counter", l).strip() for l in out.splitlines()
+                   if l.strip()]
+    return snap
+
+
+def firewall_lines_mentioning(snap: dict[str, list[str]], *needles: str) -> list[str]:
+    return [f"{tool}: {l}" for tool, lines in snap.items() for l in lines
+            if any(n and n in l for n in needles)]
+
+
+# --------------------------------------------------------------------------- configs
+
+def example_params() -> list[Any]:
+    """pytest params for the network configs in conf-examples/ (*.conf, *.conflist, *.json)."""
+    import pytest
+
+    files = sorted(p for p in CONF_EXAMPLES.glob("*")
+                   if p.suffix in (".conf", ".conflist", ".json") and p.is_file())
+    params = []
+    for p in files:
+        if p.read_text().lstrip().startswith("{"):
+            params.append(pytest.param(p, id=p.name))
+        else:
+            # Not JSON at all (e.g. a sysctl allowlist): no network config to run. A JSON file that
+            # fails to parse is still a test failure.
+            params.append(pytest.param(p, id=p.name, marks=pytest.mark.skip(reason="not a JSON network config")))
+    if not any(p.marks == () for p in params):
+        # No example at all must not turn these tests into silent no-ops.
+        return [pytest.param(None, id="no-examples")]
+    return params
+
+
+def load_example(path: Path | None) -> dict[str, Any]:
+    assert path is not None, f"{CONF_EXAMPLES} has no *.conf, *.conflist or *.json"
+    conf: dict[str, Any] = json.loads(path.read_text())
+    return conf
+
+
+def libcni_version(conf: dict[str, Any]) -> str:
+    """cniVersion to drive a config with: Debian's libcni 1.1.2 cannot parse results newer than 1.0.0."""
+    v = conf.get("cniVersion", "0.1.0")
+    if version_tuple(v) > version_tuple(LIBCNI_MAX_VERSION):
+        return LIBCNI_MAX_VERSION
+    return v
+
+
+def plugin_entries(conf: dict[str, Any]) -> list[dict[str, Any]]:
+    return conf["plugins"] if "plugins" in conf else [conf]
+
+
+def main_plugin(conf: dict[str, Any]) -> dict[str, Any]:
+    """The nsveth (or stand-in) entry of a conf or conflist."""
+    for p in plugin_entries(conf):
+        if p.get("type") in ("nsveth", PLUGIN):
+            return p
+    raise AssertionError(f"no {PLUGIN} plugin in config {conf.get('name')}")
+
+
+@dataclass
+class CniEnv:
+    """Temp dirs, a throwaway host netns and a cnitool wired to them."""
+
+    root: Path
+    host_ns: str
+    plugin_dir: Path = field(init=False)
+    conf_dir: Path = field(init=False)
+    cache_dir: Path = field(init=False)
+    ipam_dir: Path = field(init=False)
+    runtime_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plugin_dir = self.root / "bin"
+        self.conf_dir = self.root / "net.d"
+        self.cache_dir = self.root / "cache"
+        self.ipam_dir = self.root / "ipam"
+        self.runtime_dir = self.root / "run"  # nsveth's state records and locks (default /run/nsveth)
+        for d in (self.plugin_dir, self.conf_dir, self.cache_dir, self.ipam_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for plugin in sorted(SYSTEM_PLUGIN_DIR.iterdir()):
+            (self.plugin_dir / plugin.name).symlink_to(plugin)
+        # A symlink, not a copy: the bundle's executable finds its _internal/ via the real path.
+        (self.plugin_dir / "nsveth").symlink_to(NSVETH_BUNDLE)
+
+    @classmethod
+    def create(cls) -> "CniEnv":
+        if PLUGIN == "nsveth" and not NSVETH_BUNDLE.is_file():
+            raise AssertionError(f"{NSVETH_BUNDLE} is missing: run ./build.sh first")
+        root = Path(tempfile.mkdtemp(prefix="nsv-e2e-"))
+        host = netns_add("nsve2e-h-")
+        try:
+            run(["ip", "-n", host, "link", "set", "lo", "up"])
+            return cls(root, host)
+        except BaseException:
+            netns_delete(host)
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+
+    def close(self) -> None:
+        netns_delete(self.host_ns)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ---- configs
+    def adapt(self, conf: dict[str, Any], *, name: str | None = None,
+              cni_version: str | None = None) -> dict[str, Any]:
+        """A copy of conf whose host-local state lives in this env and whose plugin is PLUGIN."""
+        conf = copy.deepcopy(conf)
+        if name:
+            conf["name"] = name
+        if cni_version:
+            conf["cniVersion"] = cni_version
+        for p in plugin_entries(conf):
+            if p.get("type") == "nsveth":
+                p["type"] = PLUGIN
+                if PLUGIN == "nsveth":
+                    p["runtimeDir"] = str(self.runtime_dir)
+            ipam = p.get("ipam")
+            if isinstance(ipam, dict) and ipam.get("type") == "host-local":
+                ipam["dataDir"] = str(self.ipam_dir)
+        return conf
+
+    def write_conf(self, conf: dict[str, Any], conf_dir: Path | None = None) -> Path:
+        """Writes adapt(conf) as <name>.conflist (or .conf) into conf_dir (default: the env's)."""
+        conf_dir = conf_dir or self.conf_dir
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        ext = ".conflist" if "plugins" in conf else ".conf"
+        path = conf_dir / f"{conf['name']}{ext}"
+        path.write_text(json.dumps(self.adapt(conf), indent=2))
+        return path
+
+    # ---- cnitool
+    def cnitool(self, command: str, network: str, netns: str | None = None, *, ifname: str = "eth0",
+                cap_args: dict[str, Any] | None = None, cni_args: str = "", conf_dir: Path | None = None,
+                extra_env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env.update({
+            "NETCONFPATH": str(conf_dir or self.conf_dir),
+            "CNI_PATH": str(self.plugin_dir),
+            "CNI_CACHE_DIR": str(self.cache_dir),
+            "CNI_IFNAME": ifname,
+            "CNI_ARGS": cni_args,
+            "CAP_ARGS": json.dumps(cap_args) if cap_args else "",
+        })
+        env.update(extra_env or {})
+        args: list[str] = [command, network] + ([netns] if netns else [])
+        return run(in_ns(self.host_ns, CNITOOL, *args), env=env, check=check)
+
+    def add(self, network: str, netns: str, **kw: Any) -> dict[str, Any]:
+        return json.loads(self.cnitool("add", network, netns, **kw).stdout)
+
+    # ---- state
+    @staticmethod
+    def container_id(netns: str) -> str:
+        """What cnitool (like upstream) derives from the netns path."""
+        return "cnitool-" + hashlib.sha512(os.path.abspath(netns).encode()).hexdigest()[:20]
+
+    def cache_file(self, network: str, container_id: str, ifname: str = "eth0") -> Path:
+        return self.cache_dir / "results" / f"{network}-{container_id}-{ifname}"
+
+    def leases(self, network: str, ipam_dir: Path | None = None) -> dict[str, str]:
+        """host-local lease files of a network: IP -> file content."""
+        d = (ipam_dir or self.ipam_dir) / network
+        if not d.is_dir():
+            return {}
+        return {p.name: p.read_text() for p in d.iterdir()
+                if p.name != "lock" and not p.name.startswith("last_reserved_ip")}
+
+    def records(self, network: str) -> list[str]:
+        """nsveth's per-attachment state records of a network."""
+        d = self.runtime_dir / network
+        return sorted(p.name for p in d.glob("*.json")) if d.is_dir() else []
+
+    def host_veths(self) -> list[dict[str, Any]]:
+        return veths(self.host_ns)
+
+
+# --------------------------------------------------------------------------- result checks
+
+def pod_iface(result: dict[str, Any], ifname: str, netns: str) -> tuple[int, dict[str, Any]]:
+    for idx, iface in enumerate(result.get("interfaces", [])):
+        if iface.get("name") == ifname and iface.get("sandbox") == netns:
+            return idx, iface
+    raise AssertionError(f"result has no interface {ifname} with sandbox {netns}: {result}")
+
+
+def host_ifaces(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i for i in result.get("interfaces", []) if not i.get("sandbox")]
+
+
+def addr_set(ns: str, ifname: str) -> set[str]:
+    [link] = ip_json(ns, "addr", "show", "dev", ifname)
+    return {f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a.get("scope") == "global"}
+
+
+def routes(ns: str, family: str = "-4") -> list[dict[str, Any]]:
+    return ip_json(ns, family, "route", "show", "table", "main")
+
+
+def route_dsts(ns: str, family: str = "-4") -> set[str]:
+    return {r["dst"] for r in routes(ns, family)}
+
+
+# --------------------------------------------------------------------------- OCI image
+
+BUSYBOX = Path("/bin/busybox")
+
+
+def _tar_bytes(entries: Iterator[tuple[Any, bytes | None]]) -> bytes:
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _tarinfo(name: str, *, kind: bytes, mode: int, size: int = 0, linkname: str = "") -> Any:
+    import tarfile
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.linkname = kind, mode, size, linkname
+    info.mtime = 0
+    return info
+
+
+def build_busybox_image(dest: Path, ref: str) -> Path:
+    """Write an image archive holding a one-layer busybox rootfs made from Debian's busybox-static.
+
+    The archive is an OCI image layout (oci-layout, index.json, blobs/sha256/*) that also carries a
+    docker-save style manifest.json, so both ``ctr image import`` and ``podman load`` accept it.
+    """
+    import tarfile
+    busybox = BUSYBOX.read_bytes()
+    applets = run([BUSYBOX, "--list"]).stdout.split()
+
+    def rootfs() -> Iterator[tuple[Any, bytes | None]]:
+        for d in ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "run"):
+            yield _tarinfo(d, kind=tarfile.DIRTYPE, mode=0o1777 if d == "tmp" else 0o755), None
+        yield _tarinfo("bin/busybox", kind=tarfile.REGTYPE, mode=0o755, size=len(busybox)), busybox
+        for a in applets:
+            if a != "busybox":
+                yield _tarinfo(f"bin/{a}", kind=tarfile.SYMTYPE, mode=0o777, linkname="busybox"), None
+        for name, text in (("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", b"root:x:0:\n")):
+            yield _tarinfo(name, kind=tarfile.REGTYPE, mode=0o644, size=len(text)), text
+
+    layer = _tar_bytes(rootfs())
+    layer_digest = hashlib.sha256(layer).hexdigest()
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "nsveth e2e busybox-static"}],
+    }, sort_keys=True).encode()
+    config_digest = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": f"sha256:{config_digest}", "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": f"sha256:{layer_digest}", "size": len(layer)}],
+    }, sort_keys=True).encode()
+    manifest_digest = hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": f"sha256:{manifest_digest}", "size": len(manifest),
+                       "annotations": {"io.containerd.image.name": ref,
+                                       "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1]}}],
+    }).encode()
+    docker_manifest = json.dumps([{"Config": f"blobs/sha256/{config_digest}", "RepoTags": [ref],
+                                   "Layers": [f"blobs/sha256/{layer_digest}"]}]).encode()
+
+    def archive() -> Iterator[tuple[Any, bytes | None]]:
+        yield _tarinfo("blobs", kind=tarfile.DIRTYPE, mode=0o755), None
+        yield _tarinfo("blobs/sha256", kind=tarfile.DIRTYPE, mode=0o755), None
+        for digest, blob in ((layer_digest, layer), (config_digest, config), (manifest_digest, manifest)):
+            yield _tarinfo(f"blobs/sha256/{digest}", kind=tarfile.REGTYPE, mode=0o644, size=len(blob)), blob
+        for name, blob in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
+                           ("manifest.json", docker_manifest)):
+            yield _tarinfo(name, kind=tarfile.REGTYPE, mode=0o644, size=len(blob)), blob
+
+    dest.write_bytes(_tar_bytes(archive()))
+    return dest
+
+
+# --------------------------------------------------------------------------- mount-namespace sandbox
+
+_SANDBOX_SCRIPT = r"""
+set -eu
+# Replace each target path with a private directory, in this mount namespace only.
+while [ "$#" -gt 1 ] && [ "$1" != "--" ]; do
+  src=$1 dst=$2; shift 2
+  if [ ! -d "$dst" ]; then
+    # dst is missing on the machine: overlay its nearest existing ancestor with a
+    # scratch upper dir so creating the mount point writes nothing to the real disk.
+    anc=$dst
+    while [ ! -d "$anc" ]; do anc=$(dirname "$anc"); done
+    scratch=$(mktemp -d "$SANDBOX_SCRATCH/ovl.XXXXXX")
+    mkdir "$scratch/upper" "$scratch/work"
+    mount -t overlay overlay -o "lowerdir=$anc,upperdir=$scratch/upper,workdir=$scratch/work" "$anc"
+    mkdir -p "$dst"
+  fi
+  mount --bind "$src" "$dst"
+done
+shift
+# Like `ip netns exec`, give /sys the view of this netns (plugins read /sys/class/net), but keep
+# the cgroup hierarchies: runc needs them.
+cg=$(mktemp -d "$SANDBOX_SCRATCH/cgroup.XXXXXX")
+mount --rbind /sys/fs/cgroup "$cg"
+mount -t sysfs sysfs /sys
+mount --rbind "$cg" /sys/fs/cgroup
+exec "$@"
+"""
+
+
+class Sandbox:
+    """A long-lived process whose mount namespace has private bind mounts and whose netns is ns.
+
+    Commands run inside it with nsenter, so several runtime commands (podman run, podman rm, ...)
+    share one view of /etc/cni/net.d, /opt/cni/bin, /var/lib/cni and so on, while the machine's
+    directories stay untouched. /sys is remounted for ns, as ``ip netns exec`` does, with the cgroup
+    hierarchies kept.
+    """
+
+    def __init__(self, ns: str, binds: dict[str, Path], scratch: Path) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        args: list[str] = []
+        for dst, src in binds.items():
+            args += [str(src), dst]
+        env = dict(os.environ, SANDBOX_SCRATCH=str(scratch))
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "nsenter", f"--net={netns_path(ns)}",
+             "sh", "-c", _SANDBOX_SCRIPT, "sandbox", *args, "--", "sleep", "3600"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.ns = ns
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sandbox failed to start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                exe = os.readlink(f"/proc/{self.proc.pid}/exe")
+            except OSError:
+                exe = ""
+            if exe.endswith("/sleep"):
+                break
+            if time.monotonic() > deadline:
+                self.close()
+                raise AssertionError("sandbox did not start in 10 s")
+            time.sleep(0.02)
+
+    def cmd(self, *argv: str | os.PathLike[str]) -> list[str]:
+        pid = self.proc.pid
+        return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", f"--net=/proc/{pid}/ns/net", "--", *map(str, argv)]
+
+    def run(self, *argv: str | os.PathLike[str], check: bool = True, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run(self.cmd(*argv), check=check, env=env, timeout=timeout)
+
+    def popen(self, *argv: str | os.PathLike[str], env: dict[str, str] | None = None,
+              log: Path | None = None) -> subprocess.Popen[bytes]:
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        try:
+            return subprocess.Popen(self.cmd(*argv), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        finally:
+            if log:
+                out.close()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)

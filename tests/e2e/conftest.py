@@ -1,0 +1,50 @@
+"""Fixtures for the end-to-end tests: cnitool, a private CNI environment, pod netns."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import cnienv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cnitool() -> Path:
+    return cnienv.build_cnitool()
+
+
+@pytest.fixture
+def env(cnitool: Path) -> Iterator[cnienv.CniEnv]:
+    e = cnienv.CniEnv.create()
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def make_pod() -> Iterator[Callable[[], str]]:
+    """Creates pod netns on demand (returns its path); all are deleted at teardown."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(cnienv.netns_add("nsve2e-p-"))
+        return cnienv.netns_path(names[-1])
+
+    try:
+        yield make
+    finally:
+        for n in names:
+            cnienv.netns_delete(n)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    ref = "localhost/nsveth-e2e-busybox:latest"
+    path = tmp_path_factory.mktemp("image") / "busybox-oci.tar"
+    return cnienv.build_busybox_image(path, ref), ref
