@@ -65,7 +65,10 @@ EXCLUDES = [
 a = Analysis(
     [os.path.join(top, "plugin", "nsveth", "__main__.py")],
     pathex=[os.path.join(top, "plugin")],
-    datas=[(os.path.join(top, "plugin", "nsveth", "schema.json"), "nsveth")],
+    datas=[
+        (os.path.join(top, "plugin", "nsveth", "schema.json"), "nsveth"),
+        (os.environ["NSVETH_BUILD_ID_FILE"], "nsveth"),
+    ],
     excludes=EXCLUDES,
     # One-dir: modules as plain .pyc files, imported by Python's own path
     # finder, cost less CPU than reading each out of the compressed PYZ
@@ -84,8 +87,13 @@ else:
     coll = COLLECT(exe, a.binaries, a.datas, name="nsveth", upx=False)
 SPEC
 
+# A fresh id per build: the validation cache (nsveth/schema.py) trusts an
+# entry only from the very build that wrote it.
+mkdir -p build/id
+printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')" > build/id/build_id
+
 pyi() {  # $1: dist dir, $2: 1 for the single-file variant
-  NSVETH_TOP="$top" NSVETH_ONEFILE="$2" .venv/bin/pyinstaller --noconfirm --clean --log-level WARN \
+  NSVETH_TOP="$top" NSVETH_ONEFILE="$2" NSVETH_BUILD_ID_FILE="$top/build/id/build_id" .venv/bin/pyinstaller --noconfirm --clean --log-level WARN \
     --distpath "$1" --workpath "build/work-$2" build/nsveth.spec
 }
 

@@ -99,20 +99,29 @@ def _subject(doc: dict[str, Any], raw: bytes, schema_bytes: bytes) -> bytes | No
 _PLAIN_TOP_LEVEL = {"$schema", "$id", "title", "description", "type", "required", "additionalProperties", "$defs", "properties"}
 
 
+BUILD_ID = os.path.join(os.path.dirname(os.path.abspath(__file__)), "build_id")
+
+
 def _build_identity() -> bytes:
     """What the validation outcome depends on besides schema and config: this build's code.
 
-    The frozen executable carries jsonschema and this module inside itself; when
-    run from source, the interpreter, this file and jsonschema's package count.
+    A built executable carries a build_id file that build.sh makes unique per
+    build, so any rebuild (new jsonschema, new validation code), however it
+    is installed, invalidates every entry. Run from source, the interpreter,
+    this file and jsonschema's package (path and stat) stand in for it.
     """
     from . import __version__
 
+    try:
+        with open(BUILD_ID, "rb") as f:
+            return b"build\0" + __version__.encode() + b"\0" + f.read(256)
+    except OSError:
+        pass
     parts = [__version__, sys.version, sys.executable, _stat_id(sys.executable)]
-    if not getattr(sys, "frozen", False):
-        import importlib.util
+    import importlib.util
 
-        spec = importlib.util.find_spec("jsonschema")
-        parts += [__file__, _stat_id(__file__), str(spec and spec.origin), _stat_id(spec.origin if spec else None)]
+    spec = importlib.util.find_spec("jsonschema")
+    parts += [__file__, _stat_id(__file__), str(spec and spec.origin), _stat_id(spec.origin if spec else None)]
     return "\0".join(parts).encode()
 
 

@@ -250,3 +250,17 @@ def test_config_load_uses_the_cache(runtime_dir, calls):
     for _ in range(3):
         config.load(raw, parse(env))
     assert len(calls) == 1
+
+
+def test_build_id_file_is_the_identity_when_present(runtime_dir, calls, monkeypatch, tmp_path):
+    """A built executable carries build_id (unique per build): a rebuild misses every entry."""
+    build_id = tmp_path / "build_id"
+    build_id.write_text("2026-01-01T00:00:00Z aaaa\n")
+    monkeypatch.setattr(schema, "BUILD_ID", str(build_id))
+    doc = conf(runtime_dir)
+    check(doc)
+    check(doc)
+    assert len(calls) == 1
+    build_id.write_text("2026-01-01T00:00:00Z bbbb\n")
+    check(doc)
+    assert len(calls) == 2
