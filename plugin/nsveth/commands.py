@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import addresses, check, ipam, links, log, netns, procsys, ptp, result, routes, state
+from . import addresses, check, crashpoints, ipam, links, log, netns, procsys, ptp, result, routes, state
 from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code
@@ -30,12 +30,17 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
         with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
+            crashpoints.reached(req, "after-state")
             att.lease = ipam.add(conf, req)
             undo.callback(_quietly, ipam.delete, conf, req)
+            crashpoints.reached(req, "after-ipam")
             _create_veth(att)
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
+            crashpoints.reached(req, "after-veth")
             _kernel("configure the host side", ptp.setup_host, att)
+            crashpoints.reached(req, "after-host")
             _configure_pod(att)
+            crashpoints.reached(req, "after-addresses")
             _record(att, phase="added")
             undo.pop_all()
         return result.to_wire(_result(att), conf.cni_version)
