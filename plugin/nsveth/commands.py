@@ -31,8 +31,10 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
             crashpoints.reached(req, "after-state")
-            att.lease = ipam.add(conf, req)
+            # Armed before the call: a delegate that allocated and then answered
+            # something unusable (no IPs, a malformed result) still holds a lease.
             undo.callback(_quietly, ipam.delete, conf, req)
+            att.lease = ipam.add(conf, req)
             crashpoints.reached(req, "after-ipam")
             _create_veth(att)
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
