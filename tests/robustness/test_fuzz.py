@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import fuzzgen
+from world import saved_failures
 
 INPROC = int(os.environ.get("NSVETH_FUZZ_EXAMPLES", "120"))
 EXE = int(os.environ.get("NSVETH_FUZZ_EXE_EXAMPLES", "25"))
@@ -58,7 +59,8 @@ def test_inproc(world, name):
     def prop(case):
         world.exercise(case, "inproc")
 
-    prop()
+    with saved_failures():
+        prop()
 
 
 @pytest.mark.parametrize("name", ["raw-stdin", "raw-env", "damaged-bytes", "mutated-config", "mutated-env", "valid"])
@@ -68,4 +70,5 @@ def test_exe(world, need_exe, name):
     def prop(case):
         world.exercise(case, "exe")
 
-    prop()
+    with saved_failures():
+        prop()

@@ -23,6 +23,7 @@ sysctls, nftables, files), and a successful ADD is fully undone by its DEL.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
@@ -31,6 +32,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import hoststate
@@ -65,7 +67,10 @@ class Case:
 
 
 class PropertyViolation(AssertionError):
-    pass
+    def __init__(self, msg: str, case: Case | None = None, problems: list[str] | None = None) -> None:
+        super().__init__(msg)
+        self.case = case
+        self.problems = problems or [msg]
 
 
 class World:
@@ -228,7 +233,7 @@ class World:
             shutil.rmtree(d, ignore_errors=True)
 
     def exercise(self, case: Case, mode: str = "inproc", save: bool = True) -> support.Reply:
-        """Run one input and enforce the property; on violation, store the input in the corpus and fail."""
+        """Run one input and enforce the property; a violation carries the input (for `saved_failures`)."""
         self.tried += 1
         env, stdin = self.materialize(case)
         before = self.snapshot()
@@ -245,10 +250,9 @@ class World:
         except PropertyViolation as e:
             problems.append(str(e))
         if problems:
-            where = save_case(case, problems) if save else "(not saved)"
             self.reset()
             detail = "" if reply is None else f"\nstdout: {reply.stdout[:2000]!r}\nstderr: {reply.stderr[-3000:]}"
-            raise PropertyViolation(f"{case.label}: " + "\n".join(problems) + f"\ninput saved as {where}{detail}")
+            raise PropertyViolation(f"{case.label}: " + "\n".join(problems) + detail, case if save else None, problems)
         assert reply is not None
         return reply
 
@@ -342,3 +346,19 @@ def save_case(case: Case, problems: list[str]) -> str:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.write("\n")
     return os.path.relpath(path, os.path.dirname(os.path.dirname(HERE)))
+
+
+@contextlib.contextmanager
+def saved_failures() -> Iterator[None]:
+    """Store the input of the failure Hypothesis finally reports (the shrunk one) in the corpus."""
+    try:
+        yield
+    except PropertyViolation as e:
+        if e.case is not None:
+            raise PropertyViolation(f"{e}\ninput saved as {save_case(e.case, e.problems)}") from e
+        raise
+    except BaseExceptionGroup as group:  # several distinct failures
+        for e in group.exceptions:
+            if isinstance(e, PropertyViolation) and e.case is not None:
+                save_case(e.case, e.problems)
+        raise
