@@ -202,9 +202,14 @@ def gc(req: Request, conf: NetConf) -> None:
     """Release every attachment of this network that the runtime no longer lists."""
     valid = set(conf.valid_attachments or ())
     failures = []
-    with state.lock(conf.runtime_dir, conf.name, exclusive=True):
+    with state.lock(conf.runtime_dir, conf.name, exclusive=True) as started:
         for container_id, ifname in state.attachments(conf.runtime_dir, conf.name):
             if (container_id, ifname) in valid:
+                continue
+            written = state.written_at(conf.runtime_dir, conf.name, container_id, ifname)
+            if written is not None and written >= started:
+                # Added while this GC waited for the lock: the runtime's list predates it.
+                log.get().info("GC: %s/%s was added after GC started; left for the next GC", container_id, ifname)
                 continue
             log.get().info("GC: releasing stale attachment %s/%s", container_id, ifname)
             try:

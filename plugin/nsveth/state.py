@@ -99,11 +99,28 @@ def attachments(runtime_dir: str, network: str) -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def lock(runtime_dir: str, network: str, exclusive: bool) -> Iterator[None]:
+def lock(runtime_dir: str, network: str, exclusive: bool) -> Iterator[int]:
+    """Hold the network's lock; yields the lock file's mtime (ns) as it was before waiting.
+
+    An exclusive holder (GC) first touches the file, so the value is "when GC
+    started" on the file system's own clock: records written after it (by
+    ADDs that ran while GC waited for the lock) compare as newer.
+    """
     path = os.path.join(network_dir(runtime_dir, network), "lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
+        if exclusive:
+            os.utime(fd)
+        started = os.fstat(fd).st_mtime_ns
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+        yield started
     finally:
         os.close(fd)
+
+
+def written_at(runtime_dir: str, network: str, container_id: str, ifname: str) -> int | None:
+    """mtime (ns) of the attachment's record, None if it has none."""
+    try:
+        return os.stat(_path(runtime_dir, network, container_id, ifname)).st_mtime_ns
+    except OSError:
+        return None
