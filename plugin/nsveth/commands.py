@@ -203,6 +203,8 @@ def gc(req: Request, conf: NetConf) -> None:
     valid = set(conf.valid_attachments or ())
     failures = []
     with state.lock(conf.runtime_dir, conf.name, exclusive=True) as started:
+        for name in state.sweep_temporaries(conf.runtime_dir, conf.name):
+            log.get().info("GC: removed %s, left by a writer that was killed", name)
         for container_id, ifname in state.attachments(conf.runtime_dir, conf.name):
             if (container_id, ifname) in valid:
                 continue

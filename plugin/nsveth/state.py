@@ -84,6 +84,19 @@ def remove(runtime_dir: str, network: str, container_id: str, ifname: str) -> No
         os.unlink(_path(runtime_dir, network, container_id, ifname))
 
 
+def sweep_temporaries(runtime_dir: str, network: str) -> list[str]:
+    """Remove temp files of writers killed between write and rename; call only under the exclusive lock."""
+    directory = os.path.join(runtime_dir, network)
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".tmp")]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
+    return names
+
+
 def attachments(runtime_dir: str, network: str) -> list[tuple[str, str]]:
     """(containerID, ifname) of every record of the network."""
     try:

@@ -172,3 +172,15 @@ def test_crash_then_add_again_then_del(exe, need_exe, pod_ns, net, point):
     no_orphans(tag)
     assert net.leases() == [] and net.state_files() == []
     assert_same(before, state_of(exe.host, pod_ns, net))
+
+
+def test_gc_sweeps_temp_files_of_killed_writers(inproc, net):
+    """A state write killed between write and rename leaves <record>.<pid>.tmp: GC (exclusive) removes it."""
+    conf = net.conf("1.1.0")
+    assert inproc.call(inproc.env("GC"), {**conf, "cni.dev/valid-attachments": []}).status == 0
+    directory = os.path.join(net.runtime_dir, net.name)
+    leftover = os.path.join(directory, "ctr-x:eth0.json.4242.tmp")
+    with open(leftover, "w") as f:
+        f.write('{"phase": "add')
+    assert inproc.call(inproc.env("GC"), {**conf, "cni.dev/valid-attachments": []}).status == 0
+    assert sorted(os.listdir(directory)) == ["lock"]
