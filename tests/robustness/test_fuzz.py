@@ -9,7 +9,7 @@ is compared and how inputs are kept inside a sandbox).
 Most examples run in-process (`dispatch.run`, fast); a smaller sample runs
 the built executable to catch anything only the real process shows (stderr
 tracebacks, exit status, signals). Budget: NSVETH_FUZZ_EXAMPLES examples per
-in-process strategy (default 120), NSVETH_FUZZ_EXE_EXAMPLES per executable
+in-process strategy (default 100), NSVETH_FUZZ_EXE_EXAMPLES per executable
 strategy (default 25). A failing input is written to corpus/ (see
 test_corpus.py, which replays every stored input on each run).
 """
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 import fuzzgen
 from world import saved_failures
 
-INPROC = int(os.environ.get("NSVETH_FUZZ_EXAMPLES", "120"))
+INPROC = int(os.environ.get("NSVETH_FUZZ_EXAMPLES", "100"))
 EXE = int(os.environ.get("NSVETH_FUZZ_EXE_EXAMPLES", "25"))
 
 
