@@ -11,8 +11,9 @@ runtimeDir), as several networks on one node. While the cycles run:
   random crash point (NSVETH_TEST_CRASH_AT) and never DELeted: the runtime
   "forgot" it, and the periodic GC must release it;
 - a GC per network runs every --gc-interval seconds, listing as valid every
-  attachment in progress or about to start (what a runtime knows): it must
-  never touch them (a CHECK after it would fail).
+  attachment submitted and not yet deleted (what a runtime knows: it knows a
+  pod before it calls ADD): it must never touch them (a CHECK after it would
+  fail).
 At the end a final GC per network with an empty list, then the leak checks:
 no host veth, no lease, no state record, no stray state-dir entries, no pod
 netns, no process started by the plugin, and the soak process's own open fd
@@ -140,7 +141,7 @@ class Soak:
         ns = support.Netns("nsvs-")
         try:
             with self.lock:
-                self.live.add((idx, cid))
+                self.live.add((idx, cid))  # (already there when submitted by run())
             if crash:
                 point = random.Random(n).choice(CRASH_POINTS)
                 r = self.call("ADD", conf, container_id=cid, netns=ns.path, NSVETH_TEST_CRASH_AT=point)
@@ -178,7 +179,8 @@ class Soak:
                 with self.lock:
                     # What a runtime knows: attachments in progress, and those it is about to start.
                     known = {cid for i, cid in self.live if i == idx}
-                    known |= {f"soak{m}" for m in range(self.next_cycle, self.next_cycle + 8 * self.args.parallel)}
+                    known |= {f"soak{m}" for m in range(self.next_cycle, self.next_cycle + 8 * self.args.parallel)
+                              if m % len(self.nets) == idx}
                 gc_conf = {**conf_of(net), "cniVersion": "1.1.0",
                            "cni.dev/valid-attachments": [{"containerID": c, "ifname": "eth0"} for c in sorted(known)]}
                 r = self.call("GC", gc_conf)
@@ -207,6 +209,8 @@ class Soak:
                 while len(pending) >= self.args.parallel * 2:
                     finished, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                 with self.lock:
+                    # The runtime knows a pod before it calls ADD for it.
+                    self.live.add((n % len(self.nets), f"soak{n}"))
                     self.next_cycle = n
                 pending.add(pool.submit(self.cycle, n))
                 if n % tenth == 0 and n:
