@@ -137,7 +137,7 @@ class Soak:
         net = self.nets[idx]
         conf = conf_of(net)
         cid = f"soak{n}"
-        crash = self.args.mode == "exe" and self.args.crash_every and n % self.args.crash_every == self.args.crash_every - 1
+        crash = self.args.mode == "exe" and self.args.crash_every and n >= 0 and n % self.args.crash_every == self.args.crash_every - 1
         ns = support.Netns("nsvs-")
         try:
             with self.lock:
