@@ -89,6 +89,7 @@ class Soak:
         self.plugin = support.Plugin(self.host, args.mode)
         self.nets = [network(kind, i, root) for i, kind in enumerate(args.configs)]
         self.tag = support.unique("nsveth-soak-")
+        self.pod_prefix = support.unique("nsvs") + "-"  # this run's pod netns, told apart from any other run
         self.lock = threading.Lock()
         self.live: set[tuple[int, str]] = set()  # (network index, container id) the "runtime" knows
         self.next_cycle = 0
@@ -138,7 +139,7 @@ class Soak:
         conf = conf_of(net)
         cid = f"soak{n}"
         crash = self.args.mode == "exe" and self.args.crash_every and n >= 0 and n % self.args.crash_every == self.args.crash_every - 1
-        ns = support.Netns("nsvs-")
+        ns = support.Netns(self.pod_prefix)
         try:
             with self.lock:
                 self.live.add((idx, cid))  # (already there when submitted by run())
@@ -240,7 +241,7 @@ class Soak:
             stray = sorted(f for f in os.listdir(d) if f != "lock") if os.path.isdir(d) else []
             if stray:
                 leaks.append(f"stray entries in {d}: {stray}")
-        pods = [n for n in support.sh("ip", "netns", "list").stdout.split() if n.startswith("nsvs-")]
+        pods = [n for n in support.sh("ip", "netns", "list").stdout.split() if n.startswith(self.pod_prefix)]
         if pods:
             leaks.append(f"pod netns left: {pods}")
         procs = hoststate.processes_with(self.tag)
