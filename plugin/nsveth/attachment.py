@@ -10,6 +10,7 @@ from .links import Link
 from .netlink import Socket
 from .request import Request
 from .result import Result
+from .sysctl import Original
 
 HOST_PREFIX = "nsv"
 
@@ -36,6 +37,8 @@ class Attachment:
     lease: Result | None = None
     host_link: Link | None = None
     pod_link: Link | None = None
+    sysctl_originals: list[Original] = dataclasses.field(default_factory=list)  # values ADD's sysctls replaced
+    bridge_link: Link | None = None  # bridge mode: the bridge the host veth is a port of
 
     @property
     def gateways(self) -> dict[int, object]:

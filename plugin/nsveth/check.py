@@ -57,7 +57,8 @@ def compare(prev: Result, pod_index: int, conf: NetConf, seen: Observed) -> list
             via = f" via {r.gw}" if r.gw else ""
             problems.append(f"route {r.dst}{via} is missing in the pod netns")
     host = seen.host_link
-    host_names = [i.name for n, i in enumerate(prev.interfaces) if n != pod_index and not i.sandbox]
+    bridge = conf.bridge.name if conf.mode == "bridge" else None
+    host_names = [i.name for n, i in enumerate(prev.interfaces) if n != pod_index and not i.sandbox and i.name != bridge]
     if host is None:
         problems.append(f"host veth {host_names[0] if host_names else ''} is missing".replace("  ", " "))
     else:

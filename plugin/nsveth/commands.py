@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import ipaddress
 import os
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
-from . import addresses, check, crashpoints, ipam, links, log, netns, procsys, ptp, result, routes, state
+from . import addresses, bridge, check, crashpoints, ipam, links, log, masq, netns, procsys, ptp, result, routes, state, sysctl
 from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code
@@ -23,9 +26,13 @@ def run(req: Request, conf: NetConf) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------- ADD
 def add(req: Request, conf: NetConf) -> dict[str, Any]:
+    sysctls = _sysctl_plan(req, conf)  # a bad key fails here: no IPAM call, nothing written
     with _opened_pod(req) as (pod_fd, host_sock, pod_sock):
         if links.get(pod_sock, name=req.ifname) is not None:
             raise CNIError(Code.INVALID_ENV, f'interface "{req.ifname}" already exists in netns {req.netns}')
+        if sysctls:
+            with netns.entered(pod_fd):
+                sysctl.probe(sysctls, req.ifname)
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
         with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
             _record(att, phase="adding")
@@ -36,16 +43,48 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             undo.callback(_quietly, ipam.delete, conf, req)
             att.lease = ipam.add(conf, req)
             crashpoints.reached(req, "after-ipam")
+            topology = _topology(conf)
+            topology.prepare(att)
             _create_veth(att)
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
             crashpoints.reached(req, "after-veth")
-            _kernel("configure the host side", ptp.setup_host, att)
+            _kernel("configure the host side", topology.setup_host, att)
+            if conf.ip_masq:
+                _masquerade(att)
+                undo.callback(_quietly, masq.teardown, _masq_backend(conf), conf.name, req.container_id, req.ifname)
             crashpoints.reached(req, "after-host")
             _configure_pod(att)
             crashpoints.reached(req, "after-addresses")
+            if sysctls:
+                with netns.entered(pod_fd):
+                    att.sysctl_originals = sysctl.apply(sysctls)
+                undo.callback(_quietly, _restore_sysctls, pod_fd, att.sysctl_originals)
+            crashpoints.reached(req, "after-sysctls")
+            _drop_vanished_ipv6(att)
+            _kernel(f"wait for {att.host_name} to forward", topology.settle, att)
             _record(att, phase="added")
             undo.pop_all()
         return result.to_wire(_result(att), conf.cni_version)
+
+
+def _topology(conf: NetConf) -> ModuleType:
+    """How the host side is wired: `ptp` (routed veth) or `bridge` (veth as a bridge port).
+
+    Both modules offer prepare (complete the lease), setup_host, setup_pod,
+    settle (wait until the pod can be announced), interfaces (for the result)
+    and observe_host (for CHECK).
+    """
+    return bridge if conf.mode == "bridge" else ptp
+
+
+def _masq_backend(conf: NetConf) -> str:
+    return masq.backend(conf.ip_masq_backend)
+
+
+def _masquerade(att: Attachment) -> None:
+    req, conf = att.req, att.conf
+    ips = [ip.address for ip in att.lease.ips]  # type: ignore[union-attr]
+    masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
 
 
 def _create_veth(att: Attachment) -> None:
@@ -72,7 +111,7 @@ def _create_veth(att: Attachment) -> None:
 def _configure_pod(att: Attachment) -> None:
     with netns.entered(att.pod_fd):  # type: ignore[arg-type]
         _kernel(f"set IPv6 on {att.req.ifname}", _set_ipv6, att)
-    _kernel(f"configure {att.req.ifname} in the pod", ptp.setup_pod, att)
+    _kernel(f"configure {att.req.ifname} in the pod", _topology(att.conf).setup_pod, att)
 
 
 def _set_ipv6(att: Attachment) -> None:
@@ -86,14 +125,54 @@ def _set_ipv6(att: Attachment) -> None:
             raise CNIError(Code.KERNEL, "IPv6 is not available in the pod netns") from None
 
 
+def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
+    """The configured sysctls, every pure rule and the admin allowlist checked (code 7 otherwise)."""
+    own = conf.doc.get("sysctl") or {}
+    args = ((conf.doc.get("args") or {}).get("cni") or {}).get("sysctl") or {}
+    if not own and not args and conf.sysctl_allowlist is None:
+        return ()
+    allowlist = sysctl.load_allowlist(conf.sysctl_allowlist)
+    return sysctl.plan(own, args, req.ifname, allowlist)
+
+
+def _restore_sysctls(pod_fd: int, originals: list[sysctl.Original]) -> None:
+    with netns.entered(pod_fd):
+        failed = sysctl.restore(originals)
+    if failed:
+        log.get().warning("could not restore sysctl(s): %s", "; ".join(failed))
+
+
+def _drop_vanished_ipv6(att: Attachment) -> None:
+    """IPv6 addresses the kernel removed (disable_ipv6=1 among the sysctls, or
+    otherwise) leave the result, and their host routes go, so nothing
+    advertises or routes an address that is not there."""
+    lease = att.lease
+    assert lease is not None and att.pod_link is not None and att.host_link is not None
+    if not any(ip.address.version == 6 for ip in lease.ips):
+        return
+    present = {a for a, _ in addresses.on_link(att.pod, att.pod_link.index)}  # type: ignore[arg-type]
+    gone = [ip for ip in lease.ips if ip.address.version == 6 and ip.address not in present]
+    if not gone:
+        return
+    log.get().warning(
+        "IPv6 address(es) %s are not on %s after its sysctls were applied (disable_ipv6?): left out of the result",
+        ", ".join(str(ip.address) for ip in gone),
+        att.req.ifname,
+    )
+    ips = tuple(ip for ip in lease.ips if ip not in gone)
+    keep_v6_routes = any(ip.address.version == 6 for ip in ips)
+    kept_routes = tuple(r for r in lease.routes if r.dst.version == 4 or keep_v6_routes)
+    for ip in gone:
+        host_route = ipaddress.ip_network(f"{ip.address.ip}/128")
+        _kernel(f"remove the host route to {ip.address.ip}", routes.delete, att.host, host_route, att.host_link.index)
+    att.lease = dataclasses.replace(lease, ips=ips, routes=kept_routes)
+
+
 def _result(att: Attachment) -> result.Result:
     lease = att.lease
     assert lease is not None and att.host_link is not None and att.pod_link is not None
-    interfaces = (
-        result.Interface(name=att.host_name, mac=att.host_link.mac),
-        result.Interface(name=att.req.ifname, mac=att.pod_link.mac, sandbox=att.req.netns, mtu=att.pod_link.mtu),
-    )
-    ips = tuple(result.IPConfig(ip.address, ip.gateway, interface=1) for ip in lease.ips)
+    interfaces, pod_index = _topology(att.conf).interfaces(att)
+    ips = tuple(result.IPConfig(ip.address, ip.gateway, interface=pod_index) for ip in lease.ips)
     dns = att.conf.dns if not att.conf.dns.is_empty() else lease.dns
     return result.Result(interfaces, ips, lease.routes, dns)
 
@@ -113,7 +192,10 @@ def _record(att: Attachment, phase: str) -> None:
             "ifname": req.ifname,
             "netns": req.netns,
             "hostIfname": att.host_name,
+            "mode": conf.mode,
+            "masq": _masq_backend(conf) if conf.ip_masq else None,
             "config": conf.raw.decode(),
+            "sysctlOriginals": [o.to_json() for o in att.sysctl_originals],
         },
     )
 
@@ -121,7 +203,32 @@ def _record(att: Attachment, phase: str) -> None:
 # --------------------------------------------------------------------- DEL
 def delete(req: Request, conf: NetConf) -> None:
     with state.lock(conf.runtime_dir, conf.name, exclusive=False):
+        _restore_recorded_sysctls(req, conf)
         _release(req, conf)
+
+
+def _recorded_originals(req: Request, conf: NetConf) -> list[sysctl.Original]:
+    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+    entries = record.get("sysctlOriginals")
+    return [o for o in map(sysctl.Original.from_json, entries if isinstance(entries, list) else []) if o]
+
+
+def _restore_recorded_sysctls(req: Request, conf: NetConf) -> None:
+    """Put back the sysctl values ADD replaced, when the pod netns is still there (best effort:
+    a pod being torn down must not be kept by a value that cannot be restored)."""
+    originals = _recorded_originals(req, conf)
+    if not originals or not req.netns:
+        return
+    try:
+        fd = netns.open_path(req.netns)
+    except (netns.NotFound, CNIError):
+        return  # the pod netns is gone, its sysctls with it
+    try:
+        _restore_sysctls(fd, originals)
+    except OSError as e:
+        log.get().warning("could not restore sysctls in %s: %s", req.netns, e)
+    finally:
+        os.close(fd)
 
 
 def _release(req: Request, conf: NetConf) -> None:
@@ -131,6 +238,10 @@ def _release(req: Request, conf: NetConf) -> None:
     real failure is reported after every step has been tried.
     """
     failures: list[CNIError] = []
+    try:
+        _unmasquerade(req, conf)
+    except CNIError as e:
+        failures.append(e)
     try:
         _remove_links(req)
     except CNIError as e:
@@ -142,6 +253,20 @@ def _release(req: Request, conf: NetConf) -> None:
     if failures:
         raise failures[0]
     state.remove(conf.runtime_dir, conf.name, req.container_id, req.ifname)
+
+
+def _unmasquerade(req: Request, conf: NetConf) -> None:
+    """Masquerade rules go by the attachment's names alone: no netns or address needed."""
+    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+    recorded = record.get("masq")
+    if isinstance(recorded, str) and recorded in ("nftables", "iptables"):
+        masq.teardown(recorded, conf.name, req.container_id, req.ifname)
+    elif conf.ip_masq:
+        try:
+            kind = _masq_backend(conf)
+        except CNIError:
+            return  # neither nft nor iptables: there can be no rules to remove
+        masq.teardown(kind, conf.name, req.container_id, req.ifname)
 
 
 def _remove_links(req: Request) -> None:
@@ -178,15 +303,28 @@ def check_(req: Request, conf: NetConf) -> None:
     if prev is None:
         raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult in the network config")
     pod_index = check.pod_interface_index(prev, req.ifname, req.netns)
+    sysctls = _sysctl_plan(req, conf)
     with _opened_pod(req, missing_code=Code.CHECK_FAILED) as (pod_fd, host_sock, pod_sock):
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname), lease=prev)
         observed = _observe(att)
         problems = check.compare(prev, pod_index, conf, observed)
         if att.host_link is not None and att.pod_link is not None:
-            problems += ptp.observe_host(att)
+            problems += _topology(conf).observe_host(att)
+        if sysctls:
+            with netns.entered(pod_fd):
+                seen = sysctl.read(sysctls)
+            problems += sysctl.compare(sysctls, seen, _applied_sysctls(req, conf))
+    if conf.ip_masq:
+        ips = [ip.address for ip in prev.ips]
+        problems += masq.missing(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
     ipam.check(conf, req)
     if problems:
         raise CNIError(Code.CHECK_FAILED, "; ".join(problems))
+
+
+def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
+    """Values the kernel normalised when ADD wrote them (from the state record)."""
+    return {o.segments: o.applied for o in _recorded_originals(req, conf) if o.applied is not None}
 
 
 def _observe(att: Attachment) -> check.Observed:
@@ -218,12 +356,25 @@ def gc(req: Request, conf: NetConf) -> None:
                 _release_recorded(req, conf, container_id, ifname)
             except CNIError as e:
                 failures.append(f"{container_id}/{ifname}: {e.msg}")
+        try:
+            _sweep_masquerade(conf, valid)
+        except CNIError as e:
+            failures.append(f"masquerade rules: {e.msg}")
     try:
         ipam.gc(conf, req)
     except CNIError as e:
         failures.append(f"IPAM GC: {e.msg}")
     if failures:
         raise CNIError(Code.TRY_AGAIN, "GC could not release everything: " + "; ".join(failures))
+
+
+def _sweep_masquerade(conf: NetConf, valid: set[tuple[str, str]]) -> None:
+    """nftables chains of this network that no valid or recorded attachment owns (e.g. a lost record)."""
+    keep = valid | set(state.attachments(conf.runtime_dir, conf.name))
+    stale = masq.stale_nft_chains(conf.name, keep)
+    if stale:
+        log.get().info("GC: removing masquerade chains %s", ", ".join(stale))
+        masq.remove_nft_chains(stale)
 
 
 def _release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:

@@ -88,6 +88,7 @@ def load(raw: bytes, req: Request) -> NetConf:
     version = version_of(doc)
     versions.require_command(req.command, version)
     schema.validate(doc)
+    check_mode_fields(doc)
     args_cni = (doc.get("args") or {}).get("cni") or {}
     runtime = doc.get("runtimeConfig") or {}
     prev = doc.get("prevResult")
@@ -144,7 +145,42 @@ def _bridge(doc: Mapping[str, Any]) -> BridgeConf:
         "promiscMode": "promisc",
         "vlan": "vlan",
     }
-    return BridgeConf(**_renamed(doc, fields))
+    conf = BridgeConf(**_renamed(doc, fields))
+    # The schema's maxLength counts characters; the kernel's limit is 15 bytes.
+    if len(conf.name.encode()) > 15:
+        raise CNIError(Code.INVALID_CONFIG, f"invalid network config: bridge: {conf.name!r} is longer than 15 bytes")
+    if conf.is_default_gateway and not conf.is_gateway:
+        conf = dataclasses.replace(conf, is_gateway=True)  # isDefaultGateway implies isGateway
+    return conf
+
+
+BRIDGE_ONLY_FIELDS = ("bridge", "isGateway", "isDefaultGateway", "forceAddress", "hairpinMode", "promiscMode", "vlan")
+
+
+def check_mode_fields(doc: Mapping[str, Any]) -> None:
+    """Field combinations the schema cannot name well: bridge-only fields
+    outside bridge mode (code 2), hairpin with promisc, and a VLAN with a
+    gateway on the bridge (code 7)."""
+    mode = doc.get("mode", "ptp")
+    if mode != "bridge":
+        found = [k for k in BRIDGE_ONLY_FIELDS if k in doc]
+        if found:
+            raise CNIError(
+                Code.UNSUPPORTED_FIELD,
+                f"field(s) {', '.join(found)} only apply to \"mode\": \"bridge\" (mode is {mode!r})",
+                "; ".join(f"{k}={json.dumps(doc[k])}" for k in found),
+            )
+        return
+    if doc.get("hairpinMode") and doc.get("promiscMode"):
+        raise CNIError(
+            Code.INVALID_CONFIG, "hairpinMode and promiscMode are mutually exclusive: set at most one of them to true"
+        )
+    if doc.get("vlan") and (doc.get("isGateway") or doc.get("isDefaultGateway")):
+        raise CNIError(
+            Code.INVALID_CONFIG,
+            f"vlan {doc['vlan']} with isGateway/isDefaultGateway is not supported: the gateway would sit on the "
+            "bridge's untagged VLAN, unreachable from the pod's VLAN",
+        )
 
 
 def _renamed(obj: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:

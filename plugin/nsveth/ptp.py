@@ -14,7 +14,7 @@ import ipaddress
 from . import addresses, links, procsys, routes
 from .attachment import Attachment
 from .errors import CNIError, Code
-from .result import IPConfig
+from .result import Interface, IPConfig
 
 
 def _host_prefix(address: ipaddress._BaseAddress) -> ipaddress._BaseNetwork:
@@ -30,6 +30,10 @@ def _require_gateways(att: Attachment) -> list[IPConfig]:
                 f"IPAM gave {ip.address} without a gateway; point-to-point mode routes through one (set it in ipam)",
             )
     return ips
+
+
+def prepare(att: Attachment) -> None:
+    """The lease is used as IPAM gave it."""
 
 
 def setup_host(att: Attachment) -> None:
@@ -76,6 +80,19 @@ def setup_pod(att: Attachment) -> None:
             advmss=r.advmss,
             exist_ok=True,
         )
+
+
+def settle(att: Attachment) -> None:
+    """Nothing to wait for: the host veth forwards as soon as the pod end is up."""
+
+
+def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
+    """[host veth, pod interface] and the index of the pod interface."""
+    assert att.host_link is not None and att.pod_link is not None
+    return (
+        Interface(name=att.host_name, mac=att.host_link.mac),
+        Interface(name=att.req.ifname, mac=att.pod_link.mac, sandbox=att.req.netns, mtu=att.pod_link.mtu),
+    ), 1
 
 
 def observe_host(att: Attachment) -> list[str]:

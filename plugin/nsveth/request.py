@@ -59,6 +59,9 @@ def parse(env: Mapping[str, str]) -> Request:
     command = env["CNI_COMMAND"]
     if command not in COMMANDS:
         raise CNIError(Code.INVALID_ENV, f"unknown CNI_COMMAND: {command}")
+    if command == "VERSION":
+        # VERSION needs nothing else and must answer whatever the rest holds (as skel does).
+        return Request(command, "", "", "", {}, (), dict(env))
     missing = [v for v in _REQUIRED[command] if not env.get(v)]
     if missing:
         raise CNIError(Code.INVALID_ENV, f"required env variables [{','.join(missing)}] missing")
@@ -73,7 +76,8 @@ def parse(env: Mapping[str, str]) -> Request:
         container_id=container_id,
         netns=env.get("CNI_NETNS", ""),
         ifname=ifname,
-        args=parse_args(env.get("CNI_ARGS", "")),
+        # Only ADD and CHECK use CNI_ARGS; DEL must clean up whatever they hold.
+        args=parse_args(env.get("CNI_ARGS", "")) if command in ("ADD", "CHECK") else {},
         path=tuple(p for p in env.get("CNI_PATH", "").split(":") if p),
         env=dict(env),
     )

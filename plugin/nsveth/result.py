@@ -151,7 +151,8 @@ def _parse(obj: Any, version: str) -> Result:
     interfaces = tuple(_interface_in(i, n) for n, i in enumerate(_list(obj, "interfaces")))
     ips = tuple(_ip_in(ip, n, version, len(interfaces)) for n, ip in enumerate(_list(obj, "ips")))
     routes = tuple(_route_in(r, n) for n, r in enumerate(_list(obj, "routes")))
-    return Result(interfaces, ips, routes, _dns_in(obj.get("dns") or {}))
+    dns = obj.get("dns")
+    return Result(interfaces, ips, routes, _dns_in({} if dns is None else dns))
 
 
 def _list(obj: dict, key: str) -> list:
@@ -183,7 +184,7 @@ def _ip_in(ip: Any, n: int, version: str, n_interfaces: int) -> IPConfig:
     where = f"ips[{n}]"
     if not isinstance(ip, dict):
         raise TypeError(f"{where} must be an object")
-    address = ipaddress.ip_interface(_required_str(ip, "address", where))
+    address = _located(ipaddress.ip_interface, _required_str(ip, "address", where), f"{where}.address")
     if "/" not in ip["address"]:
         raise ValueError(f"{where}.address {ip['address']!r} needs a prefix length")
     if not versions.at_least(version, "1.0.0"):
@@ -206,7 +207,7 @@ def _route_in(r: Any, n: int) -> Route:
     where = f"routes[{n}]"
     if not isinstance(r, dict):
         raise TypeError(f"{where} must be an object")
-    dst = ipaddress.ip_network(_required_str(r, "dst", where), strict=False)
+    dst = _located(lambda v: ipaddress.ip_network(v, strict=False), _required_str(r, "dst", where), f"{where}.dst")
     gw = _address_or_none(r, "gw", where)
     if gw is not None and gw.version != dst.version:
         raise ValueError(f"{where}.gw {gw} is not the family of {dst}")
@@ -259,4 +260,12 @@ def _address_or_none(obj: dict, key: str, where: str) -> IPAddress | None:
         return None
     if not isinstance(value, str):
         raise TypeError(f"{where}.{key} must be a string")
-    return ipaddress.ip_address(value)
+    return _located(ipaddress.ip_address, value, f"{where}.{key}")
+
+
+def _located(parse: Any, value: str, where: str) -> Any:
+    """`parse(value)`, with a ValueError that says where the bad value was."""
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None

@@ -75,6 +75,25 @@ def add(
             raise
 
 
+def delete(sock: Socket, dst: IPNetwork, oif: int, table: int | None = None) -> bool:
+    """Remove the route to `dst` through `oif`; False if there was none."""
+    msg = rtmsg()
+    msg["family"] = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+    msg["dst_len"] = dst.prefixlen
+    msg["table"] = table if table is not None and table < 256 else RT_TABLE_MAIN
+    attrs: list[tuple[str, object]] = [("RTA_DST", str(dst.network_address)), ("RTA_OIF", oif)]
+    if table is not None and table >= 256:
+        attrs.append(("RTA_TABLE", table))
+    msg["attrs"] = attrs
+    try:
+        sock.request(msg, netlink.RTM_DELROUTE)
+    except NetlinkError as e:
+        if e.errno == errno.ESRCH:
+            return False
+        raise
+    return True
+
+
 def dump(sock: Socket, family: int = socket.AF_UNSPEC) -> list[Entry]:
     """Unicast routes of every table (RTA_TABLE carries tables >= 256)."""
     msg = rtmsg()

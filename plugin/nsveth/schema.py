@@ -19,9 +19,12 @@ def load() -> dict[str, Any]:
 def validate(doc: dict[str, Any]) -> None:
     """Raise code 2 for unknown fields, code 7 for any other violation, naming the fields."""
     # jsonschema costs tens of ms to import: only configs that need checking pay it.
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator, validators
 
-    validator = Draft202012Validator(load())
+    # JSON Schema counts 1500.0 as an integer; nsveth hands these fields to
+    # netlink, so only JSON integers proper are (as in Go's decoder).
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", lambda _, v: type(v) is int)
+    validator = validators.extend(Draft202012Validator, type_checker=checker)(load())
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return
@@ -43,7 +46,12 @@ def validate(doc: dict[str, Any]) -> None:
 def _join(path: list[Any]) -> str:
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif out and not p.replace("_", "a").replace("-", "a").isalnum():
+            out += f"[{json.dumps(p)}]"  # a map key such as a sysctl name: keep it one visible unit
+        else:
+            out += f".{p}" if out else str(p)
     return out
 
 

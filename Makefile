@@ -1,0 +1,17 @@
+# Set-up and test entry points (run as root on Debian 12; see README.md).
+.PHONY: demo test build bench clean
+
+demo:            ## build the executable and run the ADD/CHECK/DEL demo
+	./build.sh --demo
+
+build:
+	./build.sh
+
+test:            ## install what is needed, build, run the whole test suite
+	./scripts/test.sh
+
+bench:           ## side-by-side benchmark against the reference Go ptp plugin
+	./build.sh --onefile && .venv/bin/python bench/bench.py
+
+clean:
+	rm -rf build dist .venv .pytest_cache

@@ -1,0 +1,296 @@
+"""IP masquerade of pod traffic leaving the pod subnet (ipMasq), in the host netns.
+
+Every attachment owns its rules outright, named from (network, containerID,
+ifname) alone, so DEL removes exactly that pod's rules with nothing but its
+names: it works when the pod netns (and with it the pod's addresses) is
+already gone, where the reference plugins leak their rules.
+
+nftables (the default when `nft` exists): table `inet nsveth`, one NAT base
+chain per attachment hooked at postrouting, named `<network>-<hash>`, holding
+one rule per pod address:
+    ip saddr <pod ip> ip daddr != { <pod subnet>, 224.0.0.0/4 } masquerade
+Adding and removing are each one atomic `nft` transaction; removal is
+"add chain; flush chain; delete chain", which succeeds whether or not the
+chain exists. GC finds leftover chains of a network by the name prefix.
+
+iptables (fallback, or ipMasqBackend "iptables"): chain `NSV-<hash>` in the
+nat table (the reference layout): `-d <subnet> -j ACCEPT`, `! -d 224.0.0.0/4
+-j MASQUERADE`, jumped to from POSTROUTING by `-s <pod ip>`; ip6tables for
+IPv6 (multicast ff00::/8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+from .errors import CNIError, Code
+from .result import IPInterface
+
+NFT_TABLE = "nsveth"
+NFT_FAMILY = "inet"
+NAT_PRIORITY_SRCNAT = 100
+_MULTICAST = {4: ipaddress.ip_network("224.0.0.0/4"), 6: ipaddress.ip_network("ff00::/8")}
+_SEARCH = "/usr/sbin:/sbin:/usr/bin:/bin"
+_TIMEOUT_S = 30
+
+
+def _which(tool: str) -> str | None:
+    path = os.environ.get("PATH", "")
+    return shutil.which(tool, path=f"{path}:{_SEARCH}" if path else _SEARCH)
+
+
+def backend(requested: str | None) -> str:
+    """The backend to use: the one asked for, else nftables when `nft` exists, else iptables."""
+    if requested:
+        return requested
+    if _which("nft"):
+        return "nftables"
+    if _which("iptables"):
+        return "iptables"
+    raise CNIError(Code.KERNEL, "ipMasq needs nft or iptables, and neither is installed")
+
+
+def _attachment_hash(container_id: str, ifname: str) -> str:
+    return hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()[:16]
+
+
+def nft_chain(network: str, container_id: str, ifname: str) -> str:
+    return f"{network}-{_attachment_hash(container_id, ifname)}"
+
+
+def iptables_chain(network: str, container_id: str, ifname: str) -> str:
+    """28 characters, iptables' limit for a chain name."""
+    return "NSV-" + hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:24]
+
+
+def comment(network: str, container_id: str, ifname: str) -> str:
+    """Human-readable owner of a rule (nft and iptables limit comments to 128 and 256 bytes)."""
+    return f"nsveth {network} {container_id} {ifname}"[:127]
+
+
+# -------------------------------------------------------------------- nftables
+def _chain_ref(name: str) -> dict:
+    return {"family": NFT_FAMILY, "table": NFT_TABLE, "name": name}
+
+
+def _nat_chain(name: str) -> dict:
+    return {**_chain_ref(name), "type": "nat", "hook": "postrouting", "prio": NAT_PRIORITY_SRCNAT, "policy": "accept"}
+
+
+def nft_add_batch(network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> dict:
+    """The JSON transaction that (re)creates the attachment's chain with one rule per address (pure)."""
+    chain = nft_chain(network, container_id, ifname)
+    cmds: list[dict] = [
+        {"add": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}},
+        {"add": {"chain": _nat_chain(chain)}},
+        {"flush": {"chain": _chain_ref(chain)}},
+    ]
+    for ip in ips:
+        proto = "ip" if ip.version == 4 else "ip6"
+        outside = [ip.network, _MULTICAST[ip.version]]
+        expr = [
+            {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": str(ip.ip)}},
+            {
+                "match": {
+                    "op": "!=",
+                    "left": {"payload": {"protocol": proto, "field": "daddr"}},
+                    "right": {"set": [{"prefix": {"addr": str(n.network_address), "len": n.prefixlen}} for n in outside]},
+                }
+            },
+            {"masquerade": None},
+        ]
+        cmds.append(
+            {
+                "add": {
+                    "rule": {
+                        "family": NFT_FAMILY,
+                        "table": NFT_TABLE,
+                        "chain": chain,
+                        "comment": comment(network, container_id, ifname),
+                        "expr": expr,
+                    }
+                }
+            }
+        )
+    return {"nftables": cmds}
+
+
+def nft_delete_batch(chains: Iterable[str]) -> dict:
+    """The JSON transaction that removes chains, present or not (pure)."""
+    cmds: list[dict] = [{"add": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}}]
+    for chain in chains:
+        cmds += [
+            {"add": {"chain": _nat_chain(chain)}},
+            {"flush": {"chain": _chain_ref(chain)}},
+            {"delete": {"chain": _chain_ref(chain)}},
+        ]
+    return {"nftables": cmds}
+
+
+def _nft(batch: dict) -> None:
+    _run([_tool("nft"), "-j", "-f", "-"], json.dumps(batch))
+
+
+def nft_chains() -> list[str]:
+    """Names of the chains in our table (empty if there is no table)."""
+    proc = subprocess.run(
+        [_tool("nft"), "-j", "list", "table", NFT_FAMILY, NFT_TABLE],
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        return []  # no such table
+    try:
+        items = json.loads(proc.stdout).get("nftables", [])
+    except ValueError:
+        raise CNIError(Code.KERNEL, "nft printed a ruleset that is not JSON") from None
+    return [i["chain"]["name"] for i in items if isinstance(i, dict) and "chain" in i]
+
+
+# -------------------------------------------------------------------- iptables
+def _iptables(version: int) -> str:
+    return _tool("iptables" if version == 4 else "ip6tables")
+
+
+def _ipt(version: int, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _run([_iptables(version), "-w", "5", "-t", "nat", *args], None, check=check)
+
+
+def _ipt_setup(network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> None:
+    chain = iptables_chain(network, container_id, ifname)
+    note = comment(network, container_id, ifname)
+    for version in sorted({ip.version for ip in ips}):
+        _ipt(version, "-N", chain, check=False)  # exists already: reused, flushed next
+        _ipt(version, "-F", chain)
+        for ip in (i for i in ips if i.version == version):
+            _ipt(version, "-A", chain, "-d", str(ip.network), "-j", "ACCEPT", "-m", "comment", "--comment", note)
+            multicast = str(_MULTICAST[version])
+            _ipt(version, "-A", chain, "!", "-d", multicast, "-j", "MASQUERADE", "-m", "comment", "--comment", note)
+            jump = ["POSTROUTING", "-s", str(ip.ip), "-j", chain, "-m", "comment", "--comment", note]
+            if _ipt(version, "-C", *jump, check=False).returncode != 0:
+                _ipt(version, "-A", *jump)
+
+
+def _ipt_teardown(network: str, container_id: str, ifname: str) -> None:
+    chain = iptables_chain(network, container_id, ifname)
+    for version in (4, 6):
+        if _which("iptables" if version == 4 else "ip6tables") is None:
+            continue
+        listing = _ipt(version, "-S", "POSTROUTING", check=False)
+        for line in listing.stdout.splitlines():
+            words = _split(line)
+            if words[:2] == ["-A", "POSTROUTING"] and _target(words) == chain:
+                _ipt(version, "-D", *words[1:], check=False)
+        _ipt(version, "-F", chain, check=False)
+        _ipt(version, "-X", chain, check=False)
+
+
+def _split(line: str) -> list[str]:
+    import shlex
+
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return []
+
+
+def _target(words: list[str]) -> str | None:
+    for flag in ("-j", "--jump"):
+        if flag in words:
+            i = words.index(flag)
+            return words[i + 1] if i + 1 < len(words) else None
+    return None
+
+
+# ---------------------------------------------------------------------- shared
+def setup(kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> None:
+    ips = list(ips)
+    if not ips:
+        return
+    if kind == "nftables":
+        _nft(nft_add_batch(network, container_id, ifname, ips))
+    else:
+        _ipt_setup(network, container_id, ifname, ips)
+
+
+def teardown(kind: str, network: str, container_id: str, ifname: str) -> None:
+    """Remove the attachment's rules; nothing there is success."""
+    if kind == "nftables":
+        if _which("nft") is not None:
+            _nft(nft_delete_batch([nft_chain(network, container_id, ifname)]))
+    else:
+        _ipt_teardown(network, container_id, ifname)
+
+
+def missing(kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> list[str]:
+    """For CHECK: each pod address without its masquerade rule."""
+    if kind == "nftables":
+        chain = nft_chain(network, container_id, ifname)
+        proc = _run([_tool("nft"), "-j", "list", "chain", NFT_FAMILY, NFT_TABLE, chain], None, check=False)
+        have = set()
+        if proc.returncode == 0:
+            try:
+                items = json.loads(proc.stdout).get("nftables", [])
+            except ValueError:
+                items = []
+            for item in items:
+                exprs = item.get("rule", {}).get("expr", []) if isinstance(item, dict) else []
+                if any("masquerade" in e for e in exprs):
+                    have |= {e["match"]["right"] for e in exprs if "match" in e and e["match"].get("op") == "=="}
+        return [f"masquerade rule for {ip.ip} is missing" for ip in ips if str(ip.ip) not in have]
+    out = []
+    chain = iptables_chain(network, container_id, ifname)
+    for ip in ips:
+        listing = _ipt(ip.version, "-S", "POSTROUTING", check=False).stdout
+        jumps = [_split(line) for line in listing.splitlines()]
+        if not any(_target(w) == chain and str(ipaddress.ip_network(ip.ip)) in w for w in jumps):
+            out.append(f"masquerade rule for {ip.ip} is missing")
+    return out
+
+
+def stale_nft_chains(network: str, keep: Iterable[tuple[str, str]]) -> list[str]:
+    """Chains of `network` in our table that belong to none of the `keep` attachments."""
+    if _which("nft") is None:
+        return []
+    wanted = {nft_chain(network, cid, ifname) for cid, ifname in keep}
+    return [c for c in nft_chains() if is_chain_of(network, c) and c not in wanted]
+
+
+def is_chain_of(network: str, chain: str) -> bool:
+    """Whether `chain` is named like an attachment chain of `network` (pure)."""
+    prefix, _, digest = chain.rpartition("-")
+    return prefix == network and len(digest) == 16 and all(ch in "0123456789abcdef" for ch in digest)
+
+
+def remove_nft_chains(chains: list[str]) -> None:
+    if chains:
+        _nft(nft_delete_batch(chains))
+
+
+def _tool(name: str) -> str:
+    found = _which(name)
+    if found is None:
+        raise CNIError(Code.KERNEL, f"ipMasq: {name} is not installed")
+    return found
+
+
+def _run(argv: list[str], stdin: str | None, check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CNIError(Code.KERNEL, f"ipMasq: {os.path.basename(argv[0])} failed: {e}") from None
+    if check and proc.returncode != 0:
+        text = (proc.stderr or proc.stdout).strip().splitlines()
+        raise CNIError(
+            Code.KERNEL,
+            f"ipMasq: {os.path.basename(argv[0])} {' '.join(argv[1:4])} failed (exit {proc.returncode})",
+            "\n".join(text[-5:])[:2000],
+        )
+    return proc

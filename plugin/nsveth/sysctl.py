@@ -1,0 +1,560 @@
+"""Namespaced sysctls in the pod netns: the key rules (pure) and the /proc/sys/net access.
+
+Pure part (unit-tested without root): `split` a key the way runc and the
+kubelet do (the first separator decides: dot form `net.ipv4.tcp_keepalive_time`
+or slash form `net/ipv4/conf/eth0.100/rp_filter`, so a dotted interface name
+survives in slash form), substitute the `IFNAME` placeholder, `classify` a
+key by kernel namespace (runc's rules: only `net.*` belongs to a network
+plugin), check every segment against a strict character set, refuse
+duplicates after normalisation, and match an admin allowlist written in the
+kubelet `--allowed-unsafe-sysctls` syntax (anchored, exact or `prefix*`).
+`plan()` does all of that and returns the writes to make, or a code-7 error.
+
+Kernel-facing part (call it inside `netns.entered(pod)`: /proc/sys/net
+resolves to the netns of the task that looks a name up): every file is
+reached by a walk from an fd of /proc/sys/net, one segment per openat with
+O_NOFOLLOW, staying on the proc mount, ending on a regular file, so no key
+and no interface name can reach outside the pod's /proc/sys/net. `probe()`
+checks before anything is written that each key is per-netns on this kernel
+(a non-namespaced key is either absent in a child netns or read-only there);
+`apply()` writes the values that differ and restores what it wrote if one
+write fails; `restore()` puts recorded originals back; `read()` is CHECK's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .errors import CNIError, Code
+
+DEFAULT_ALLOWLIST = "/etc/cni/nsveth/allowlist.conf"
+PLACEHOLDER = "IFNAME"
+
+# runc validator.go / kubelet namespace.go: keys that belong to the IPC namespace.
+IPC_KEYS = frozenset(
+    {
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    }
+)
+IPC_PREFIX = "fs.mqueue."
+UTS_KEYS = frozenset({"kernel.hostname", "kernel.domainname"})
+
+# Directories of /proc/sys/net that hold one subdirectory per interface
+# (plus "all" and "default"); segment 3 of such a key is an interface name.
+PER_INTERFACE = frozenset({("ipv4", "conf"), ("ipv6", "conf"), ("ipv4", "neigh"), ("ipv6", "neigh"), ("mpls", "conf")})
+
+MAX_KEY = 512
+MAX_VALUE = 4096
+# A segment: sysctl names are [a-z0-9_-]; interface names add upper case, '.', '@', '+'.
+_SEGMENT = re.compile(r"[A-Za-z0-9_@+\-][A-Za-z0-9_.@+\-]*")
+# kubelet allowlist.go: a pattern, dot or slash separated, optionally ending in '*'.
+_PATTERN_SEGMENT = r"[a-z0-9]([-_a-z0-9]*[a-z0-9])?"
+_PATTERN = re.compile(rf"({_PATTERN_SEGMENT}[\./])*([a-z0-9][-_a-z0-9]*)?[a-z0-9*]")
+_PATTERN_MAX = 253
+
+
+def _invalid(msg: str) -> CNIError:
+    return CNIError(Code.INVALID_CONFIG, msg)
+
+
+# ---------------------------------------------------------------- pure rules
+def split(key: str) -> tuple[str, ...]:
+    """Segments of a key; the first separator ('.' or '/') is the separator of the whole key."""
+    for ch in key:
+        if ch in "./":
+            return tuple(key.split(ch))
+    return (key,)
+
+
+def dotted(segments: Sequence[str]) -> str:
+    """The normalised (kubelet `NormalizeName`) dot form: a '.' inside a segment becomes '/'."""
+    return ".".join(s.replace(".", "/") for s in segments)
+
+
+def normalise(key: str) -> str:
+    """Dot form of a key in either form (`net/ipv4/conf/eth0.100/rp_filter` -> `net.ipv4.conf.eth0/100.rp_filter`)."""
+    return dotted(split(key))
+
+
+def classify(name: str) -> str | None:
+    """Why the (dot-form) key is no business of a network plugin, or None for a net.* key."""
+    if name.startswith("net."):
+        return None
+    if name in IPC_KEYS or name.startswith(IPC_PREFIX):
+        return "is IPC-namespaced: set them through the container runtime, not a network plugin"
+    if name in UTS_KEYS:
+        return "is UTS-namespaced: set the hostname/domainname through the container runtime, not a network plugin"
+    if name.startswith("user."):
+        return "is user-namespaced: set it through the container runtime, not a network plugin"
+    return "is not in a separate kernel namespace: setting it would change the host"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sysctl:
+    """One write: the key as configured, its file under /proc/sys and the value."""
+
+    key: str
+    segments: tuple[str, ...]  # after IFNAME substitution; segments[0] == "net"
+    value: str
+
+    @property
+    def name(self) -> str:
+        return dotted(self.segments)
+
+    @property
+    def path(self) -> str:
+        return "/".join(self.segments)
+
+    def interface(self) -> str | None:
+        """The interface a per-interface key is about (net.ipv4.conf.<if>.x), else None."""
+        if len(self.segments) == 5 and self.segments[1:3] in PER_INTERFACE:
+            return self.segments[3]
+        return None
+
+
+def check_value(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        kind = "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else f"a JSON {_json_type(value)}"
+        raise _invalid(f'sysctl "{key}": the value must be a string (as in runc and Kubernetes), not {kind}')
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise _invalid(f'sysctl "{key}": the value must not contain a newline or NUL')
+    if not value.strip():
+        raise _invalid(f'sysctl "{key}": the value is empty')
+    if len(value.encode()) >= MAX_VALUE:
+        raise _invalid(f'sysctl "{key}": the value is longer than {MAX_VALUE - 1} bytes')
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+def parse(key: str, value: Any, ifname: str) -> Sysctl:
+    """One key/value pair checked by every pure rule (code 7 naming the key on failure)."""
+    if not isinstance(key, str) or not key:
+        raise _invalid("sysctl: empty key")
+    if "\0" in key or any(ch.isspace() for ch in key):
+        raise _invalid(f"sysctl {key!r}: the key contains NUL or whitespace")
+    if len(key) > MAX_KEY:
+        raise _invalid(f'sysctl "{key[:64]}...": the key is longer than {MAX_KEY} characters')
+    if key.startswith("/"):
+        raise _invalid(f'sysctl "{key}": absolute paths are not keys (write it relative to /proc/sys, e.g. net/core/somaxconn)')
+    raw = split(key)
+    reason = classify(dotted(raw))
+    if reason is not None:
+        raise _invalid(f'sysctl "{key}" {reason}; only network-namespace sysctls (net.*) are applied')
+    segments = tuple(ifname if s == PLACEHOLDER else s for s in raw)
+    for s in segments:
+        _check_segment(key, s)
+    if len(segments) < 3:
+        raise _invalid(f'sysctl "{key}" names a directory, not a sysctl')
+    return Sysctl(key, segments, check_value(key, value))
+
+
+def _safe_segment(segment: str) -> bool:
+    return bool(_SEGMENT.fullmatch(segment)) and len(segment) <= 255
+
+
+def _check_segment(key: str, segment: str) -> None:
+    if segment == "":
+        raise _invalid(f'sysctl "{key}": empty path segment (doubled or trailing separator)')
+    if segment in (".", "..") or segment.startswith("."):
+        raise _invalid(f'sysctl "{key}": path segment "{segment}" is not allowed')
+    if not _safe_segment(segment):
+        raise _invalid(f'sysctl "{key}": path segment "{segment}" has characters outside [A-Za-z0-9_.@+-]')
+
+
+@dataclasses.dataclass(frozen=True)
+class Allowlist:
+    """Admin policy: patterns in the kubelet --allowed-unsafe-sysctls syntax, normalised to dot form."""
+
+    source: str
+    patterns: tuple[str, ...]
+
+    def allows(self, name: str) -> bool:
+        for p in self.patterns:
+            if p.endswith("*"):
+                if name.startswith(p[:-1]):
+                    return True
+            elif name == p:
+                return True
+        return False
+
+
+def parse_allowlist(text: str, source: str) -> Allowlist:
+    """One pattern per line (commas also separate), '#' starts a comment; anything malformed is code 7."""
+    patterns: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0]
+        for item in line.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            where = f"sysctl allowlist {source} line {lineno}"
+            if len(item) > _PATTERN_MAX or not _PATTERN.fullmatch(item):
+                raise _invalid(
+                    f'{where}: "{item}" is not a sysctl pattern (lower-case keys separated by "." or "/",'
+                    ' optionally ending in "*")'
+                )
+            pattern = normalise(item)
+            prefix = pattern.split("*", 1)[0]
+            if not (prefix.startswith("net.") or prefix in IPC_KEYS or prefix.startswith(IPC_PREFIX)):
+                raise _invalid(f'{where}: "{item}" is not known to be namespaced')
+            patterns.append(pattern)
+    return Allowlist(source, tuple(patterns))
+
+
+def _merge(objects: Iterable[tuple[str, Mapping[str, Any]]], ifname: str) -> dict[tuple[str, ...], Sysctl]:
+    """Later objects win over earlier ones; within one object two keys naming the same file are an error."""
+    merged: dict[tuple[str, ...], Sysctl] = {}
+    for where, obj in objects:
+        seen: dict[tuple[str, ...], str] = {}
+        for key, value in obj.items():
+            s = parse(key, value, ifname)
+            if s.segments in seen:
+                raise _invalid(f'duplicate sysctl in {where}: "{seen[s.segments]}" and "{key}" are the same key ({s.name})')
+            seen[s.segments] = key
+            merged.pop(s.segments, None)  # keep the order of the winning object
+            merged[s.segments] = s
+    return merged
+
+
+def plan(
+    config: Mapping[str, Any] | None,
+    args: Mapping[str, Any] | None,
+    ifname: str,
+    allowlist: Allowlist | None = None,
+) -> tuple[Sysctl, ...]:
+    """The writes for `sysctl` of the config merged with `args.cni.sysctl` (args win), all rules checked."""
+    merged = _merge((("sysctl", config or {}), ("args.cni.sysctl", args or {})), ifname)
+    if allowlist is not None:
+        denied = [s for s in merged.values() if not allowlist.allows(s.name)]
+        if denied:
+            allowed = ", ".join(allowlist.patterns) or "nothing"
+            keys = ", ".join(f'"{s.key}"' for s in denied)
+            raise _invalid(f"sysctl {keys} not allowed by {allowlist.source}; allowed: {allowed}")
+    return tuple(merged.values())
+
+
+def same_value(a: str, b: str) -> bool:
+    """Equal as the kernel means them: multi-value sysctls print tab-separated, are written space-separated."""
+    return a.split() == b.split()
+
+
+def compare(
+    wanted: Sequence[Sysctl], seen: Mapping[str, str | None], applied: Mapping[tuple[str, ...], str] | None = None
+) -> list[str]:
+    """CHECK: every configured key whose value in the pod differs (seen: key -> value, None when
+    unreadable; applied: file -> the value the kernel showed right after ADD wrote it, when that
+    was a normalised form of the configured one)."""
+    problems = []
+    for s in wanted:
+        have = seen.get(s.key)
+        normalised = (applied or {}).get(s.segments)
+        if have is None:
+            problems.append(f'sysctl {s.key} cannot be read in the pod netns, expected "{s.value}"')
+        elif not same_value(have, s.value) and not (normalised is not None and same_value(have, normalised)):
+            problems.append(f'sysctl {s.key} is "{have}", expected "{s.value}"')
+    return problems
+
+
+# ---------------------------------------------------------- kernel-facing part
+ROOT = "/proc/sys/net"
+
+
+def load_allowlist(path: str | None) -> Allowlist | None:
+    """The admin policy: `path` (must be readable), else the default file when present, else None."""
+    explicit = path is not None
+    path = path or DEFAULT_ALLOWLIST
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _invalid(f"sysctl allowlist {path} is not a regular file")
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        text = b"".join(chunks).decode("utf-8")
+    except FileNotFoundError:
+        if not explicit:
+            return None
+        raise _invalid(f"sysctl allowlist {path} does not exist") from None
+    except OSError as e:
+        raise _invalid(f"sysctl allowlist {path} cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise _invalid(f"sysctl allowlist {path} is not UTF-8 text") from None
+    return parse_allowlist(text, path)
+
+
+class _Tree:
+    """/proc/sys/net of the calling thread's netns, opened once; files reached by a no-follow walk."""
+
+    def __init__(self) -> None:
+        self.fd = os.open(ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        self.dev = os.fstat(self.fd).st_dev
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> _Tree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self, segments: Sequence[str], flags: int) -> int:
+        """fd of /proc/sys/net/<segments[1:]>; OSError (ENOENT, ELOOP, EACCES...) or ValueError when unsafe."""
+        if not segments or segments[0] != "net" or len(segments) < 2:
+            raise ValueError("not under /proc/sys/net")
+        for s in segments[1:]:
+            if not s or s in (".", "..") or "/" in s or "\0" in s:
+                raise ValueError(f"unsafe path segment {s!r}")
+        dir_fd = self.fd
+        try:
+            for s in segments[1:-1]:
+                fd = os.open(s, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+                if dir_fd != self.fd:
+                    os.close(dir_fd)
+                dir_fd = fd
+                if os.fstat(fd).st_dev != self.dev:
+                    raise ValueError(f"{s} is on another filesystem")
+            fd = os.open(segments[-1], flags | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+        finally:
+            if dir_fd != self.fd:
+                os.close(dir_fd)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode):  # O_PATH|O_NOFOLLOW opens the link itself
+                raise ValueError("a symbolic link is on its path")
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError("not a regular file")
+            if st.st_dev != self.dev:
+                raise ValueError("on another filesystem")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _read_fd(fd: int) -> str:
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 65536, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks).decode(errors="replace").rstrip("\n")
+
+
+def _write_fd(fd: int, value: str) -> None:
+    data = value.encode()
+    n = os.pwrite(fd, data, 0)
+    if n != len(data):
+        raise OSError(errno.EIO, f"short write ({n} of {len(data)} bytes)")
+
+
+def probe(wanted: Sequence[Sysctl], new_ifname: str) -> None:
+    """Code 7 naming the first key that is not a writable per-netns sysctl here; writes nothing.
+
+    Call inside the pod netns, before the interface `new_ifname` exists: its
+    per-interface keys are probed on the directory of "lo", which every netns
+    has and which holds the same files as any interface's ("default" would not
+    do: a child netns has no neigh/default).
+    """
+    if not wanted:
+        return
+    with _Tree() as tree:
+        if os.fstatvfs(tree.fd).f_flag & os.ST_RDONLY:
+            raise CNIError(Code.KERNEL, f"{ROOT} is mounted read-only where nsveth runs: sysctls cannot be set")
+        for s in wanted:
+            segments = s.segments
+            if s.interface() == new_ifname:
+                segments = (*segments[:3], "lo", segments[4])
+            try:
+                fd = tree.open(segments, os.O_PATH)
+            except FileNotFoundError:
+                raise _invalid(_absent(s, new_ifname)) from None
+            except (OSError, ValueError) as e:
+                raise _invalid(f'sysctl "{s.key}" cannot be used: {_why(e)}') from None
+            try:
+                mode = os.fstat(fd).st_mode
+            finally:
+                os.close(fd)
+            if not mode & stat.S_IWUSR:
+                raise _invalid(
+                    f'sysctl "{s.key}" is read-only in a pod network namespace on this kernel: it is not per-netns'
+                    " (it would be a host-wide setting)"
+                )
+
+
+def _absent(s: Sysctl, new_ifname: str) -> str:
+    iface = s.interface()
+    if iface is not None and iface not in ("all", "default", new_ifname):
+        return f'sysctl "{s.key}" does not exist in the pod netns (no interface "{iface}" there?)'
+    return (
+        f'sysctl "{s.key}" does not exist in a pod network namespace on this kernel: it is not per-netns'
+        " (a host-wide setting) or not supported"
+    )
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        if e.errno == errno.ELOOP:
+            return "a symbolic link is on its path"
+        return e.strerror or str(e)
+    return str(e)
+
+
+@dataclasses.dataclass(frozen=True)
+class Original:
+    """A value `apply` replaced, to put back on rollback or DEL, and the value the
+    kernel shows after the write (it may normalise: "0x10" reads back "16", a *_ms
+    value rounds to jiffies), which CHECK accepts as well as the configured one."""
+
+    segments: tuple[str, ...]
+    value: str
+    applied: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": list(self.segments), "value": self.value}
+        if self.applied is not None:
+            out["applied"] = self.applied
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Original | None:
+        """From a state record; None for anything malformed (records are not trusted blindly)."""
+        if not isinstance(obj, dict):
+            return None
+        path, value = obj.get("path"), obj.get("value")
+        if not (isinstance(path, list) and len(path) >= 3 and path[0] == "net" and isinstance(value, str)):
+            return None
+        if not all(isinstance(s, str) and _safe_segment(s) for s in path) or "\0" in value or "\n" in value:
+            return None
+        applied = obj.get("applied")
+        return cls(tuple(path), value, applied if isinstance(applied, str) else None)
+
+
+def apply(wanted: Sequence[Sysctl]) -> list[Original]:
+    """Write each value that differs from the current one; the originals of what was written.
+
+    Call inside the pod netns. If a write fails, what was already written is
+    restored and a CNIError names the key (code 7 when the kernel refuses the
+    value or the key, code 100 otherwise).
+    """
+    done: list[Original] = []
+    if not wanted:
+        return done
+    with _Tree() as tree:
+        try:
+            for s in wanted:
+                original = _set(tree, s)
+                if original is not None:
+                    done.append(original)
+        except BaseException:
+            failed = _restore(tree, done)
+            if failed:
+                from . import log
+
+                log.get().warning("could not restore sysctls after a failed write: %s", "; ".join(failed))
+            raise
+    return done
+
+
+def _set(tree: _Tree, s: Sysctl) -> Original | None:
+    try:
+        fd = tree.open(s.segments, os.O_RDWR)
+    except FileNotFoundError:
+        raise _invalid(f'sysctl "{s.key}" does not exist in the pod netns') from None
+    except (OSError, ValueError) as e:
+        code = Code.INVALID_CONFIG if isinstance(e, ValueError) or e.errno in (errno.EACCES, errno.ELOOP) else Code.KERNEL
+        raise CNIError(code, f'sysctl "{s.key}" cannot be opened in the pod netns: {_why(e)}') from None
+    try:
+        current = _read_fd(fd)
+        if same_value(current, s.value):
+            return None
+        try:
+            _write_fd(fd, s.value)
+        except OSError as e:
+            code = Code.INVALID_CONFIG if e.errno in (errno.EINVAL, errno.ERANGE, errno.EPERM) else Code.KERNEL
+            raise CNIError(code, f'failed to set sysctl "{s.key}" to "{s.value}": {e.strerror}') from None
+        applied = _read_fd(fd)
+        if same_value(applied, s.value):
+            return Original(s.segments, current)
+        from . import log
+
+        log.get().info('the kernel shows sysctl %s as "%s" after writing "%s"', s.key, applied, s.value)
+        return Original(s.segments, current, applied)
+    finally:
+        os.close(fd)
+
+
+def _restore(tree: _Tree, originals: Sequence[Original]) -> list[str]:
+    failed = []
+    for o in reversed(originals):
+        try:
+            fd = tree.open(o.segments, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # the interface it was on is gone: nothing to restore
+        except (OSError, ValueError) as e:
+            failed.append(f"{'/'.join(o.segments)}: {_why(e)}")
+            continue
+        try:
+            if not same_value(_read_fd(fd), o.value):
+                _write_fd(fd, o.value)
+        except OSError as e:
+            failed.append(f"{'/'.join(o.segments)}: {e.strerror}")
+        finally:
+            os.close(fd)
+    return failed
+
+
+def restore(originals: Sequence[Original]) -> list[str]:
+    """Put recorded values back (newest first), inside the pod netns; what failed, as messages."""
+    if not originals:
+        return []
+    with _Tree() as tree:
+        return _restore(tree, originals)
+
+
+def read(wanted: Sequence[Sysctl]) -> dict[str, str | None]:
+    """Current value of each key in the calling thread's netns (None when it cannot be read)."""
+    out: dict[str, str | None] = {}
+    if not wanted:
+        return out
+    with _Tree() as tree:
+        for s in wanted:
+            try:
+                fd = tree.open(s.segments, os.O_RDONLY)
+            except (OSError, ValueError):
+                out[s.key] = None
+                continue
+            try:
+                out[s.key] = _read_fd(fd)
+            except OSError:
+                out[s.key] = None
+            finally:
+                os.close(fd)
+    return out

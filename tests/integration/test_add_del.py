@@ -1,0 +1,180 @@
+"""ADD details and DEL's idempotence: rollback, concurrency, MAC sources, stale leftovers, DEL without a netns."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+from support import Netns, Plugin, host_veths, netns, run_threads, with_prev
+
+
+def test_rollback_after_mid_add_failure(inproc, pod_ns, net, monkeypatch):
+    from nsveth import netlink, ptp
+
+    def broken(att):
+        raise netlink.NetlinkError(errno.EPERM, "injected failure")
+
+    monkeypatch.setattr(ptp, "setup_pod", broken)
+    reply = inproc.run("ADD", net.conf(), container_id="ctr-rollback", netns=pod_ns.path)
+    assert reply.status == 1 and reply.json["code"] == 100
+    assert "injected failure" in reply.json["msg"]  # the original error, not a rollback error
+    assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
+    assert net.leases() == [] and net.state_files() == []
+
+
+def test_rollback_when_ipam_returns_no_gateway(inproc, pod_ns, net):
+    conf = net.conf()
+    conf["ipam"]["ranges"] = [[{"subnet": "10.77.0.0/24", "gateway": ""}]]
+    # host-local defaults the gateway; a 'static' IPAM with no gateway shows the ptp refusal.
+    conf["ipam"] = {"type": "static", "addresses": [{"address": "10.77.0.9/24"}]}
+    reply = inproc.run("ADD", conf, container_id="ctr-nogw", netns=pod_ns.path)
+    assert reply.status == 1 and reply.json["code"] == 7 and "gateway" in reply.json["msg"]
+    assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
+
+
+def test_concurrent_adds_then_dels(net, tmp_path):
+    n = 20
+    with netns("nsvh-") as host:
+        pods = [Netns("nsvp-") for _ in range(n)]
+        try:
+            plugin = Plugin(host, "exe")
+            conf = net.conf(subnets=["10.60.0.0/16"])
+            adds = run_threads(
+                [lambda i=i: plugin.run("ADD", conf, container_id=f"ctr-{i}", netns=pods[i].path) for i in range(n)]
+            )
+            assert [r.status for r in adds] == [0] * n, [r.stdout for r in adds if r.status]
+            names = {r.json["interfaces"][0]["name"] for r in adds}
+            addrs = {r.json["ips"][0]["address"] for r in adds}
+            assert len(names) == n and len(addrs) == n
+            assert host_veths(host) == sorted(names)
+            dels = run_threads(
+                [
+                    lambda i=i: plugin.run("DEL", with_prev(conf, adds[i].json), container_id=f"ctr-{i}", netns=pods[i].path)
+                    for i in range(n)
+                ]
+            )
+            assert [r.status for r in dels] == [0] * n, [r.stdout for r in dels if r.status]
+            assert host_veths(host) == [] and net.leases() == [] and net.state_files() == []
+            assert all("eth0" not in p.links() for p in pods)
+        finally:
+            for p in pods:
+                p.delete()
+
+
+@pytest.mark.parametrize("source", ["CNI_ARGS", "args", "runtimeConfig"])
+def test_mac_sources(inproc, pod_ns, net, source):
+    mac = "0a:58:0a:4d:00:42"
+    conf, extra = net.conf(), {}
+    if source == "CNI_ARGS":
+        extra["CNI_ARGS"] = f"IgnoreUnknown=1;MAC={mac.upper()}"
+    elif source == "args":
+        conf["args"] = {"cni": {"mac": mac}}
+    else:
+        conf["runtimeConfig"] = {"mac": mac}
+        conf["args"] = {"cni": {"mac": "0a:58:00:00:00:01"}}  # runtimeConfig wins
+    reply = inproc.run("ADD", conf, container_id="ctr-mac", netns=pod_ns.path, **extra)
+    assert reply.status == 0, reply.stdout
+    assert reply.json["interfaces"][1]["mac"] == mac == pod_ns.links()["eth0"]["address"]
+    assert inproc.run("CHECK", with_prev(conf, reply.json), container_id="ctr-mac", netns=pod_ns.path).status == 0
+    assert inproc.run("DEL", conf, container_id="ctr-mac", netns=pod_ns.path).status == 0
+
+
+def test_dual_stack_and_dns_override(plugin, pod_ns, net):
+    conf = net.conf(subnets=["10.77.0.0/24", "fd77::/64"], dns={"nameservers": ["10.77.0.53"], "search": ["svc"]})
+    reply = plugin.run("ADD", conf, container_id="ctr-ds", netns=pod_ns.path)
+    assert reply.status == 0, reply.stdout
+    res = reply.json
+    assert [ip["address"] for ip in res["ips"]] == ["10.77.0.2/24", "fd77::2/64"]
+    assert res["dns"] == {"nameservers": ["10.77.0.53"], "search": ["svc"]}
+    assert sorted(pod_ns.addresses("eth0"))[:2] == ["10.77.0.2/24", "fd77::2/64"]
+    v6 = pod_ns.ip_json("-6", "addr", "show", "dev", "eth0")[0]["addr_info"]
+    assert not any(a.get("tentative") for a in v6 if a["local"] == "fd77::2")  # no DAD wait
+    assert pod_ns.run("ping", "-6", "-c1", "-W2", "fd77::1").returncode == 0
+    assert plugin.host.sysctl(f"net/ipv6/conf/{res['interfaces'][0]['name']}/accept_ra") == "0"
+    assert plugin.run("CHECK", with_prev(conf, res), container_id="ctr-ds", netns=pod_ns.path).status == 0
+    assert plugin.run("DEL", conf, container_id="ctr-ds", netns=pod_ns.path).status == 0
+    assert net.leases() == []
+
+
+def test_ipv4_only_pod_has_ipv6_disabled(inproc, pod_ns, net):
+    reply = inproc.run("ADD", net.conf(), container_id="ctr-v4", netns=pod_ns.path)
+    assert reply.status == 0
+    assert pod_ns.sysctl("net/ipv6/conf/eth0/disable_ipv6") == "1"
+    assert inproc.run("DEL", net.conf(), container_id="ctr-v4", netns=pod_ns.path).status == 0
+
+
+def test_stale_host_veth_of_same_attachment_is_replaced(inproc, pod_ns, net):
+    from nsveth.attachment import host_ifname
+
+    stale = host_ifname("ctr-stale", "eth0")
+    inproc.host.run("ip", "link", "add", stale, "type", "veth", "peer", "name", "stalepeer0")
+    reply = inproc.run("ADD", net.conf(), container_id="ctr-stale", netns=pod_ns.path)
+    assert reply.status == 0, reply.stdout
+    assert host_veths(inproc.host) == [stale] and "stalepeer0" not in inproc.host.links()
+    assert inproc.run("DEL", net.conf(), container_id="ctr-stale", netns=pod_ns.path).status == 0
+
+
+@pytest.mark.parametrize("how", ["netns deleted", "empty CNI_NETNS", "interface gone", "never added"])
+def test_del_is_best_effort(plugin, net, how):
+    conf = net.conf()
+    with netns("nsvp-") as pod:
+        if how != "never added":
+            add = plugin.run("ADD", conf, container_id="ctr-del", netns=pod.path)
+            assert add.status == 0, add.stdout
+        if how == "interface gone":
+            pod.run("ip", "link", "del", "eth0")
+        if how == "netns deleted":
+            pod.delete()
+        target = "" if how == "empty CNI_NETNS" else pod.path
+        for _ in range(2):
+            reply = plugin.run("DEL", conf, container_id="ctr-del", netns=target)
+            assert reply.status == 0, reply.stdout
+        assert host_veths(plugin.host) == [] and net.leases() == [] and net.state_files() == []
+
+
+def test_check_reports_each_difference(inproc, pod_ns, net):
+    conf = net.conf(mtu=1400)
+    res = inproc.run("ADD", conf, container_id="ctr-chk", netns=pod_ns.path).json
+    pod_ns.run("ip", "link", "set", "eth0", "address", "0a:00:00:00:00:99")
+    pod_ns.run("ip", "route", "del", "default")
+    reply = inproc.run("CHECK", with_prev(conf, res), container_id="ctr-chk", netns=pod_ns.path)
+    assert reply.status == 1 and reply.json["code"] == 101
+    msg = reply.json["msg"]
+    assert "MAC 0a:00:00:00:00:99" in msg and "route 0.0.0.0/0" in msg
+    inproc.run("DEL", conf, container_id="ctr-chk", netns=pod_ns.path)
+
+
+def test_gc_releases_attachments_not_listed(inproc, net):
+    conf = net.conf("1.1.0")
+    with netns("nsvp-") as keep, netns("nsvp-") as drop:
+        assert inproc.run("ADD", conf, container_id="ctr-keep", netns=keep.path).status == 0
+        assert inproc.run("ADD", conf, container_id="ctr-drop", netns=drop.path).status == 0
+        drop.delete()  # the runtime lost this pod without a DEL
+        gc = {**conf, "cni.dev/valid-attachments": [{"containerID": "ctr-keep", "ifname": "eth0"}]}
+        reply = inproc.run("GC", gc)
+        assert reply.status == 0, reply.stdout
+        assert len(host_veths(inproc.host)) == 1 and net.leases() == ["10.77.0.2"]
+        assert net.state_files() == ["ctr-keep:eth0.json"]
+        # legacy key name, empty list: everything goes
+        reply = inproc.run("GC", {**conf, "cni.dev/attachments": []})
+        assert reply.status == 0, reply.stdout
+        assert host_veths(inproc.host) == [] and net.leases() == [] and net.state_files() == []
+
+
+def test_status(inproc, net, tmp_path):
+    assert inproc.run("STATUS", net.conf("1.1.0")).status == 0
+    reply = inproc.run("STATUS", net.conf("1.1.0", ipam={"type": "no-such-ipam"}))
+    assert reply.status == 1 and reply.json["code"] == 50 and "no-such-ipam" in reply.json["msg"]
+
+
+def test_result_validates_as_cni_result(plugin, pod_ns, net):
+    """The 1.1.0 result carries only fields of the spec, interface indexes in range."""
+    res = plugin.run("ADD", net.conf("1.1.0"), container_id="ctr-res", netns=pod_ns.path).json
+    assert set(res) <= {"cniVersion", "interfaces", "ips", "routes", "dns"}
+    for ip in res["ips"]:
+        assert set(ip) <= {"address", "gateway", "interface"} and 0 <= ip["interface"] < len(res["interfaces"])
+    assert res["interfaces"][1]["mtu"] > 0
+    json.dumps(res)
+    plugin.run("DEL", net.conf("1.1.0"), container_id="ctr-res", netns=pod_ns.path)

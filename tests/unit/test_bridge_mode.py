@@ -1,0 +1,120 @@
+"""Bridge mode's pure parts: config conflicts, completing the lease, CHECK's host-name logic (no root)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+
+from nsveth import bridge, check, config, request
+from nsveth.attachment import Attachment
+from nsveth.errors import CNIError
+from nsveth.links import Link
+from nsveth.result import Interface, IPConfig, Result, Route
+
+ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+
+
+def load(**fields):
+    doc = {"cniVersion": "1.0.0", "name": "n", "type": "nsveth", "ipam": {"type": "host-local"}, **fields}
+    return config.load(json.dumps(doc).encode(), request.parse(ENV))
+
+
+def test_bridge_defaults_and_implied_gateway():
+    conf = load(mode="bridge")
+    assert conf.bridge.name == "nsveth0" and not conf.bridge.is_gateway
+    conf = load(mode="bridge", isDefaultGateway=True)
+    assert conf.bridge.is_gateway and conf.bridge.is_default_gateway
+
+
+@pytest.mark.parametrize("field,value", [("bridge", "br0"), ("isGateway", True), ("hairpinMode", False), ("vlan", 3)])
+def test_bridge_fields_outside_bridge_mode_are_code_2(field, value):
+    for mode in ({}, {"mode": "ptp"}):
+        with pytest.raises(CNIError) as e:
+            load(**mode, **{field: value})
+        assert e.value.code == 2 and field in e.value.msg and json.dumps(value) in e.value.details
+
+
+def test_hairpin_with_promisc_is_code_7():
+    with pytest.raises(CNIError) as e:
+        load(mode="bridge", hairpinMode=True, promiscMode=True)
+    assert e.value.code == 7 and "hairpinMode" in e.value.msg and "promiscMode" in e.value.msg
+    load(mode="bridge", hairpinMode=True, promiscMode=False)
+
+
+@pytest.mark.parametrize("vlan", [-1, 4095, 1.5, "3"])
+def test_vlan_range(vlan):
+    with pytest.raises(CNIError) as e:
+        load(mode="bridge", vlan=vlan)
+    assert e.value.code == 7 and "vlan" in e.value.msg
+
+
+def test_vlan_with_gateway_is_code_7():
+    with pytest.raises(CNIError) as e:
+        load(mode="bridge", vlan=4, isDefaultGateway=True)
+    assert e.value.code == 7 and "vlan" in e.value.msg
+    assert load(mode="bridge", vlan=4094).bridge.vlan == 4094
+
+
+def test_ipmasq_in_both_modes():
+    assert load(ipMasq=True).ip_masq
+    assert load(mode="bridge", ipMasq=True, ipMasqBackend="iptables").ip_masq_backend == "iptables"
+
+
+def attachment(conf, lease):
+    req = request.parse(ENV)
+    return Attachment(req, conf, None, None, None, "nsvhost", lease=lease)  # type: ignore[arg-type]
+
+
+def ipc(addr, gw=None):
+    return IPConfig(ipaddress.ip_interface(addr), ipaddress.ip_address(gw) if gw else None)
+
+
+def test_prepare_fills_gateway_and_default_routes():
+    lease = Result(ips=(ipc("10.1.0.5/24"), ipc("fd00::5/64", "fd00::9")), routes=())
+    att = attachment(load(mode="bridge", isDefaultGateway=True), lease)
+    bridge.prepare(att)
+    assert [str(ip.gateway) for ip in att.lease.ips] == ["10.1.0.1", "fd00::9"]
+    assert [(str(r.dst), str(r.gw)) for r in att.lease.routes] == [("0.0.0.0/0", "10.1.0.1"), ("::/0", "fd00::9")]
+    assert [str(a) for a in bridge._gateway_addresses(att)] == ["10.1.0.1/24", "fd00::9/64"]
+
+
+def test_prepare_keeps_ipam_default_route_and_gateway():
+    lease = Result(ips=(ipc("10.1.0.5/24", "10.1.0.254"),), routes=(Route(ipaddress.ip_network("0.0.0.0/0")),))
+    att = attachment(load(mode="bridge", isDefaultGateway=True), lease)
+    bridge.prepare(att)
+    assert str(att.lease.ips[0].gateway) == "10.1.0.254"
+    assert len(att.lease.routes) == 1 and att.lease.routes[0].gw is None
+
+
+def test_prepare_without_gateway_mode_leaves_lease_alone():
+    lease = Result(ips=(ipc("10.1.0.5/24"),))
+    att = attachment(load(mode="bridge"), lease)
+    bridge.prepare(att)
+    assert att.lease.ips[0].gateway is None and att.lease.routes == ()
+    assert bridge._gateway_addresses(att) == []
+
+
+def test_prepare_refuses_subnet_too_small_for_a_gateway():
+    att = attachment(load(mode="bridge", isGateway=True), Result(ips=(ipc("10.1.0.5/31"),)))
+    with pytest.raises(CNIError) as e:
+        bridge.prepare(att)
+    assert e.value.code == 7
+
+
+def link(index, name, kind="veth", peer=0, master=0):
+    return Link(index, name, kind, "aa:bb:cc:dd:ee:ff", 1500, 0x1, master, peer, None)
+
+
+def test_check_compare_skips_the_bridge_when_naming_the_host_veth():
+    prev = Result(
+        interfaces=(Interface("br0", "aa:aa:aa:aa:aa:aa"), Interface("nsvhost"), Interface("eth0", "aa:bb:cc:dd:ee:ff", "/run/netns/x")),
+        ips=(IPConfig(ipaddress.ip_interface("10.1.0.5/24"), interface=2),),
+    )
+    conf = load(mode="bridge", bridge="br0")
+    pod = link(2, "eth0", peer=7)
+    seen = check.Observed(pod, None, (ipaddress.ip_interface("10.1.0.5/24"),), ())
+    assert check.compare(prev, 2, conf, seen) == ["host veth nsvhost is missing"]
+    seen = check.Observed(pod, link(7, "nsvhost", peer=2, master=3), (ipaddress.ip_interface("10.1.0.5/24"),), ())
+    assert check.compare(prev, 2, conf, seen) == []
