@@ -7,7 +7,8 @@ the nftables ruleset (which also holds the iptables-nft rules a masquerade
 backend adds). One `ip netns exec` runs all of it (about 15 ms).
 
 `files()` lists what is on disk under a sandbox dir (IPAM leases, state
-records), without the lock files and caches that are meant to stay.
+records), without the lock files (network and bridge locks) and caches that
+are meant to stay.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from typing import Any
 
 _SEP = "=====8<=====nsveth-snapshot=====8<====="
@@ -30,6 +32,8 @@ nft list ruleset 2>/dev/null
 """
 _PARTS = ("links", "addresses", "routes4", "routes6", "rules4", "rules6", "sysctls", "nft")
 
+# Counters, not settings: traffic moves them.
+_VOLATILE_SYSCTLS = {"/proc/sys/net/netfilter/nf_conntrack_count"}
 # Link attributes that move without anyone changing the link.
 _VOLATILE_LINK_KEYS = {"stats", "stats64", "operstate", "linkmode", "carrier_changes", "carrier_up_count", "carrier_down_count"}
 
@@ -37,7 +41,10 @@ _VOLATILE_LINK_KEYS = {"stats", "stats64", "operstate", "linkmode", "carrier_cha
 def _stable(node: Any) -> Any:
     """A link description without counters and timers (bridge gc/hello timers tick by themselves)."""
     if isinstance(node, dict):
-        return {k: _stable(v) for k, v in node.items() if k not in _VOLATILE_LINK_KEYS and not k.endswith("_timer")}
+        out = {k: _stable(v) for k, v in node.items() if k not in _VOLATILE_LINK_KEYS and not k.endswith("_timer")}
+        if isinstance(out.get("flags"), list):  # carrier follows the ports (a bridge loses it with its last port)
+            out["flags"] = [f for f in out["flags"] if f not in ("LOWER_UP", "NO-CARRIER")]
+        return out
     if isinstance(node, list):
         return [_stable(v) for v in node]
     return node
@@ -53,7 +60,8 @@ def snapshot(ns_name: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part, text in zip(_PARTS, chunks):
         if part == "sysctls":
-            out[part] = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+            out[part] = {k: v for k, v in pairs if k not in _VOLATILE_SYSCTLS}
         elif part == "nft":
             out[part] = text.strip()
         else:
@@ -94,7 +102,7 @@ def files(root: str) -> list[str]:
         rel_dir = os.path.relpath(dirpath, root)
         dirnames[:] = [d for d in dirnames if d not in (".delegates", "logs", "bin")]
         for name in filenames:
-            if name == "lock" or name.startswith("last_reserved_ip"):
+            if name == "lock" or name.endswith(".lock") or name.startswith("last_reserved_ip"):
                 continue
             found.append(os.path.normpath(os.path.join(rel_dir, name)))
     return sorted(found)
@@ -114,3 +122,42 @@ def processes_with(marker: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+NODE_BRIDGE = "nsrbr0"
+
+
+def make_node(ns_name: str) -> None:
+    """Turn a fresh netns into the host side of a node that already runs pods.
+
+    Forwarding on, a bridge for bridge-mode networks (pinned MAC, as nsveth pins
+    its own; one permanent port so its carrier does not come and go with the
+    pods), and the shared masquerade table: objects that outlive every pod by
+    design, so the plugin's first use of them is not counted as a change.
+    """
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", "-n", ns_name, *args], check=True, capture_output=True)
+
+    subprocess.run(
+        ["ip", "netns", "exec", ns_name, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+        check=True, capture_output=True,
+    )
+    ip("link", "add", NODE_BRIDGE, "address", "02:00:00:00:be:ef", "type", "bridge")
+    ip("link", "set", NODE_BRIDGE, "addrgenmode", "none")
+    ip("link", "add", "nsrkeep0", "type", "veth", "peer", "name", "nsrkeep1")
+    for name in ("nsrkeep0", "nsrkeep1"):
+        ip("link", "set", name, "addrgenmode", "none")
+    ip("link", "set", "nsrkeep0", "master", NODE_BRIDGE)
+    for name in (NODE_BRIDGE, "nsrkeep0", "nsrkeep1"):
+        ip("link", "set", name, "up")
+    subprocess.run(["ip", "netns", "exec", ns_name, "nft", "add", "table", "inet", "nsveth"], check=True, capture_output=True)
+    # Let carrier and the kernel's routes settle before anyone takes a snapshot.
+    deadline = time.monotonic() + 5
+    previous = None
+    while time.monotonic() < deadline:
+        current = snapshot(ns_name)
+        if current == previous:
+            return
+        previous = current
+        time.sleep(0.2)

@@ -45,7 +45,7 @@ import hoststate  # noqa: E402
 import support  # noqa: E402
 
 CRASH_POINTS = ("after-state", "after-ipam", "after-veth", "after-host", "after-addresses")
-BRIDGE = "nsrbr0"
+BRIDGE = hoststate.NODE_BRIDGE
 CONFIGS = ("ptp", "dual", "v6", "bridge", "sysctl", "masq")
 
 
@@ -82,10 +82,7 @@ class Soak:
         self.args = args
         self.root = root
         self.host = support.Netns("nsvsoak-")
-        self.host.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-        self.host.run("ip", "link", "add", BRIDGE, "type", "bridge")
-        self.host.run("ip", "link", "set", BRIDGE, "addrgenmode", "none")
-        self.host.run("ip", "link", "set", BRIDGE, "up")
+        hoststate.make_node(self.host.name)  # forwarding on, a bridge, the masquerade table
         self.plugin = support.Plugin(self.host, args.mode)
         self.nets = [network(kind, i, root) for i, kind in enumerate(args.configs)]
         self.tag = support.unique("nsveth-soak-")

@@ -30,7 +30,7 @@ from nsveth import crashpoints
 
 PLUGIN_DIR = os.path.dirname(crashpoints.__file__)
 CORE_POINTS = ("after-state", "after-ipam", "after-veth", "after-host", "after-addresses")
-BRIDGE = "nsrbr0"
+BRIDGE = hoststate.NODE_BRIDGE
 # What each point has already made, so the crash provably left something to clean up.
 LEFTOVERS = {
     "after-state": {"state"},
@@ -55,11 +55,8 @@ def wired(point: str) -> bool:
 
 
 def node(host: support.Netns) -> None:
-    """The host netns as on a node: forwarding on, an existing bridge for bridge mode."""
-    host.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-    host.run("ip", "link", "add", BRIDGE, "type", "bridge")
-    host.run("ip", "link", "set", BRIDGE, "addrgenmode", "none")
-    host.run("ip", "link", "set", BRIDGE, "up")
+    """The host netns as on a node (hoststate.make_node): forwarding on, a bridge, the masquerade table."""
+    hoststate.make_node(host.name)
 
 
 def config(net: support.Network, flavour: str) -> dict:

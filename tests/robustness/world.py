@@ -46,7 +46,7 @@ WELL_KNOWN = {1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, 100, 101, 102}
 TIMEOUT = 30.0
 SUBNET4 = "10.199.0.0/24"
 SUBNET6 = "fd00:199::/64"
-BRIDGE = "nsrbr0"
+BRIDGE = hoststate.NODE_BRIDGE
 
 
 @dataclasses.dataclass
@@ -92,11 +92,7 @@ class World:
         self.pod: support.Netns | None = None
         try:
             self.pod = support.Netns("nsrp-")
-            self.host.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-            # Bridge-mode inputs attach to an existing bridge (a bridge the plugin creates outlives DEL by design).
-            self.host.run("ip", "link", "add", BRIDGE, "type", "bridge")
-            self.host.run("ip", "link", "set", BRIDGE, "addrgenmode", "none")  # no DAD settling under the snapshots
-            self.host.run("ip", "link", "set", BRIDGE, "up")
+            hoststate.make_node(self.host.name)  # forwarding on, a bridge, the masquerade table
         except BaseException:
             self.close()
             raise
@@ -224,7 +220,7 @@ class World:
         """Put the world back after a failing example, so the next one starts clean."""
         assert self.pod is not None
         for name in hoststate_links(self.host.name):
-            if name not in ("lo", BRIDGE):
+            if name not in ("lo", BRIDGE, "nsrkeep0", "nsrkeep1"):
                 self.host.run("ip", "link", "del", name, check=False)
         for name in hoststate_links(self.pod.name):
             if name != "lo":
