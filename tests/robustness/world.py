@@ -314,8 +314,12 @@ def _check_result(body: Any, stdin: bytes) -> list[str]:
         problems.append(f"result cniVersion {body.get('cniVersion')!r} differs from the config's {conf_version!r}")
     interfaces = body.get("interfaces")
     ips = body.get("ips")
-    if not (isinstance(interfaces, list) and len(interfaces) == 2 and all(isinstance(i, dict) and i.get("name") for i in interfaces)):
-        problems.append(f"result interfaces {interfaces!r}")
+    # ptp: host veth, pod interface; bridge mode: bridge, host veth, pod interface.
+    if not (isinstance(interfaces, list) and len(interfaces) in (2, 3) and all(isinstance(i, dict) and i.get("name") for i in interfaces)):
+        return problems + [f"result interfaces {interfaces!r}"]
+    in_pod = [n for n, i in enumerate(interfaces) if i.get("sandbox")]
+    if len(in_pod) != 1 or in_pod[0] != len(interfaces) - 1:
+        problems.append(f"result interfaces: the pod interface must be the last and only one with a sandbox: {interfaces!r}")
     if not (isinstance(ips, list) and ips):
         return problems + [f"result ips {ips!r}"]
     for ip in ips:
@@ -325,7 +329,7 @@ def _check_result(body: Any, stdin: bytes) -> list[str]:
                 ipaddress.ip_address(ip["gateway"])
         except (KeyError, TypeError, ValueError):
             problems.append(f"bad ips entry {ip!r}")
-        if ip.get("interface") != 1:
+        if ip.get("interface") != len(interfaces) - 1:
             problems.append(f"ips entry not on the pod interface: {ip!r}")
     return problems
 
