@@ -11,9 +11,11 @@ lease files and the state files exactly as they were before the ADD, with no
 process left that the killed plugin started. Afterwards the same attachment
 can be added and deleted again at once (nothing, not a lock, is left held).
 
-Points that another part of the plugin owns (after-sysctls,
-mid-announcement) are skipped with a reason while this build's source does
-not call them; once wired, the same test covers them.
+A point whose feature has not landed (mid-announcement, until the
+advertise step calls it) is skipped with a reason while no plugin source
+calls it; once wired, the same test covers it. The host netns is a node
+(hoststate.make_node): objects that outlive pods by design (the bridge, the
+masquerade table, forwarding) exist before the ADD.
 """
 
 from __future__ import annotations
