@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from . import addresses, advertise, check, ipam, links, log, netns, procsys, ptp, result, routes, state, timing
+from . import addresses, advertise, check, crashpoints, ipam, links, log, netns, procsys, ptp, result, routes, state, timing
 from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code
@@ -49,13 +49,18 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
             timing.mark("state adding")
-            att.lease = ipam.add(conf, req)
+            crashpoints.reached(req, "after-state")
+            # Armed before the call: a delegate that allocated and then answered
+            # something unusable (no IPs, a malformed result) still holds a lease.
             undo.callback(_quietly, ipam.delete, conf, req)
+            att.lease = ipam.add(conf, req)
             timing.mark("ipam")
+            crashpoints.reached(req, "after-ipam")
             topology = _topology(conf)
             topology.prepare(att)
             _create_veth(att)
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
+            crashpoints.reached(req, "after-veth")
             _kernel("configure the host side", topology.setup_host, att)
             if conf.ip_masq:
                 from . import masq
@@ -63,7 +68,9 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
                 _masquerade(att)
                 undo.callback(_quietly, masq.teardown, _masq_backend(conf), conf.name, req.container_id, req.ifname)
             timing.mark("host side")
+            crashpoints.reached(req, "after-host")
             _configure_pod(att)
+            crashpoints.reached(req, "after-addresses")
             if sysctls:
                 from . import sysctl
 
@@ -71,6 +78,7 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
                     att.sysctl_originals = sysctl.apply(sysctls)
                 undo.callback(_quietly, _restore_sysctls, pod_fd, att.sysctl_originals)
                 timing.mark("sysctl config")
+            crashpoints.reached(req, "after-sysctls")
             _drop_vanished_ipv6(att)
             _kernel(f"wait for {att.host_name} to forward", topology.settle, att)
             timing.mark("settle")
@@ -79,6 +87,8 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             undo.callback(_quietly, advertise.cancel, {"advertiser": sender})
             timing.mark("announce")
             _record(att, phase="added", advertiser=sender)
+            # The detached sender is between its rounds here (tests kill ADD at this point).
+            crashpoints.reached(req, "mid-announcement")
             undo.pop_all()
             timing.mark("state added")
         return result.to_wire(_result(att), conf.cni_version)
@@ -409,9 +419,16 @@ def gc(req: Request, conf: NetConf) -> None:
     """Release every attachment of this network that the runtime no longer lists."""
     valid = set(conf.valid_attachments or ())
     failures = []
-    with state.lock(conf.runtime_dir, conf.name, exclusive=True):
+    with state.lock(conf.runtime_dir, conf.name, exclusive=True) as started:
+        for name in state.sweep_temporaries(conf.runtime_dir, conf.name):
+            log.get().info("GC: removed %s, left by a writer that was killed", name)
         for container_id, ifname in state.attachments(conf.runtime_dir, conf.name):
             if (container_id, ifname) in valid:
+                continue
+            written = state.written_at(conf.runtime_dir, conf.name, container_id, ifname)
+            if written is not None and written >= started:
+                # Added while this GC waited for the lock: the runtime's list predates it.
+                log.get().info("GC: %s/%s was added after GC started; left for the next GC", container_id, ifname)
                 continue
             log.get().info("GC: releasing stale attachment %s/%s", container_id, ifname)
             try:

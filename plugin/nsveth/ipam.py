@@ -183,6 +183,12 @@ def _delegate_error(name: str, command: str, status: int, stdout: bytes) -> CNIE
     except (ValueError, KeyError, TypeError):
         text = stdout.decode(errors="replace").strip()[:500]
         return CNIError(Code.DELEGATE_FAILED, f"IPAM plugin {name} {command} failed with exit status {status}", text)
+    if not 1 <= code <= 99:
+        # Outside the spec's well-known range the number is the delegate's own
+        # (999 is the Go library's "internal"; >= 100 would read as nsveth's own
+        # codes): report it as a delegate failure and keep the number in details.
+        details = f"{name} error code {code}" + (f": {details}" if details else "")
+        code = Code.DELEGATE_FAILED
     return CNIError(code, f"IPAM plugin {name} {command}: {msg}", details)
 
 

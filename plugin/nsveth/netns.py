@@ -14,6 +14,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 
 from .errors import CNIError, Code
@@ -35,7 +36,11 @@ def open_path(path: str) -> int:
     network namespace.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # A netns file (nsfs) is a regular file. Anything else is refused before
+        # it is opened: opening a FIFO blocks forever, a device may act on open.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {path!r} is not a network namespace")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise NotFound(path) from None
     except OSError as e:

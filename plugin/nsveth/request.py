@@ -86,7 +86,11 @@ def parse(env: Mapping[str, str]) -> Request:
 def validate_ifname(name: str) -> None:
     if not name:
         raise CNIError(Code.INVALID_ENV, "interface name is empty")
-    if len(name.encode()) > IFNAME_MAX_BYTES:
+    try:
+        encoded = name.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 reach os.environ as surrogate escapes
+        raise CNIError(Code.INVALID_ENV, "interface name is not valid UTF-8", repr(name)) from None
+    if len(encoded) > IFNAME_MAX_BYTES:
         raise CNIError(
             Code.INVALID_ENV,
             "interface name is too long",

@@ -90,6 +90,19 @@ def remove(runtime_dir: str, network: str, container_id: str, ifname: str) -> No
         os.unlink(_path(runtime_dir, network, container_id, ifname))
 
 
+def sweep_temporaries(runtime_dir: str, network: str) -> list[str]:
+    """Remove temp files of writers killed between write and rename; call only under the exclusive lock."""
+    directory = os.path.join(runtime_dir, network)
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".tmp")]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
+    return names
+
+
 def attachments(runtime_dir: str, network: str) -> list[tuple[str, str]]:
     """(containerID, ifname) of every record of the network."""
     try:
@@ -105,11 +118,28 @@ def attachments(runtime_dir: str, network: str) -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def lock(runtime_dir: str, network: str, exclusive: bool) -> Iterator[None]:
+def lock(runtime_dir: str, network: str, exclusive: bool) -> Iterator[int]:
+    """Hold the network's lock; yields the lock file's mtime (ns) as it was before waiting.
+
+    An exclusive holder (GC) first touches the file, so the value is "when GC
+    started" on the file system's own clock: records written after it (by
+    ADDs that ran while GC waited for the lock) compare as newer.
+    """
     path = os.path.join(network_dir(runtime_dir, network), "lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
+        if exclusive:
+            os.utime(fd)
+        started = os.fstat(fd).st_mtime_ns
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+        yield started
     finally:
         os.close(fd)
+
+
+def written_at(runtime_dir: str, network: str, container_id: str, ifname: str) -> int | None:
+    """mtime (ns) of the attachment's record, None if it has none."""
+    try:
+        return os.stat(_path(runtime_dir, network, container_id, ifname)).st_mtime_ns
+    except OSError:
+        return None
