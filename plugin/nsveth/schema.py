@@ -39,8 +39,8 @@ def validate_cached(doc: dict[str, Any], raw: bytes, runtime_dir: object) -> Non
     validated, and reported, each time. Any problem with the cache means it is
     simply not used.
     """
-    if not isinstance(runtime_dir, str) or not runtime_dir.startswith("/"):
-        validate(doc)
+    if not isinstance(runtime_dir, str) or not runtime_dir.startswith("/") or "\0" in runtime_dir:
+        validate(doc)  # an unusable runtimeDir: the schema names it
         return
     try:
         with open(PATH, "rb") as f:

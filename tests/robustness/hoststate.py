@@ -96,11 +96,11 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 
 def files(root: str) -> list[str]:
-    """Regular files under `root`, relative; lock files, delegate caches and logs excluded."""
+    """Regular files under `root`, relative; lock files, delegate and validation caches, logs excluded."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
-        dirnames[:] = [d for d in dirnames if d not in (".delegates", "logs", "bin")]
+        dirnames[:] = [d for d in dirnames if d not in (".delegates", ".validated", "logs", "bin")]
         for name in filenames:
             if name == "lock" or name.endswith(".lock") or name.startswith("last_reserved_ip"):
                 continue
