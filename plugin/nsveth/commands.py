@@ -264,13 +264,13 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
 def delete(req: Request, conf: NetConf) -> None:
     with state.lock(conf.runtime_dir, conf.name, exclusive=False):
         timing.mark("lock")
-        _restore_recorded_sysctls(req, conf)
+        record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+        _restore_recorded_sysctls(req, record)
         timing.mark("sysctl restore")
-        _release(req, conf)
+        _release(req, conf, record)
 
 
-def _recorded_originals(req: Request, conf: NetConf) -> list[sysctl.Original]:
-    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+def _recorded_originals(record: dict[str, Any]) -> list[sysctl.Original]:
     entries = record.get("sysctlOriginals")
     if not isinstance(entries, list) or not entries:
         return []
@@ -279,10 +279,10 @@ def _recorded_originals(req: Request, conf: NetConf) -> list[sysctl.Original]:
     return [o for o in map(sysctl.Original.from_json, entries) if o]
 
 
-def _restore_recorded_sysctls(req: Request, conf: NetConf) -> None:
+def _restore_recorded_sysctls(req: Request, record: dict[str, Any]) -> None:
     """Put back the sysctl values ADD replaced, when the pod netns is still there (best effort:
     a pod being torn down must not be kept by a value that cannot be restored)."""
-    originals = _recorded_originals(req, conf)
+    originals = _recorded_originals(record)
     if not originals or not req.netns:
         return
     try:
@@ -297,17 +297,17 @@ def _restore_recorded_sysctls(req: Request, conf: NetConf) -> None:
         os.close(fd)
 
 
-def _release(req: Request, conf: NetConf) -> None:
+def _release(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
     """Remove the host side and the pod interface, then always release the lease.
 
     Best effort by design: a missing netns, interface or lease is success; a
     real failure is reported after every step has been tried.
     """
     # Stop the announcement sender first: the address may be handed out again right after.
-    advertise.cancel(state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname))
+    advertise.cancel(record)
     failures: list[CNIError] = []
     try:
-        _unmasquerade(req, conf)
+        _unmasquerade(req, conf, record)
     except CNIError as e:
         failures.append(e)
     try:
@@ -326,22 +326,20 @@ def _release(req: Request, conf: NetConf) -> None:
     timing.mark("state removed")
 
 
-def _unmasquerade(req: Request, conf: NetConf) -> None:
-    """Masquerade rules go by the attachment's names alone: no netns or address needed."""
-    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
-    recorded = record.get("masq")
-    if not (isinstance(recorded, str) and recorded in ("nftables", "iptables")) and not conf.ip_masq:
-        return
-    from . import masq
-
-    if isinstance(recorded, str) and recorded in ("nftables", "iptables"):
-        masq.teardown(recorded, conf.name, req.container_id, req.ifname)
-    elif conf.ip_masq:
+def _unmasquerade(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
+    """Masquerade rules go by the attachment's names alone: no netns or address needed.
+    The backend ADD used is in the record; without one, the config's (if it masquerades)."""
+    kind = record.get("masq")
+    if kind not in ("nftables", "iptables"):
+        if not conf.ip_masq:
+            return
         try:
             kind = _masq_backend(conf)
         except CNIError:
             return  # neither nft nor iptables: there can be no rules to remove
-        masq.teardown(kind, conf.name, req.container_id, req.ifname)
+    from . import masq
+
+    masq.teardown(kind, conf.name, req.container_id, req.ifname)
 
 
 def _remove_links(req: Request) -> None:
@@ -403,7 +401,8 @@ def check_(req: Request, conf: NetConf) -> None:
 
 def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
     """Values the kernel normalised when ADD wrote them (from the state record)."""
-    return {o.segments: o.applied for o in _recorded_originals(req, conf) if o.applied is not None}
+    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+    return {o.segments: o.applied for o in _recorded_originals(record) if o.applied is not None}
 
 
 def _observe(att: Attachment) -> check.Observed:
@@ -473,7 +472,7 @@ def _release_recorded(req: Request, conf: NetConf, container_id: str, ifname: st
             stale_conf = config_mod.load(raw.encode(), stale_req)
         except CNIError as e:
             log.get().warning("GC: record of %s/%s has an unusable config (%s); using the GC config", container_id, ifname, e.msg)
-    _release(stale_req, stale_conf)
+    _release(stale_req, stale_conf, record)
     state.remove(conf.runtime_dir, conf.name, container_id, ifname)
 
 
