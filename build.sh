@@ -25,7 +25,11 @@
 #   libraries to load, and less for the single-file variant to unpack.
 # - one-dir only: modules as plain .pyc files instead of the PYZ archive
 #   (about 10 ms less CPU per ADD);
-# - bytecode compiled as with python -OO.
+# - bytecode compiled as with python -O. Not -OO: without docstrings every
+#   dataclass computes inspect.signature() for its __doc__ at import, which
+#   loads inspect (~4 ms) and costs more than the stripped docstrings save;
+#   main.py defers inspect, and every dataclass has a docstring
+#   (tests/unit/test_startup.py).
 # Every one of these is checked by the test suite in exe mode (tests/), which
 # runs the built executable.
 set -euo pipefail
@@ -76,7 +80,7 @@ a = Analysis(
     noarchive=not onefile,
     # Bytecode without asserts and docstrings (python -OO): less to read and
     # unmarshal, ~1.5 ms CPU per run. nsveth's asserts only narrow types.
-    optimize=2,
+    optimize=1,
 )
 a.scripts = [s for s in a.scripts if s[0] not in UNUSED_RUNTIME_HOOKS]
 pyz = PYZ(a.pure)

@@ -31,6 +31,8 @@ def host_ifname(container_id: str, ifname: str) -> str:
 
 @dataclasses.dataclass
 class Attachment:
+    """One pod attachment while a command works on it."""
+
     req: Request
     conf: NetConf
     host: Socket  # netlink, host netns

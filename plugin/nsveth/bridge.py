@@ -271,6 +271,8 @@ def _port_vlan(sock: Socket, index: int, vid: int, flags: int, msg_type: int) ->
 
 @dataclasses.dataclass(frozen=True)
 class Port:
+    """A bridge port's STP state and hairpin flag."""
+
     state: int
     hairpin: bool
 

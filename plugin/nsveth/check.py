@@ -13,6 +13,8 @@ from .routes import Entry
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
+    """What the kernel shows of an attachment, gathered for CHECK."""
+
     pod_link: Link | None
     host_link: Link | None
     pod_addresses: tuple[IPInterface, ...]

@@ -22,12 +22,16 @@ DEFAULT_BRIDGE = "nsveth0"
 
 @dataclasses.dataclass(frozen=True)
 class Advertise:
+    """Unsolicited ARP / NA rounds after ADD."""
+
     count: int = 3
     interval_ms: int = 1000
 
 
 @dataclasses.dataclass(frozen=True)
 class BridgeConf:
+    """Bridge-mode settings."""
+
     name: str = DEFAULT_BRIDGE
     is_gateway: bool = False
     is_default_gateway: bool = False
@@ -39,6 +43,8 @@ class BridgeConf:
 
 @dataclasses.dataclass(frozen=True)
 class NetConf:
+    """The parsed network config; `raw` is passed verbatim to delegates."""
+
     raw: bytes
     doc: Mapping[str, Any]
     cni_version: str

@@ -15,6 +15,8 @@ IFF_PROMISC = 0x100
 
 @dataclasses.dataclass(frozen=True)
 class Link:
+    """A link as netlink reports it."""
+
     index: int
     name: str
     kind: str

@@ -45,6 +45,8 @@ _KNOWN_ARGS = frozenset(
 
 @dataclasses.dataclass(frozen=True)
 class Request:
+    """The validated CNI_* environment of one command."""
+
     command: str
     container_id: str
     netns: str

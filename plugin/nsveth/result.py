@@ -21,6 +21,8 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 @dataclasses.dataclass(frozen=True)
 class Interface:
+    """An interface of a result."""
+
     name: str
     mac: str = ""
     sandbox: str = ""
@@ -31,6 +33,8 @@ class Interface:
 
 @dataclasses.dataclass(frozen=True)
 class IPConfig:
+    """An address of a result."""
+
     address: IPInterface
     gateway: IPAddress | None = None
     interface: int | None = None
@@ -38,6 +42,8 @@ class IPConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Route:
+    """A route of a result."""
+
     dst: IPNetwork
     gw: IPAddress | None = None
     mtu: int | None = None  # the rest: 1.1.0
@@ -49,6 +55,8 @@ class Route:
 
 @dataclasses.dataclass(frozen=True)
 class DNS:
+    """DNS settings of a result."""
+
     nameservers: tuple[str, ...] = ()
     domain: str = ""
     search: tuple[str, ...] = ()
@@ -60,6 +68,8 @@ class DNS:
 
 @dataclasses.dataclass(frozen=True)
 class Result:
+    """A CNI result, in the 1.1.0 model."""
+
     interfaces: tuple[Interface, ...] = ()
     ips: tuple[IPConfig, ...] = ()
     routes: tuple[Route, ...] = ()

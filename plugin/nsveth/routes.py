@@ -21,6 +21,8 @@ RTAX_MTU, RTAX_ADVMSS = 2, 8
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
+    """A route as netlink reports it."""
+
     dst: IPNetwork
     gw: IPAddress | None
     oif: int
