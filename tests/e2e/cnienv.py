@@ -498,3 +498,13 @@ class Sandbox:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+
+def example_conflist(env: CniEnv, example: Path | None) -> dict[str, Any]:
+    """An example adapted to the test env, at the newest spec version Debian's libcni takes,
+    as a conflist (podman's CNI backend reads only conflists; containerd setups use them)."""
+    original = load_example(example)
+    conf = env.adapt(original, cni_version=libcni_version(original))
+    if "plugins" not in conf:
+        conf = {"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]}
+    return conf

@@ -226,11 +226,7 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
 def test_ctr_conf_example(env: CniEnv, containerd: Containerd, busybox_image: tuple[Path, str],
                           example: Path | None) -> None:
     """Every example network works under containerd (at the newest spec version its libcni takes)."""
-    original = cnienv.load_example(example)
-    conf = env.adapt(original, cni_version=cnienv.libcni_version(original))
-    if "plugins" not in conf:
-        # ctr loads .conf files too, but a conflist is what containerd setups use.
-        conf = {"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]}
+    conf = cnienv.example_conflist(env, example)
     env.write_conf(conf)
     expect = container_expectations(conf)
     archive, ref = busybox_image

@@ -272,11 +272,7 @@ def test_podman_network_reload(env: CniEnv, podman: Podman, busybox_image: tuple
 def test_podman_conf_example(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str],
                              example: Path | None) -> None:
     """Every example network works under podman (at the newest spec version its libcni takes)."""
-    original = cnienv.load_example(example)
-    conf = env.adapt(original, cni_version=cnienv.libcni_version(original))
-    if "plugins" not in conf:
-        # podman's CNI backend reads only .conflist files.
-        conf = {"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]}
+    conf = cnienv.example_conflist(env, example)
     env.write_conf(conf)
     expect = container_expectations(conf)
     archive, ref = busybox_image
