@@ -78,7 +78,7 @@ a = Analysis(
     # finder, cost less CPU than reading each out of the compressed PYZ
     # archive. Single-file keeps the archive (it would unpack every file).
     noarchive=not onefile,
-    # Bytecode without asserts and docstrings (python -OO): less to read and
+    # Bytecode without asserts (python -O): less to read and
     # unmarshal, ~1.5 ms CPU per run. nsveth's asserts only narrow types.
     optimize=1,
 )

@@ -34,7 +34,9 @@ def run(req: Request, conf: NetConf) -> dict[str, Any] | None:
 def add(req: Request, conf: NetConf) -> dict[str, Any]:
     sysctls = _sysctl_plan(req, conf)  # a bad key fails here: no IPAM call, nothing written
     with _opened_pod(req) as (pod_fd, host_sock, pod_sock):
-        if links.get(pod_sock, name=req.ifname) is not None:
+        if links.get(pod_sock, name=req.ifname) is not None and not _interrupted(
+            state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname)
+        ):
             raise CNIError(Code.INVALID_ENV, f'interface "{req.ifname}" already exists in netns {req.netns}')
         if sysctls:
             from . import sysctl
@@ -44,8 +46,15 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
         timing.mark("open netns")
         with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
-            # A sender left by an earlier ADD of this attachment would announce a dead MAC.
-            advertise.cancel(state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname))
+            earlier = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname)
+            if _interrupted(earlier):
+                # An ADD of this attachment was killed and no DEL came: its
+                # leftovers (lease, veth, rules) are replaced, not an error.
+                log.get().info("an earlier ADD of this attachment was interrupted: releasing what it left")
+                _release(req, conf, earlier)
+            else:
+                # A sender left by an earlier ADD of this attachment would announce a dead MAC.
+                advertise.cancel(earlier)
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
             timing.mark("state adding")
@@ -58,8 +67,9 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             crashpoints.reached(req, "after-ipam")
             topology = _topology(conf)
             topology.prepare(att)
-            _create_veth(att)
+            # Armed first: the pair exists as soon as the kernel has made it.
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
+            _create_veth(att)
             crashpoints.reached(req, "after-veth")
             _kernel("configure the host side", topology.setup_host, att)
             if conf.ip_masq:
@@ -92,6 +102,11 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             undo.pop_all()
             timing.mark("state added")
         return result.to_wire(_result(att), conf.cni_version)
+
+
+def _interrupted(record: dict[str, Any] | None) -> bool:
+    """Whether an attachment's record says an ADD of it was killed mid-way (what exists is a leftover)."""
+    return bool(record) and record.get("phase") == "adding"  # type: ignore[union-attr]
 
 
 def _topology(conf: NetConf) -> ModuleType:
@@ -127,7 +142,7 @@ def _create_veth(att: Attachment) -> None:
     conf = att.conf
     # A leftover of this same attachment (a crashed ADD whose DEL never came)
     # holds the deterministic name: replace it rather than fail.
-    if links.delete(att.host, att.host_name):
+    if _kernel(f"remove stale host veth {att.host_name}", links.delete, att.host, att.host_name):
         log.get().info("replaced stale host veth %s", att.host_name)
     try:
         links.create_veth(att.host, att.host_name, att.req.ifname, att.pod_fd, conf.mtu, conf.mac)  # type: ignore[arg-type]
@@ -140,9 +155,13 @@ def _create_veth(att: Attachment) -> None:
     _kernel(f"bring up {att.host_name}", links.set_up, att.host, att.host_link.index)
     timing.mark("veth")
     # The host end never learns routes from router advertisements.
-    with contextlib.suppress(FileNotFoundError):
-        procsys.write("0", "ipv6", "conf", att.host_name, "accept_ra")
+    _kernel(f"disable accept_ra on {att.host_name}", _no_accept_ra, att.host_name)
     timing.mark("sysctl host")
+
+
+def _no_accept_ra(host_name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):  # a host without IPv6
+        procsys.write("0", "ipv6", "conf", host_name, "accept_ra")
 
 
 def _configure_pod(att: Attachment) -> None:
@@ -262,9 +281,17 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
 
 # --------------------------------------------------------------------- DEL
 def delete(req: Request, conf: NetConf) -> None:
-    with state.lock(conf.runtime_dir, conf.name, exclusive=False):
+    with contextlib.ExitStack() as locked:
+        record: dict[str, Any] = {}
+        try:
+            locked.enter_context(state.lock(conf.runtime_dir, conf.name, exclusive=False))
+        except CNIError as e:
+            # DEL must release the lease and links even when the runtime dir is
+            # unusable; its records are then not trusted (anyone may have written them).
+            log.get().warning("%s: deleting by name, without the network lock or the state record", e.msg)
+        else:
+            record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
         timing.mark("lock")
-        record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
         _restore_recorded_sysctls(req, record)
         timing.mark("sysctl restore")
         _release(req, conf, record)

@@ -117,9 +117,20 @@ def load(raw: bytes, req: Request) -> NetConf:
         log_file=doc.get("logFile"),
         log_level=doc.get("logLevel", "warning"),
         runtime_dir=doc.get("runtimeDir", DEFAULT_RUNTIME_DIR),
-        prev_result=None if prev is None else result.from_wire(prev, version, "prevResult"),
+        prev_result=_prev_result(prev, version, req.command),
         valid_attachments=_attachments(doc),
     )
+
+
+def _prev_result(prev: Any, version: str, command: str) -> result.Result | None:
+    if prev is None:
+        return None
+    try:
+        return result.from_wire(prev, version, "prevResult")
+    except CNIError:
+        if command == "DEL":
+            return None  # DEL never uses it, and must clean up whatever the runtime cached
+        raise
 
 
 def _mac(*candidates: str | None) -> str | None:

@@ -36,9 +36,8 @@ class CNIError(Exception):
         self.details = details
 
     def to_json(self, cni_version: str) -> bytes:
-        body = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
-        if self.details:
-            body["details"] = self.details
+        # details always present (possibly empty), so every error has the spec's four keys.
+        body = {"cniVersion": cni_version, "code": self.code, "msg": self.msg, "details": self.details or ""}
         return json.dumps(body, indent=2).encode() + b"\n"
 
     def __repr__(self) -> str:

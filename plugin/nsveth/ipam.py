@@ -65,14 +65,16 @@ def gc(conf: NetConf, req: Request) -> None:
 
 
 def status(conf: NetConf, req: Request) -> None:
-    """Ready when the delegate is there and answers (STATUS if it knows it, else VERSION)."""
+    """Ready when the delegate is there and answers VERSION (run afresh, never the
+    cached answer: the point is that it runs), and its own STATUS if it speaks 1.1.0."""
     try:
         binary = find(conf, req)
-        known = _versions_of(conf, binary, req)
-        if "1.1.0" in known:
+        if "1.1.0" in _versions_of(conf, binary, req, fresh=True):
             _exec(binary, "STATUS", req, conf.raw, conf.ipam_type)
     except CNIError as e:
-        raise CNIError(Code.NOT_AVAILABLE, f"IPAM plugin {conf.ipam_type} is not available: {e.msg}", e.details) from None
+        # The delegate's own readiness answer (50, or 51: existing pods may be degraded) stands.
+        code = e.code if e.code in (Code.NOT_AVAILABLE, Code.LIMITED_CONNECTIVITY) else Code.NOT_AVAILABLE
+        raise CNIError(code, f"IPAM plugin {conf.ipam_type} is not available: {e.msg}", e.details) from None
 
 
 def _call(conf: NetConf, req: Request, command: str) -> tuple[bytes, str]:
@@ -192,8 +194,8 @@ def _delegate_error(name: str, command: str, status: int, stdout: bytes) -> CNIE
     return CNIError(code, f"IPAM plugin {name} {command}: {msg}", details)
 
 
-def _versions_of(conf: NetConf, binary: str, req: Request) -> list[str]:
-    known = _cached_versions(conf, binary)
+def _versions_of(conf: NetConf, binary: str, req: Request, fresh: bool = False) -> list[str]:
+    known = None if fresh else _cached_versions(conf, binary)
     if known is None:
         out = _exec(binary, "VERSION", req, b"", os.path.basename(binary))
         try:

@@ -86,7 +86,7 @@ def read(runtime_dir: str, network: str, container_id: str, ifname: str) -> dict
 
 
 def remove(runtime_dir: str, network: str, container_id: str, ifname: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         os.unlink(_path(runtime_dir, network, container_id, ifname))
 
 
@@ -126,7 +126,10 @@ def lock(runtime_dir: str, network: str, exclusive: bool) -> Iterator[int]:
     ADDs that ran while GC waited for the lock) compare as newer.
     """
     path = os.path.join(network_dir(runtime_dir, network), "lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise CNIError(Code.IO_FAILURE, f"cannot open lock file {path}: {e.strerror}") from None
     try:
         if exclusive:
             os.utime(fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import json
 
 import pytest
@@ -178,3 +179,83 @@ def test_result_validates_as_cni_result(plugin, pod_ns, net):
     assert res["interfaces"][1]["mtu"] > 0
     json.dumps(res)
     plugin.run("DEL", net.conf("1.1.0"), container_id="ctr-res", netns=pod_ns.path)
+
+
+def test_rollback_when_the_new_veth_cannot_be_brought_up(inproc, pod_ns, net, monkeypatch):
+    """The pair is undone even when the failure comes inside veth creation, right after the kernel made it."""
+    from nsveth import links, netlink
+
+    def broken(sock, index):
+        raise netlink.NetlinkError(errno.EBUSY, "injected set_up failure")
+
+    monkeypatch.setattr(links, "set_up", broken)
+    reply = inproc.run("ADD", net.conf(), container_id="ctr-upfail", netns=pod_ns.path)
+    assert reply.status == 1 and reply.json["code"] == 100 and "injected" in reply.json["msg"]
+    assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
+    assert net.leases() == [] and net.state_files() == []
+
+
+def test_check_reports_host_side_differences(plugin, pod_ns, net):
+    conf = net.conf()
+    res = plugin.run("ADD", conf, container_id="ctr-hostchk", netns=pod_ns.path).json
+    host_name, pod_ip = res["interfaces"][0]["name"], res["ips"][0]["address"].split("/")[0]
+    plugin.host.run("ip", "route", "del", f"{pod_ip}/32", "dev", host_name)
+    plugin.host.run("ip", "addr", "flush", "dev", host_name)
+    reply = plugin.run("CHECK", with_prev(conf, res), container_id="ctr-hostchk", netns=pod_ns.path)
+    assert reply.status == 1 and reply.json["code"] == 101, reply.stdout
+    assert f"host route to {pod_ip}" in reply.json["msg"] and "lacks gateway address 10.77.0.1/32" in reply.json["msg"]
+    assert plugin.run("DEL", conf, container_id="ctr-hostchk", netns=pod_ns.path).status == 0
+
+
+def test_del_releases_the_lease_when_link_removal_fails(inproc, pod_ns, net, monkeypatch):
+    from nsveth import links, netlink
+
+    conf = net.conf()
+    assert inproc.run("ADD", conf, container_id="ctr-linkfail", netns=pod_ns.path).status == 0
+    real_delete = links.delete
+
+    def broken(sock, name):
+        raise netlink.NetlinkError(errno.EPERM, "injected delete failure")
+
+    monkeypatch.setattr(links, "delete", broken)
+    reply = inproc.run("DEL", conf, container_id="ctr-linkfail", netns=pod_ns.path)
+    assert reply.status == 1 and reply.json["code"] == 100 and "injected" in reply.json["msg"]
+    assert net.leases() == []  # released even so
+    monkeypatch.setattr(links, "delete", real_delete)
+    assert inproc.run("DEL", conf, container_id="ctr-linkfail", netns=pod_ns.path).status == 0
+    assert host_veths(inproc.host) == [] and net.state_files() == []
+
+
+def test_del_ignores_an_unusable_prev_result(plugin, pod_ns, net):
+    conf = net.conf()
+    add = plugin.run("ADD", conf, container_id="ctr-badprev", netns=pod_ns.path)
+    assert add.status == 0
+    broken = {**add.json, "ips": [{"address": "10.77.0.2/24", "interface": 99}]}
+    reply = plugin.run("DEL", with_prev(conf, broken), container_id="ctr-badprev", netns=pod_ns.path)
+    assert reply.status == 0, reply.stdout
+    assert host_veths(plugin.host) == [] and net.leases() == [] and net.state_files() == []
+
+
+def test_del_releases_everything_when_the_runtime_dir_is_unusable(plugin, pod_ns, net):
+    conf = net.conf()
+    assert plugin.run("ADD", conf, container_id="ctr-baddir", netns=pod_ns.path).status == 0
+    os.chmod(net.runtime_dir, 0o777)  # writable by others: nsveth no longer trusts or locks in it
+    try:
+        reply = plugin.run("DEL", conf, container_id="ctr-baddir", netns=pod_ns.path)
+        assert reply.status == 0, reply.stdout
+        assert host_veths(plugin.host) == [] and net.leases() == []
+        add = plugin.run("ADD", conf, container_id="ctr-baddir2", netns=pod_ns.path)
+        assert add.status == 1 and add.json["code"] == 5 and net.runtime_dir in add.json["msg"]
+        assert host_veths(plugin.host) == [] and net.leases() == []
+    finally:
+        os.chmod(net.runtime_dir, 0o700)
+
+
+@pytest.mark.parametrize("key", ["cni.dev/valid-attachments", "cni.dev/attachments"])
+def test_gc_null_attachment_list_means_none_valid(inproc, pod_ns, net, key):
+    """libcni sends a Go nil slice as null: no attachment is valid."""
+    conf = net.conf("1.1.0")
+    assert inproc.run("ADD", conf, container_id="ctr-gcnull", netns=pod_ns.path).status == 0
+    reply = inproc.run("GC", {**conf, key: None})
+    assert reply.status == 0, reply.stdout
+    assert host_veths(inproc.host) == [] and net.leases() == [] and net.state_files() == []

@@ -161,11 +161,10 @@ def test_crash_then_add_again_then_del(exe, need_exe, pod_ns, net, point):
     before = state_of(exe.host, pod_ns, net)
     killed_add(exe, pod_ns, net, conf, cid, point, tag)
     add = exe.run("ADD", conf, container_id=cid, netns=pod_ns.path)
-    # Refusing is allowed (the killed ADD's pod interface or lease may still be there: host-local
-    # refuses a second allocation for the same container), as a clean CNI error; DEL must clean up.
-    assert add.status == 0 or add.code in (4, 102), add.stdout
-    if add.status == 0:
-        assert net.leases() and len(support.host_veths(exe.host)) == 1
+    # The killed ADD's leftovers (lease, veth, pod interface) are replaced, never an error.
+    assert add.status == 0, add.stdout
+    assert len(net.leases()) == len(add.json["ips"]) and len(support.host_veths(exe.host)) == 1
+    assert {ip["address"] for ip in add.json["ips"]} <= set(pod_ns.addresses("eth0"))
     dele = exe.run("DEL", conf, container_id=cid, netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
     no_orphans(tag)

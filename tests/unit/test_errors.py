@@ -50,18 +50,15 @@ def test_json_shape(version, code, msg, details):
     out = CNIError(code, msg, details).to_json(version)
     assert out.endswith(b"\n")
     body = json.loads(out)
-    expected = {"cniVersion": version, "code": int(code), "msg": msg}
-    if details:
-        expected["details"] = details
-    assert body == expected
+    assert body == {"cniVersion": version, "code": int(code), "msg": msg, "details": details}
     assert type(body["code"]) is int
 
 
 @pytest.mark.parametrize("details", ["", None])
-def test_details_omitted_when_empty(details):
+def test_details_empty_string_when_none_given(details):
     body = json.loads(CNIError(Code.INVALID_CONFIG, "m", details).to_json("1.1.0"))
-    assert "details" not in body
-    assert list(body) == ["cniVersion", "code", "msg"]
+    assert list(body) == ["cniVersion", "code", "msg", "details"]
+    assert body["details"] == ""
 
 
 def test_one_json_object():

@@ -50,7 +50,7 @@ def test_only_standard_fds_reach_the_delegate(tmp_path):
     assert status == 0 and out == b"done\n"
 
 
-def test_missing_or_unrunnable_delegate_is_code_11(tmp_path):
+def test_missing_or_unrunnable_delegate_is_code_102(tmp_path):
     req = Request("ADD", "c1", "/run/netns/x", "eth0", {}, (str(tmp_path),), {"CNI_COMMAND": "ADD"})
     not_executable = tmp_path / "plain"
     not_executable.write_text("{}")
