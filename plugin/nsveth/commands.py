@@ -51,6 +51,7 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
                 # An ADD of this attachment was killed and no DEL came: its
                 # leftovers (lease, veth, rules) are replaced, not an error.
                 log.get().info("an earlier ADD of this attachment was interrupted: releasing what it left")
+                _restore_recorded_sysctls(req, earlier)
                 _release(req, conf, earlier)
             else:
                 # A sender left by an earlier ADD of this attachment would announce a dead MAC.
@@ -82,11 +83,7 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             _configure_pod(att)
             crashpoints.reached(req, "after-addresses")
             if sysctls:
-                from . import sysctl
-
-                with netns.entered(pod_fd):
-                    att.sysctl_originals = sysctl.apply(sysctls)
-                undo.callback(_quietly, _restore_sysctls, pod_fd, att.sysctl_originals)
+                _apply_sysctls(att, sysctls, undo)
                 timing.mark("sysctl config")
             crashpoints.reached(req, "after-sysctls")
             _drop_vanished_ipv6(att)
@@ -195,6 +192,23 @@ def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
 
     allowlist = sysctl.load_allowlist(conf.sysctl_allowlist)
     return sysctl.plan(own, args, req.ifname, allowlist)
+
+
+def _apply_sysctls(att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: contextlib.ExitStack) -> None:
+    """Write the sysctls in the pod netns; the values they replace are in the
+    state record before the first write, so DEL restores them even after a
+    kill between two writes."""
+    from . import sysctl
+
+    assert att.pod_fd is not None
+    with netns.entered(att.pod_fd):
+        att.sysctl_originals = sysctl.pending(sysctls)
+    if att.sysctl_originals:
+        _record(att, phase="adding")
+        undo.callback(_quietly, _restore_sysctls, att.pod_fd, att.sysctl_originals)
+    with netns.entered(att.pod_fd):
+        # The same originals, now with the form the kernel shows (CHECK accepts it).
+        att.sysctl_originals = sysctl.apply(sysctls)
 
 
 def _restore_sysctls(pod_fd: int, originals: list[sysctl.Original]) -> None:
@@ -443,7 +457,14 @@ def _observe(att: Attachment) -> check.Observed:
 # ---------------------------------------------------------------------- GC
 def gc(req: Request, conf: NetConf) -> None:
     """Release every attachment of this network that the runtime no longer lists."""
-    valid = set(conf.valid_attachments or ())
+    if conf.valid_attachments is None:
+        # Without the list every pod of the network would be "stale": refuse
+        # rather than tear down a node's pods on a hand-written request.
+        raise CNIError(
+            Code.INVALID_CONFIG,
+            'GC needs "cni.dev/valid-attachments" (an empty list, or null, releases every attachment of the network)',
+        )
+    valid = set(conf.valid_attachments)
     failures = []
     with state.lock(conf.runtime_dir, conf.name, exclusive=True) as started:
         for name in state.sweep_temporaries(conf.runtime_dir, conf.name):

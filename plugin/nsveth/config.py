@@ -206,10 +206,11 @@ def _renamed(obj: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
 
 def _attachments(doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
     # libcni sends both names (cni#1101: the spec first used the wrong one).
-    items = doc.get("cni.dev/valid-attachments", doc.get("cni.dev/attachments"))
-    if items is None:
-        return None
-    return tuple((a["containerID"], a["ifname"]) for a in items)
+    # None: neither key (GC refuses that); null: a Go nil slice, i.e. no valid attachment.
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        if key in doc:
+            return tuple((a["containerID"], a["ifname"]) for a in doc[key] or ())
+    return None
 
 
 class _DuplicateKey(Exception):

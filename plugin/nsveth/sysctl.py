@@ -50,6 +50,12 @@ IPC_KEYS = frozenset(
     }
 )
 IPC_PREFIX = "fs.mqueue."
+# kubelet namespace.go: what an allowlist pattern may name (the exact key, or
+# the prefix before '*', must start with one of these). The kubelet's
+# allowlist is shared with nsveth's, so its IPC patterns are accepted here
+# too; they can never match a key nsveth applies.
+NAMESPACED_PREFIXES = ("net.", "kernel.shm", "kernel.msg", "fs.mqueue.")
+NAMESPACED_KEYS = frozenset({"kernel.sem"})
 UTS_KEYS = frozenset({"kernel.hostname", "kernel.domainname"})
 
 # Directories of /proc/sys/net that hold one subdirectory per interface
@@ -219,7 +225,7 @@ def parse_allowlist(text: str, source: str) -> Allowlist:
                 )
             pattern = normalise(item)
             prefix = pattern.split("*", 1)[0]
-            if not (prefix.startswith("net.") or prefix in IPC_KEYS or prefix.startswith(IPC_PREFIX)):
+            if not (prefix in NAMESPACED_KEYS or prefix.startswith(NAMESPACED_PREFIXES)):
                 raise _invalid(f'{where}: "{item}" is not known to be namespaced')
             patterns.append(pattern)
     return Allowlist(source, tuple(patterns))
@@ -299,9 +305,11 @@ def load_allowlist(path: str | None) -> Allowlist | None:
             os.close(fd)
         text = b"".join(chunks).decode("utf-8")
     except FileNotFoundError:
-        if not explicit:
-            return None
-        raise _invalid(f"sysctl allowlist {path} does not exist") from None
+        if explicit:
+            raise _invalid(f"sysctl allowlist {path} does not exist") from None
+        if os.path.lexists(path):  # a dangling symlink is a broken policy, not "no policy"
+            raise _invalid(f"sysctl allowlist {path} is a symbolic link to a file that does not exist") from None
+        return None
     except OSError as e:
         raise _invalid(f"sysctl allowlist {path} cannot be read: {e.strerror}") from None
     except UnicodeDecodeError:
@@ -402,6 +410,10 @@ def probe(wanted: Sequence[Sysctl], new_ifname: str) -> None:
                 mode = os.fstat(fd).st_mode
             finally:
                 os.close(fd)
+            if not mode & stat.S_IRUSR:
+                # e.g. net.ipv4.route.flush: an action, not a setting; it has
+                # no value to compare before writing, restore or CHECK.
+                raise _invalid(f'sysctl "{s.key}" is write-only (an action, not a setting): it cannot be set per pod')
             if not mode & stat.S_IWUSR:
                 raise _invalid(
                     f'sysctl "{s.key}" is read-only in a pod network namespace on this kernel: it is not per-netns'
@@ -455,6 +467,20 @@ class Original:
             return None
         applied = obj.get("applied")
         return cls(tuple(path), value, applied if isinstance(applied, str) else None)
+
+
+def pending(wanted: Sequence[Sysctl]) -> list[Original]:
+    """The current value of each key `apply` would change, read without writing.
+
+    Call inside the pod netns and record the result before `apply`: a process
+    killed between two writes then leaves what DEL needs to put back.
+    """
+    seen = read(wanted)
+    return [
+        Original(s.segments, current)
+        for s in wanted
+        if (current := seen[s.key]) is not None and not same_value(current, s.value)
+    ]
 
 
 def apply(wanted: Sequence[Sysctl]) -> list[Original]:

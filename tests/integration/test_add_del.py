@@ -259,3 +259,19 @@ def test_gc_null_attachment_list_means_none_valid(inproc, pod_ns, net, key):
     reply = inproc.run("GC", {**conf, key: None})
     assert reply.status == 0, reply.stdout
     assert host_veths(inproc.host) == [] and net.leases() == [] and net.state_files() == []
+
+
+def test_gc_without_attachment_list_is_refused(plugin, pod_ns, net):
+    """A GC naming no valid attachments at all (neither key) is a malformed request,
+    not "every pod is stale": it fails with code 7 and releases nothing."""
+    conf = net.conf("1.1.0")
+    try:
+        assert plugin.run("ADD", conf, container_id="ctr-gcnokey", netns=pod_ns.path).status == 0
+        reply = plugin.run("GC", conf)
+        assert reply.status != 0 and reply.json["code"] == 7, reply.stdout
+        assert "cni.dev/valid-attachments" in reply.json["msg"]
+        assert len(host_veths(plugin.host)) == 1 and net.leases() == ["10.77.0.2"]
+        assert net.state_files() == ["ctr-gcnokey:eth0.json"]
+    finally:
+        assert plugin.run("DEL", conf, container_id="ctr-gcnokey", netns=pod_ns.path).status == 0
+    assert host_veths(plugin.host) == [] and net.leases() == []

@@ -172,6 +172,8 @@ REJECTED = [
     ({"net.core.netdev_max_backlog": "10"}, "does not exist in a pod network namespace"),
     ({"net.ipv4.tcp_mem": "1 2 3"}, "does not exist in a pod network namespace"),
     ({"net.core.rmem_max": "1048576"}, "read-only in a pod network namespace"),
+    ({"net.ipv4.route.flush": "1"}, "write-only (an action, not a setting)"),
+    ({"net/ipv6/route/flush": "1"}, "write-only (an action, not a setting)"),
     ({"net.core.wmem_default": "1048576"}, "read-only in a pod network namespace"),
     ({"net.ipv4.conf": "1"}, "not a regular file"),
     ({"net.core": "1"}, "names a directory"),
@@ -273,11 +275,14 @@ def test_allowlist_allows_and_refuses(plugin, pod_ns, net, tmp_path):
     assert_nothing_left(plugin, pod_ns, net)
 
 
-@pytest.mark.parametrize("content", [None, "net.core.somaxconn\nvm.*\n", "net.core.somaxconn\n^net\\.core\n", "dir"])
+@pytest.mark.parametrize("content", [None, "net.core.somaxconn\nvm.*\n", "net.core.somaxconn\n^net\\.core\n", "dir",
+                                     "kernel.sh*\n", "net*\n", "dangling"])
 def test_bad_allowlist_is_an_error_not_no_policy(inproc, pod_ns, net, tmp_path, content):
     path = tmp_path / "allow.conf"
     if content == "dir":
         path.mkdir()
+    elif content == "dangling":
+        path.symlink_to(tmp_path / "gone.conf")
     elif content is not None:
         path.write_text(content)
     before = snapshot(inproc, pod_ns)
@@ -302,6 +307,37 @@ def test_default_allowlist_applies_when_present(inproc, pod_ns, net, tmp_path, m
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert rep.status == 0, rep.stdout
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
+
+
+def test_dangling_default_allowlist_is_an_error_not_no_policy(inproc, pod_ns, net, tmp_path, monkeypatch):
+    """An admin's policy file that went missing behind its symlink must not turn into "allow everything"."""
+    from nsveth import sysctl
+
+    default = tmp_path / "allowlist.conf"
+    default.symlink_to(tmp_path / "moved-away.conf")
+    monkeypatch.setattr(sysctl, "DEFAULT_ALLOWLIST", str(default))
+    before = snapshot(inproc, pod_ns)
+    rep = inproc.run("ADD", net.conf(sysctl={"net.core.somaxconn": "1004"}), container_id=CID, netns=pod_ns.path)
+    assert rep.code == 7 and str(default) in rep.json["msg"] and "symbolic link" in rep.json["msg"], rep.stdout
+    assert snapshot(inproc, pod_ns) == before
+    assert_refused_up_front(inproc, pod_ns, net)
+
+
+def test_allowlist_shared_with_the_kubelet_may_name_ipc_sysctls(inproc, pod_ns, net, tmp_path):
+    """The kubelet's --allowed-unsafe-sysctls patterns (kernel.shm*, kernel.msg*, kernel.sem,
+    fs.mqueue.*) are valid in the file; they allow no key nsveth would apply."""
+    allow = tmp_path / "allow.conf"
+    allow.write_text("kernel.shm*\nkernel.msg*\nkernel.sem\nfs.mqueue.*\nnet.core.somaxconn\n")
+    conf = net.conf(sysctlAllowlist=str(allow), sysctl={"net.core.somaxconn": "1006"})
+    add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
+    assert add.status == 0, add.stdout
+    assert pod_value(pod_ns, "net/core/somaxconn") == "1006"
+    assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
+    # An IPC key is still refused as such (the allowlist does not make it a network plugin's business).
+    rep = inproc.run("ADD", net.conf(sysctlAllowlist=str(allow), sysctl={"kernel.shmmax": "1"}),
+                     container_id=CID, netns=pod_ns.path)
+    assert rep.code == 7 and "IPC-namespaced" in rep.json["msg"], rep.stdout
+    assert_nothing_left(inproc, pod_ns, net)
 
 
 def test_k8s_safe_allowlist_example(inproc, pod_ns, net):
@@ -332,6 +368,52 @@ def test_failed_write_restores_earlier_writes_and_rolls_back(plugin, pod_ns, net
     assert 'failed to set sysctl "net.ipv4.ip_local_port_range" to "40000 30000"' in rep.json["msg"]
     assert snapshot(plugin, pod_ns) == before
     assert_nothing_left(plugin, pod_ns, net)
+
+
+def test_originals_are_recorded_before_the_first_write(inproc, pod_ns, net, monkeypatch):
+    """A kill between two writes must leave DEL what it needs: the state record holds every
+    value that will be replaced before the kernel sees the first write."""
+    from nsveth import sysctl
+
+    original = {k: pod_value(pod_ns, k) for k in ("net/core/somaxconn", "net/ipv4/tcp_keepalive_time")}
+    recorded_at_first_write = []
+    real_write = sysctl._write_fd
+
+    def spying_write(fd, value):
+        if not recorded_at_first_write:
+            record = state_record(net)
+            recorded_at_first_write.append(
+                (record["phase"], {"/".join(o["path"]): o["value"] for o in record["sysctlOriginals"]}))
+        real_write(fd, value)
+
+    monkeypatch.setattr(sysctl, "_write_fd", spying_write)
+    conf = net.conf(sysctl={"net.core.somaxconn": "1007", "net.ipv4.tcp_keepalive_time": "78"})
+    add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
+    assert add.status == 0, add.stdout
+    assert recorded_at_first_write == [("adding", original)]
+    assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
+    assert {k: pod_value(pod_ns, k) for k in original} == original
+
+
+@pytest.mark.parametrize("then", ["DEL", "ADD"])
+def test_add_killed_after_sysctls_is_undone(exe, pod_ns, net, then):
+    """SIGKILL right after the writes (crash hook): the runtime's DEL, or an ADD retry
+    with no DEL in between, puts the pod-wide values back before anything else."""
+    original = pod_value(pod_ns, "net/core/somaxconn")
+    conf = net.conf(sysctl={"net.core.somaxconn": "1008"})
+    killed = exe.call(exe.env("ADD", CID, pod_ns.path, NSVETH_TEST_CRASH_AT="after-sysctls"), conf)
+    assert killed.status == -9 or killed.status == 137, killed
+    assert pod_value(pod_ns, "net/core/somaxconn") == "1008"
+    if then == "DEL":
+        assert exe.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
+    else:
+        # The retry asks for no sysctls: what the killed ADD wrote must not stay.
+        retry = exe.run("ADD", net.conf(), container_id=CID, netns=pod_ns.path)
+        assert retry.status == 0, retry.stdout
+        assert pod_value(pod_ns, "net/core/somaxconn") == original
+        assert exe.run("DEL", net.conf(), container_id=CID, netns=pod_ns.path).status == 0
+    assert pod_value(pod_ns, "net/core/somaxconn") == original
+    assert_nothing_left(exe, pod_ns, net)
 
 
 def test_per_interface_keys_of_the_new_interface_are_probed_up_front(inproc, pod_ns, net):

@@ -579,9 +579,11 @@ ATT = [{"containerID": "c1", "ifname": "eth0"}, {"containerID": "c2", "ifname": 
         ({"cni.dev/attachments": ATT}, (("c1", "eth0"), ("c2", "net1"))),
         ({"cni.dev/valid-attachments": ATT[:1], "cni.dev/attachments": ATT}, (("c1", "eth0"),)),
         ({"cni.dev/valid-attachments": []}, ()),
+        ({"cni.dev/valid-attachments": None}, ()),
+        ({"cni.dev/attachments": None}, ()),
         ({}, None),
     ],
-    ids=["current", "legacy", "both-current-wins", "empty", "absent"],
+    ids=["current", "legacy", "both-current-wins", "empty", "null", "legacy-null", "absent"],
 )
 def test_valid_attachments(fields, expected):
     d = doc(**{k.replace("/", "__"): v for k, v in fields.items()})

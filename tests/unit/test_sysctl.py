@@ -246,7 +246,7 @@ def test_empty_allowlist_allows_nothing():
 @pytest.mark.parametrize(
     "line",
     ["net.core.*x", "net..core", "Net.core.somaxconn", "net.core.somaxconn!", "^net\\.core", "*", "n*",
-     "vm.swappiness", "kernel.*", "net.core.some thing", "net/core/" + "a" * 260, ".net.core", "net.core.-x"],
+     "vm.swappiness", "kernel.*", "kernel.sh*", "kernel.se*", "net*", "net.core.some thing", "net/core/" + "a" * 260, ".net.core", "net.core.-x"],
 )
 def test_malformed_allowlist_is_an_error(line):
     msg = rejected(sysctl.parse_allowlist, f"net.core.somaxconn\n{line}\n", "/p")
@@ -254,8 +254,10 @@ def test_malformed_allowlist_is_an_error(line):
 
 
 def test_allowlist_patterns_may_be_ipc_or_net_prefixes():
-    a = sysctl.parse_allowlist("net.*\nfs.mqueue.*\nkernel.sem\n", "/p")
+    # The kubelet's own prefixes (namespace.go): one file can serve both.
+    a = sysctl.parse_allowlist("net.*\nfs.mqueue.*\nkernel.sem\nkernel.shm*\nkernel.msg*\nkernel.shmmax\n", "/p")
     assert a.allows("net.anything.at_all")
+    assert a.allows("kernel.shm_rmid_forced") and a.allows("kernel.msgmax")
 
 
 def test_load_allowlist(tmp_path, monkeypatch):
