@@ -249,10 +249,12 @@ def _attach_port(att: Attachment) -> None:
         _set_port_data(att.host, port.index, [("IFLA_BRPORT_MODE", 1)])
     if conf.vlan:
         # The pod's frames enter untagged into `vlan` and leave untagged; the
-        # port leaves the default VLAN so it sees no other pod's traffic.
+        # port leaves the default VLAN so it sees no other pod's traffic
+        # (unless `vlan` is the default VLAN: deleting it would undo the above).
         _port_vlan(att.host, port.index, conf.vlan, BRIDGE_VLAN_INFO_PVID | BRIDGE_VLAN_INFO_UNTAGGED, netlink.RTM_SETLINK)
-        with contextlib.suppress(NetlinkError):
-            _port_vlan(att.host, port.index, DEFAULT_VLAN, 0, netlink.RTM_DELLINK)
+        if conf.vlan != DEFAULT_VLAN:
+            with contextlib.suppress(NetlinkError):
+                _port_vlan(att.host, port.index, DEFAULT_VLAN, 0, netlink.RTM_DELLINK)
     att.host_link = links.get(att.host, index=port.index) or port
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import fcntl
 import json
+import os
+import re
+import time
 
 import pytest
 
+from nsveth.attachment import host_ifname
 from support import Netns, host_veths, netns, run_threads, sh, unique, with_prev
 
 
@@ -118,6 +124,64 @@ def test_concurrent_adds_as_executables(exe, net):
     finally:
         for p in pods:
             p.delete()
+
+
+_LOCKED_FILE = re.compile(r"[0-9a-f]+:[0-9a-f]+:(\d+)")  # /proc/locks: major:minor:inode
+
+
+def _blocked_flocks(path: str) -> int:
+    """How many flock requests on the file at `path` are waiting (the "->" lines of /proc/locks)."""
+    inode = os.stat(path).st_ino
+    count = 0
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if "->" in fields and "FLOCK" in fields:
+                ids = [m for m in map(_LOCKED_FILE.fullmatch, fields) if m]
+                count += any(int(m.group(1)) == inode for m in ids)
+    return count
+
+
+def test_bridge_setup_waits_for_the_bridge_lock(plugin, net, pod_ns):
+    """While someone holds <runtimeDir>/.bridges/<bridge>.lock (flock, exclusive), an ADD creates no bridge.
+
+    In exe mode the ADD is another process; in-process, flock still conflicts (another open file).
+    """
+    br = unique("nsvb")
+    conf = bridge_conf(net, br, isGateway=True)
+    host = plugin.host
+    lock_dir = os.path.join(net.runtime_dir, ".bridges")
+    os.makedirs(lock_dir, mode=0o700)
+    lock_path = os.path.join(lock_dir, f"{br}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        pending = pool.submit(plugin.run, "ADD", conf, container_id="ctr-lock", netns=pod_ns.path)
+        # Until the ADD is seen waiting on our lock (or, where /proc/locks does not show it, 5 s), then a bit more.
+        deadline = time.monotonic() + 5
+        while not pending.done() and not _blocked_flocks(lock_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)
+        assert not pending.done(), pending.result().stdout
+        links = host.links()
+        assert br not in links
+        veth = host_ifname("ctr-lock", "eth0")
+        assert host_veths(host) == [veth] and "master" not in links[veth]  # the ADD got as far as the bridge
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        reply = pending.result(timeout=60)
+        assert reply.status == 0, reply.stdout
+        assert reply.json["interfaces"][0]["name"] == br
+        assert details(host, veth)["master"] == br
+        assert [x for x in host.addresses(br) if ":" not in x] == ["10.77.0.1/24"]
+        assert pod_ns.run("ping", "-c1", "-W2", "10.77.0.1").returncode == 0
+    finally:
+        os.close(fd)  # releases the lock if an assertion failed while we held it
+        pool.shutdown(wait=True)
+        dele = plugin.run("DEL", conf, container_id="ctr-lock", netns=pod_ns.path)
+    assert dele.status == 0, dele.stdout
+    assert host_veths(host) == [br] and net.leases() == [] and net.state_files() == []
 
 
 def test_bad_netns_creates_nothing(plugin, net, tmp_path):

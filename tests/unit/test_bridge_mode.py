@@ -118,3 +118,42 @@ def test_check_compare_skips_the_bridge_when_naming_the_host_veth():
     assert check.compare(prev, 2, conf, seen) == ["host veth nsvhost is missing"]
     seen = check.Observed(pod, link(7, "nsvhost", peer=2, master=3), (ipaddress.ip_interface("10.1.0.5/24"),), ())
     assert check.compare(prev, 2, conf, seen) == []
+
+
+def attach_port_calls(monkeypatch, **fields):
+    """The netlink requests _attach_port makes for a bridge-mode config, recorded instead of sent."""
+    calls = []
+    monkeypatch.setattr(bridge.links, "set_attrs", lambda sock, index, attrs: calls.append(("set_attrs", index, attrs)))
+    monkeypatch.setattr(bridge.links, "get", lambda sock, index=None, name=None: None)
+    monkeypatch.setattr(bridge, "_set_port_data", lambda sock, index, data: calls.append(("port_data", index, data)))
+    monkeypatch.setattr(
+        bridge, "_port_vlan", lambda sock, index, vid, flags, msg_type: calls.append(("vlan", index, vid, flags, msg_type))
+    )
+    att = attachment(load(mode="bridge", bridge="br0", **fields), None)
+    att.host_link = link(7, "nsvhost")
+    att.bridge_link = link(3, "br0", kind="bridge")
+    bridge._attach_port(att)
+    assert att.host_link.index == 7  # links.get found nothing: the port link is kept
+    assert calls[0] == ("set_attrs", 7, [("IFLA_MASTER", 3)])
+    return [c[2:] for c in calls if c[0] == "vlan"]
+
+
+def test_attach_port_vlan_leaves_the_default_vlan(monkeypatch):
+    pvid_untagged = bridge.BRIDGE_VLAN_INFO_PVID | bridge.BRIDGE_VLAN_INFO_UNTAGGED
+    assert attach_port_calls(monkeypatch, vlan=100) == [
+        (100, pvid_untagged, bridge.netlink.RTM_SETLINK),
+        (bridge.DEFAULT_VLAN, 0, bridge.netlink.RTM_DELLINK),
+    ]
+
+
+def test_attach_port_vlan_1_keeps_it(monkeypatch):
+    """vlan 1 is the default VLAN: leaving it would remove the VLAN just configured."""
+    pvid_untagged = bridge.BRIDGE_VLAN_INFO_PVID | bridge.BRIDGE_VLAN_INFO_UNTAGGED
+    vlan_calls = attach_port_calls(monkeypatch, vlan=1)
+    assert vlan_calls == [(1, pvid_untagged, bridge.netlink.RTM_SETLINK)]
+    assert not [c for c in vlan_calls if c[2] == bridge.netlink.RTM_DELLINK]
+
+
+def test_attach_port_without_vlan_sends_no_vlan_request(monkeypatch):
+    assert attach_port_calls(monkeypatch) == []
+    assert attach_port_calls(monkeypatch, hairpinMode=True) == []
