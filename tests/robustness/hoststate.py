@@ -108,6 +108,31 @@ def files(root: str) -> list[str]:
     return sorted(found)
 
 
+# A pod-wide sysctl (one per netns, not per interface: it outlives the pod's
+# interface, so only DEL's restore puts it back) and a value that differs from
+# a new netns's default (32768 60999).
+POD_WIDE_SYSCTL = "net.ipv4.ip_local_port_range"
+POD_WIDE_VALUE = "20000 40000"
+POD_WIDE_PATH = "/proc/sys/" + POD_WIDE_SYSCTL.replace(".", "/")  # its key in a snapshot's sysctls
+
+
+def pod_wide_sysctl(ns_name: str) -> str:
+    """The value of POD_WIDE_SYSCTL in a netns, as written ("20000 40000", not tab-separated)."""
+    proc = subprocess.run(["ip", "netns", "exec", ns_name, "cat", POD_WIDE_PATH], check=True, capture_output=True, text=True)
+    return " ".join(proc.stdout.split())
+
+
+def masquerade(ns_name: str, network: str) -> list[str]:
+    """Lines of a netns's nftables ruleset that masquerade for `network`: nsveth's
+    per-attachment chains (`<network>-<hash>`) and rules commented with the network
+    (the nftables backend, and the iptables one through iptables-nft)."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns_name, "nft", "list", "ruleset"], check=True, capture_output=True, text=True, timeout=60
+    )
+    marks = (f"chain {network}-", f'"nsveth {network} ')
+    return [line.strip() for line in proc.stdout.splitlines() if any(m in line for m in marks)]
+
+
 def processes_with(marker: str) -> list[int]:
     """PIDs of live processes whose environment holds `marker` (orphan helpers of a killed plugin)."""
     needle = marker.encode()

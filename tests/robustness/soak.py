@@ -10,6 +10,10 @@ runtimeDir), as several networks on one node. While the cycles run:
 - every --crash-every-th cycle (exe mode) is an ADD killed by SIGKILL at a
   random crash point (NSVETH_TEST_CRASH_AT) and never DELeted: the runtime
   "forgot" it, and the periodic GC must release it;
+- the sysctl config sets a pod-wide sysctl (hoststate.POD_WIDE_SYSCTL) as
+  well as a per-interface one: after each DEL the pod netns must have its
+  original value back (a killed ADD left to GC is not checked: GC does not
+  restore sysctls, the netns path of a stale record is not trusted);
 - a GC per network runs every --gc-interval seconds, listing as valid every
   attachment submitted and not yet deleted (what a runtime knows: it knows a
   pod before it calls ADD): it must never touch them (a CHECK after it would
@@ -71,7 +75,7 @@ def conf_of(net: support.Network) -> dict[str, Any]:
     if kind == "bridge":
         extra = {"mode": "bridge", "bridge": BRIDGE}
     elif kind == "sysctl":
-        extra = {"sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}}
+        extra = {"sysctl": {"net.ipv4.conf.eth0.arp_notify": "1", hoststate.POD_WIDE_SYSCTL: hoststate.POD_WIDE_VALUE}}
     elif kind == "masq":
         extra = {"ipMasq": True, "advertise": {"count": 1, "intervalMs": 100}}
     return net.conf(version, subnets=net.subnets, **extra)  # type: ignore[attr-defined]
@@ -152,6 +156,8 @@ class Soak:
                     self.crashes += 1
                     self.live.discard((idx, cid))  # forgotten by the runtime: GC's job now
                 return
+            sets_pod_wide = hoststate.POD_WIDE_SYSCTL in conf.get("sysctl", {})
+            original = hoststate.pod_wide_sysctl(ns.name) if sets_pod_wide else None
             add = self.call("ADD", conf, container_id=cid, netns=ns.path)
             if add.status != 0:
                 self.fail(f"cycle {n} ({net.kind}): ADD: {add.stdout[:400]!r} {add.stderr[-400:]}")  # type: ignore[attr-defined]
@@ -165,6 +171,9 @@ class Soak:
             dele = self.call("DEL", prev, container_id=cid, netns=ns.path)
             if dele.status != 0:
                 self.fail(f"cycle {n} ({net.kind}): DEL: {dele.stdout[:400]!r}")  # type: ignore[attr-defined]
+            elif sets_pod_wide and hoststate.pod_wide_sysctl(ns.name) != original:
+                self.fail(f"cycle {n} ({net.kind}): DEL left {hoststate.POD_WIDE_SYSCTL} at "  # type: ignore[attr-defined]
+                          f"{hoststate.pod_wide_sysctl(ns.name)!r}, not the original {original!r}")
             with self.lock:
                 self.live.discard((idx, cid))
         except Exception as e:  # noqa: BLE001 - a harness error is a failure too

@@ -11,6 +11,19 @@ lease files and the state files exactly as they were before the ADD, with no
 process left that the killed plugin started. Afterwards the same attachment
 can be added and deleted again at once (nothing, not a lock, is left held).
 
+Each crash point first proves what it has already made (LEFTOVERS), so the
+cleanup provably had something to undo: state record, lease, veth,
+masquerade chain, the pod-wide sysctl written, the announcement sender
+alive. The sender sends its rounds 2 s apart (the longest interval), so at
+the crash it is still sleeping before its second round and DEL/GC must stop
+it themselves: right after they return its pid is gone.
+
+The config sets a pod-wide sysctl (hoststate.POD_WIDE_SYSCTL), which, unlike
+a per-interface one, survives the pod interface: only DEL puts the original
+back. GC does not (the netns path of a stale record is not trusted), so
+after a GC that value is left out of the comparison, and the re-ADD + DEL
+that follows must return the pod to exactly what GC left.
+
 A point whose feature has not landed (mid-announcement, until the
 advertise step calls it) is skipped with a reason while no plugin source
 calls it; once wired, the same test covers it. The host netns is a node
@@ -21,6 +34,7 @@ masquerade table, forwarding) exist before the ADD.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import time
 
@@ -32,16 +46,21 @@ from nsveth import crashpoints
 
 PLUGIN_DIR = os.path.dirname(crashpoints.__file__)
 CORE_POINTS = ("after-state", "after-ipam", "after-veth", "after-host", "after-addresses")
+# A runtime that retries ADD without a DEL: the crashed ADD's record still says "adding".
+# (After mid-announcement the record says "added": that is a finished ADD, not retried.)
+RETRY_POINTS = (*CORE_POINTS, "after-sysctls")
 BRIDGE = hoststate.NODE_BRIDGE
-# What each point has already made, so the crash provably left something to clean up.
+# Exactly what each point has already made (so the crash provably left something to clean
+# up, and nothing of a later step is there yet): the state record, a lease, the host veth,
+# the masquerade chain (configs with ipMasq), the pod-wide sysctl written, the sender alive.
 LEFTOVERS = {
     "after-state": {"state"},
     "after-ipam": {"state", "lease"},
     "after-veth": {"state", "lease", "veth"},
-    "after-host": {"state", "lease", "veth"},
-    "after-addresses": {"state", "lease", "veth"},
-    "after-sysctls": {"state", "lease", "veth"},
-    "mid-announcement": {"state", "lease", "veth"},
+    "after-host": {"state", "lease", "veth", "masq"},
+    "after-addresses": {"state", "lease", "veth", "masq"},
+    "after-sysctls": {"state", "lease", "veth", "masq", "sysctl"},
+    "mid-announcement": {"state", "lease", "veth", "masq", "sysctl", "sender"},
 }
 
 
@@ -67,8 +86,9 @@ def config(net: support.Network, flavour: str) -> dict:
         subnets=["10.98.0.0/24", "fd00:98::/64"],
         mtu=1400,
         ipMasq=True,
-        sysctl={"net.ipv4.conf.eth0.arp_notify": "1"},
-        advertise={"count": 3, "intervalMs": 200},
+        sysctl={"net.ipv4.conf.eth0.arp_notify": "1", hoststate.POD_WIDE_SYSCTL: hoststate.POD_WIDE_VALUE},
+        # Rounds 2 s apart (the most allowed): at the crash the sender sleeps ~2 s before its next round.
+        advertise={"count": 3, "intervalMs": 2000},
     )
     if flavour == "bridge":
         conf.update(mode="bridge", bridge=BRIDGE)
@@ -83,9 +103,15 @@ def state_of(host: support.Netns, pod: support.Netns, net: support.Network) -> d
     }
 
 
-def assert_same(before: dict, after: dict) -> None:
+def assert_same(before: dict, after: dict, except_pod_sysctls: tuple[str, ...] = ()) -> None:
+    """Host, pod and files unchanged; `except_pod_sysctls` (/proc paths) left out of the pod's comparison."""
+
+    def pod(snapshot: dict) -> dict:
+        sysctls = {k: v for k, v in snapshot["sysctls"].items() if k not in except_pod_sysctls}
+        return {**snapshot, "sysctls": sysctls}
+
     problems = [f"host: {p}" for p in hoststate.diff(before["host"], after["host"])]
-    problems += [f"pod: {p}" for p in hoststate.diff(before["pod"], after["pod"])]
+    problems += [f"pod: {p}" for p in hoststate.diff(pod(before["pod"]), pod(after["pod"]))]
     if before["files"] != after["files"]:
         problems.append(f"files: {before['files']} -> {after['files']}")
     assert not problems, "\n".join(problems)
@@ -99,7 +125,25 @@ def no_orphans(tag: str) -> None:
     assert not left, f"processes started by the killed plugin are still running: {left}"
 
 
-def killed_add(exe: support.Plugin, pod: support.Netns, net: support.Network, conf: dict, cid: str, point: str, tag: str) -> None:
+def recorded_sender(net: support.Network) -> int | None:
+    """Pid of the announcement sender named in the (only) state record of the network, if any."""
+    pids = []
+    for name in net.state_files():
+        with open(os.path.join(net.runtime_dir, net.name, name)) as f:
+            sender = json.load(f).get("advertiser")
+        if isinstance(sender, dict) and isinstance(sender.get("pid"), int):
+            pids.append(sender["pid"])
+    assert len(pids) <= 1, pids
+    return pids[0] if pids else None
+
+
+def sender_alive(pid: int | None, tag: str) -> bool:
+    """The recorded sender still runs (the tag in its environment: not a recycled pid, not a zombie)."""
+    return pid is not None and pid in hoststate.processes_with(tag)
+
+
+def killed_add(exe: support.Plugin, pod: support.Netns, net: support.Network, conf: dict, cid: str, point: str, tag: str) -> int | None:
+    """ADD killed at `point`, which provably left exactly LEFTOVERS[point]; the recorded sender's pid."""
     env = exe.env("ADD", container_id=cid, netns=pod.path, NSVETH_TEST_CRASH_AT=point, NSVETH_TEST_TAG=tag)
     reply = exe.call(env, conf)
     if reply.status == 0 and point not in CORE_POINTS and not wired(point):
@@ -107,14 +151,19 @@ def killed_add(exe: support.Plugin, pod: support.Netns, net: support.Network, co
         pytest.skip(f"crash point {point} is not called by this build's ADD (its feature has not landed)")
     assert reply.status == -9, f"ADD was not killed at {point}: status {reply.status} {reply.stdout!r} {reply.stderr[-2000:]}"
     assert reply.stdout == b"", "a killed ADD printed a result"
-    left = set()
-    if net.state_files():
-        left.add("state")
-    if net.leases():
-        left.add("lease")
-    if support.host_veths(exe.host):
-        left.add("veth")
-    assert LEFTOVERS[point] <= left, f"the crash at {point} left {sorted(left)}: the point is not where it claims to be"
+    sender = recorded_sender(net)
+    found = {
+        "state": bool(net.state_files()),
+        "lease": bool(net.leases()),
+        "veth": bool(support.host_veths(exe.host)),
+        "masq": bool(hoststate.masquerade(exe.host.name, net.name)),
+        "sysctl": hoststate.pod_wide_sysctl(pod.name) == hoststate.POD_WIDE_VALUE,
+        "sender": sender_alive(sender, tag),
+    }
+    left = {what for what, there in found.items() if there}
+    expected = LEFTOVERS[point] - (set() if conf.get("ipMasq") else {"masq"})
+    assert left == expected, f"the crash at {point} left {sorted(left)}, not {sorted(expected)}: the point is not where it claims to be"
+    return sender
 
 
 @pytest.mark.parametrize("flavour", ["ptp", "bridge"])
@@ -126,8 +175,10 @@ def test_crash_then_cleanup_restores_host(exe, need_exe, pod_ns, net, point, cle
     cid = support.unique("crash-")
     tag = support.unique("nsveth-crash-tag-")
     before = state_of(exe.host, pod_ns, net)
+    original = hoststate.pod_wide_sysctl(pod_ns.name)
+    assert original != hoststate.POD_WIDE_VALUE
 
-    killed_add(exe, pod_ns, net, conf, cid, point, tag)
+    sender = killed_add(exe, pod_ns, net, conf, cid, point, tag)
 
     if cleanup == "DEL":
         env = exe.env("DEL", container_id=cid, netns=pod_ns.path, NSVETH_TEST_TAG=tag)
@@ -136,22 +187,32 @@ def test_crash_then_cleanup_restores_host(exe, need_exe, pod_ns, net, point, cle
         gc = {**config(net, flavour), "cni.dev/valid-attachments": []}
         reply = exe.call(exe.env("GC", NSVETH_TEST_TAG=tag), gc)
     assert reply.status == 0, (reply.stdout, reply.stderr[-2000:])
+    # At once, not after a grace period: the sender would still be sleeping before its next round.
+    assert not sender_alive(sender, tag), f"{cleanup} returned with the announcement sender (pid {sender}) still running"
     no_orphans(tag)
     assert net.leases() == [] and net.state_files() == []
     assert support.host_veths(exe.host) == []
-    assert_same(before, state_of(exe.host, pod_ns, net))
+    assert hoststate.masquerade(exe.host.name, net.name) == []
+    cleaned = state_of(exe.host, pod_ns, net)
+    if cleanup == "DEL":
+        assert hoststate.pod_wide_sysctl(pod_ns.name) == original, f"DEL did not restore {hoststate.POD_WIDE_SYSCTL}"
+        assert_same(before, cleaned)
+    else:  # GC does not restore sysctls (it does not trust a stale record's netns path)
+        assert_same(before, cleaned, except_pod_sysctls=(hoststate.POD_WIDE_PATH,))
 
     # Nothing is left held (locks, names, addresses): the same attachment comes and goes at once.
     t0 = time.monotonic()
-    add = exe.run("ADD", conf, container_id=cid, netns=pod_ns.path)
+    add = exe.run("ADD", conf, container_id=cid, netns=pod_ns.path, NSVETH_TEST_TAG=tag)
     assert add.status == 0, add.stdout
+    assert hoststate.pod_wide_sysctl(pod_ns.name) == hoststate.POD_WIDE_VALUE
     dele = exe.run("DEL", support.with_prev(conf, add.json), container_id=cid, netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
     assert time.monotonic() - t0 < 20
-    assert_same(before, state_of(exe.host, pod_ns, net))
+    no_orphans(tag)
+    assert_same(cleaned, state_of(exe.host, pod_ns, net))
 
 
-@pytest.mark.parametrize("point", CORE_POINTS)
+@pytest.mark.parametrize("point", RETRY_POINTS)
 def test_crash_then_add_again_then_del(exe, need_exe, pod_ns, net, point):
     """A runtime that retries ADD after the crash (instead of DEL first) still ends clean after its DEL."""
     node(exe.host)
@@ -159,15 +220,20 @@ def test_crash_then_add_again_then_del(exe, need_exe, pod_ns, net, point):
     cid = support.unique("retry-")
     tag = support.unique("nsveth-crash-tag-")
     before = state_of(exe.host, pod_ns, net)
+    original = hoststate.pod_wide_sysctl(pod_ns.name)
     killed_add(exe, pod_ns, net, conf, cid, point, tag)
-    add = exe.run("ADD", conf, container_id=cid, netns=pod_ns.path)
-    # The killed ADD's leftovers (lease, veth, pod interface) are replaced, never an error.
+    add = exe.run("ADD", conf, container_id=cid, netns=pod_ns.path, NSVETH_TEST_TAG=tag)
+    # The killed ADD's leftovers (lease, veth, pod interface, rules) are replaced, never an error.
     assert add.status == 0, add.stdout
     assert len(net.leases()) == len(add.json["ips"]) and len(support.host_veths(exe.host)) == 1
     assert {ip["address"] for ip in add.json["ips"]} <= set(pod_ns.addresses("eth0"))
+    assert hoststate.masquerade(exe.host.name, net.name)
+    assert hoststate.pod_wide_sysctl(pod_ns.name) == hoststate.POD_WIDE_VALUE
     dele = exe.run("DEL", conf, container_id=cid, netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
     no_orphans(tag)
+    # The value from before the killed ADD, not the one it had written when the retry found it.
+    assert hoststate.pod_wide_sysctl(pod_ns.name) == original, f"DEL after the retried ADD did not restore {hoststate.POD_WIDE_SYSCTL}"
     assert net.leases() == [] and net.state_files() == []
     assert_same(before, state_of(exe.host, pod_ns, net))
 
