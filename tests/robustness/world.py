@@ -216,6 +216,27 @@ class World:
             problems.append(f"files changed: {before['files']} -> {after['files']}")
         return problems
 
+    def forget_node_bridge(self, stdin: bytes, before: dict[str, Any]) -> None:
+        """Undo what a successful bridge-mode ADD leaves on the node by design (README, bridge
+        mode: DEL never removes the bridge, other pods use it): the bridge it created (a mutated
+        config may name another one, or none: the default), the gateway addresses `isGateway`
+        put on an existing one, `promiscMode`. Only what the config asked for is undone, so
+        anything else ADD+DEL leave behind is still caught."""
+        try:
+            doc = json.loads(stdin)
+        except ValueError:
+            return
+        if not isinstance(doc, dict) or doc.get("mode") != "bridge":
+            return
+        name = doc.get("bridge", "nsveth0")
+        if not any(link.get("ifname") == name for link in before["host"]["links"]):
+            self.host.run("ip", "link", "del", name, check=False)
+            return
+        if doc.get("isGateway") or doc.get("isDefaultGateway"):
+            self.host.run("ip", "addr", "flush", "dev", name, check=False)  # the node's bridge has none
+        if doc.get("promiscMode"):
+            self.host.run("ip", "link", "set", name, "promisc", "off", check=False)
+
     def reset(self) -> None:
         """Put the world back after a failing example, so the next one starts clean."""
         assert self.pod is not None
@@ -242,6 +263,7 @@ class World:
                 undo = self.call(mode, {**env, "CNI_COMMAND": "DEL"}, stdin)
                 if undo.status != 0:
                     problems.append(f"DEL after a successful ADD failed: {undo.stdout!r} {undo.stderr[-2000:]}")
+                self.forget_node_bridge(stdin, before)
             problems += self.changes(before, self.snapshot())
         except PropertyViolation as e:
             problems.append(str(e))
