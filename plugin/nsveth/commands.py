@@ -195,9 +195,10 @@ def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
 
 
 def _apply_sysctls(att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: contextlib.ExitStack) -> None:
-    """Write the sysctls in the pod netns; the values they replace are in the
+    """Write the sysctls in the pod netns. The values they replace are in the
     state record before the first write, so DEL restores them even after a
-    kill between two writes."""
+    kill between two writes; a failed write (or any later step) restores them
+    through `undo`."""
     from . import sysctl
 
     assert att.pod_fd is not None
@@ -205,7 +206,7 @@ def _apply_sysctls(att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: co
         att.sysctl_originals = sysctl.pending(sysctls)
     if att.sysctl_originals:
         _record(att, phase="adding")
-        undo.callback(_quietly, _restore_sysctls, att.pod_fd, att.sysctl_originals)
+    undo.callback(_quietly, _restore_sysctls, att.pod_fd, att.sysctl_originals)
     with netns.entered(att.pod_fd):
         # The same originals, now with the form the kernel shows (CHECK accepts it).
         att.sysctl_originals = sysctl.apply(sysctls)

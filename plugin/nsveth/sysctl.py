@@ -17,8 +17,9 @@ O_NOFOLLOW, staying on the proc mount, ending on a regular file, so no key
 and no interface name can reach outside the pod's /proc/sys/net. `probe()`
 checks before anything is written that each key is per-netns on this kernel
 (a non-namespaced key is either absent in a child netns or read-only there);
-`apply()` writes the values that differ and restores what it wrote if one
-write fails; `restore()` puts recorded originals back; `read()` is CHECK's.
+`pending()` reads the values that `apply()` would replace (the caller records
+them first), `apply()` writes the values that differ, `restore()` puts
+recorded originals back (after a failed write, at DEL); `read()` is CHECK's.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ IPC_PREFIX = "fs.mqueue."
 # the prefix before '*', must start with one of these). The kubelet's
 # allowlist is shared with nsveth's, so its IPC patterns are accepted here
 # too; they can never match a key nsveth applies.
-NAMESPACED_PREFIXES = ("net.", "kernel.shm", "kernel.msg", "fs.mqueue.")
+NAMESPACED_PREFIXES = ("net.", "kernel.shm", "kernel.msg", IPC_PREFIX)
 NAMESPACED_KEYS = frozenset({"kernel.sem"})
 UTS_KEYS = frozenset({"kernel.hostname", "kernel.domainname"})
 
@@ -486,26 +487,18 @@ def pending(wanted: Sequence[Sysctl]) -> list[Original]:
 def apply(wanted: Sequence[Sysctl]) -> list[Original]:
     """Write each value that differs from the current one; the originals of what was written.
 
-    Call inside the pod netns. If a write fails, what was already written is
-    restored and a CNIError names the key (code 7 when the kernel refuses the
-    value or the key, code 100 otherwise).
+    Call inside the pod netns, with the `pending` originals recorded first: if
+    a write fails, a CNIError names the key (code 7 when the kernel refuses the
+    value or the key, code 100 otherwise) and the caller `restore`s them.
     """
     done: list[Original] = []
     if not wanted:
         return done
     with _Tree() as tree:
-        try:
-            for s in wanted:
-                original = _set(tree, s)
-                if original is not None:
-                    done.append(original)
-        except BaseException:
-            failed = _restore(tree, done)
-            if failed:
-                from . import log
-
-                log.get().warning("could not restore sysctls after a failed write: %s", "; ".join(failed))
-            raise
+        for s in wanted:
+            original = _set(tree, s)
+            if original is not None:
+                done.append(original)
     return done
 
 
@@ -537,32 +530,28 @@ def _set(tree: _Tree, s: Sysctl) -> Original | None:
         os.close(fd)
 
 
-def _restore(tree: _Tree, originals: Sequence[Original]) -> list[str]:
-    failed = []
-    for o in reversed(originals):
-        try:
-            fd = tree.open(o.segments, os.O_RDWR)
-        except FileNotFoundError:
-            continue  # the interface it was on is gone: nothing to restore
-        except (OSError, ValueError) as e:
-            failed.append(f"{'/'.join(o.segments)}: {_why(e)}")
-            continue
-        try:
-            if not same_value(_read_fd(fd), o.value):
-                _write_fd(fd, o.value)
-        except OSError as e:
-            failed.append(f"{'/'.join(o.segments)}: {e.strerror}")
-        finally:
-            os.close(fd)
-    return failed
-
-
 def restore(originals: Sequence[Original]) -> list[str]:
     """Put recorded values back (newest first), inside the pod netns; what failed, as messages."""
+    failed: list[str] = []
     if not originals:
-        return []
+        return failed
     with _Tree() as tree:
-        return _restore(tree, originals)
+        for o in reversed(originals):
+            try:
+                fd = tree.open(o.segments, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # the interface it was on is gone: nothing to restore
+            except (OSError, ValueError) as e:
+                failed.append(f"{'/'.join(o.segments)}: {_why(e)}")
+                continue
+            try:
+                if not same_value(_read_fd(fd), o.value):
+                    _write_fd(fd, o.value)
+            except OSError as e:
+                failed.append(f"{'/'.join(o.segments)}: {e.strerror}")
+            finally:
+                os.close(fd)
+    return failed
 
 
 def read(wanted: Sequence[Sysctl]) -> dict[str, str | None]:

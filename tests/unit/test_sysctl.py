@@ -401,8 +401,12 @@ def test_tree_open_refuses_unsafe_segments_even_when_handed_them(fake_root):
 
 def test_apply_restore_read_on_a_tree(fake_root):
     wanted = sysctl.plan({"net.core.somaxconn": "1024"}, None, "eth0")
+    before = [sysctl.Original(("net", "core", "somaxconn"), "4096")]
+    assert sysctl.pending(wanted) == before
+    assert sysctl.read(wanted) == {"net.core.somaxconn": "4096"}  # pending writes nothing
     originals = sysctl.apply(wanted)
-    assert originals == [sysctl.Original(("net", "core", "somaxconn"), "4096")]
+    assert originals == before
+    assert sysctl.pending(wanted) == []
     assert sysctl.read(wanted) == {"net.core.somaxconn": "1024"}
     assert sysctl.apply(wanted) == []  # already so: nothing written, nothing recorded
     assert sysctl.restore(originals) == []
