@@ -1,0 +1,36 @@
+"""Subcommands of the executable (`nsveth serve`, `nsveth inspect`, ...).
+
+A runtime never passes arguments to a CNI plugin, so any argument selects a
+subcommand instead of the plugin path. Each subcommand is a function here that
+imports its module when chosen (a plain import statement, so PyInstaller sees
+it), so the plugin path never pays for them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+Subcommand = Callable[[list[str]], int]
+
+# name -> (runner, one-line help); each runner imports its module itself.
+SUBCOMMANDS: dict[str, tuple[Subcommand, str]] = {}
+
+
+def usage() -> str:
+    lines = ["usage: nsveth [SUBCOMMAND [ARGS...]]", "", "Without arguments nsveth is a CNI plugin (CNI_COMMAND and stdin)."]
+    if SUBCOMMANDS:
+        lines += ["", "subcommands:"]
+        lines += [f"  {name:<10} {help_}" for name, (_, help_) in sorted(SUBCOMMANDS.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    name = argv[0]
+    if name in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0
+    if name not in SUBCOMMANDS:
+        sys.stderr.write(f"nsveth: unknown subcommand {name!r}\n\n{usage()}")
+        return 2
+    return SUBCOMMANDS[name][0](argv[1:])
