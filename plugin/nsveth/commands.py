@@ -67,7 +67,7 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             timing.mark("ipam")
             crashpoints.reached(req, "after-ipam")
             topology = _topology(conf)
-            topology.prepare(att)
+            _kernel("look at the host side", topology.prepare, att)
             # Armed first: the pair exists as soon as the kernel has made it.
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
             _create_veth(att)

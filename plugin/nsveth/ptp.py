@@ -9,11 +9,13 @@ host, never bridged.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 
 from . import addresses, links, procsys, routes
 from .attachment import Attachment
 from .errors import CNIError, Code
+from .netlink import NetlinkError
 from .result import Interface, IPConfig
 
 
@@ -33,7 +35,34 @@ def _require_gateways(att: Attachment) -> list[IPConfig]:
 
 
 def prepare(att: Attachment) -> None:
-    """The lease is used as IPAM gave it."""
+    """The lease is used as IPAM gave it, unless the host already routes one
+    of its addresses to another interface (see `_refuse_overlap`)."""
+    for ip in att.lease.ips:  # type: ignore[union-attr]
+        _refuse_overlap(att, ip.address.ip)
+
+
+def _refuse_overlap(att: Attachment, address: ipaddress._BaseAddress) -> None:
+    """Code 7 when the host's main table has a host route to `address` through
+    an interface other than this attachment's host veth.
+
+    Two networks handing out the same addresses (overlapping IPAM ranges)
+    would otherwise both "succeed": the kernel keeps the first pod's /32
+    (/128) route and the second pod silently gets no traffic. The host veth
+    of this very attachment (a leftover that ADD replaces) does not count.
+    """
+    prefix = _host_prefix(address)
+    mine = links.get(att.host, name=att.host_name)
+    for r in routes.dump(att.host):
+        if r.dst != prefix or r.table != routes.RT_TABLE_MAIN or (mine is not None and r.oif == mine.index):
+            continue
+        owner = links.get(att.host, index=r.oif) if r.oif else None
+        where = owner.name if owner is not None else (f"ifindex {r.oif}" if r.oif else "a multipath route")
+        raise CNIError(
+            Code.INVALID_CONFIG,
+            f"pod address {address} is already routed to {where} on this host: another network (or a route "
+            f"added by hand) uses the same addresses; give each network its own subnet "
+            f"(this ADD is rolled back, the lease released)",
+        )
 
 
 def setup_host(att: Attachment) -> None:
@@ -42,7 +71,15 @@ def setup_host(att: Attachment) -> None:
     for ip in _require_gateways(att):
         gw = ip.gateway
         addresses.add(att.host, index, ipaddress.ip_interface(f"{gw}/{gw.max_prefixlen}"), prefix_route=False, exist_ok=True)  # type: ignore[union-attr]
-        routes.add(att.host, _host_prefix(ip.address.ip), index, scope=routes.RT_SCOPE_LINK, exist_ok=True)
+        try:
+            routes.add(att.host, _host_prefix(ip.address.ip), index, scope=routes.RT_SCOPE_LINK)
+        except NetlinkError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            # Another ADD took the route after `prepare` looked: the same refusal
+            # (and if that route is gone again already, ours goes in now).
+            _refuse_overlap(att, ip.address.ip)
+            routes.add(att.host, _host_prefix(ip.address.ip), index, scope=routes.RT_SCOPE_LINK, exist_ok=True)
     families = {ip.address.version for ip in att.lease.ips}  # type: ignore[union-attr]
     if 4 in families:
         procsys.ensure("1", "ipv4", "ip_forward")
