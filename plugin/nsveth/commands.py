@@ -131,7 +131,7 @@ def _masquerade(att: Attachment) -> None:
     ips = [ip.address for ip in att.lease.ips]  # type: ignore[union-attr]
     from . import masq
 
-    masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
+    masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips, conf.non_masquerade)
 
 
 def _create_veth(att: Attachment) -> None:

@@ -8,6 +8,7 @@ delegated plugins get the config verbatim, as the spec asks.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +57,7 @@ class NetConf:
     dns: result.DNS = result.DNS()
     ip_masq: bool = False
     ip_masq_backend: str | None = None
+    non_masquerade: tuple[result.IPNetwork, ...] = ()  # destinations that keep the pod source address
     bridge: BridgeConf = BridgeConf()
     sysctl: Mapping[str, str] = dataclasses.field(default_factory=dict)
     sysctl_allowlist: str | None = None
@@ -110,6 +112,7 @@ def load(raw: bytes, req: Request) -> NetConf:
         dns=result.from_wire({"dns": doc["dns"]}, versions.CURRENT, "dns").dns if "dns" in doc else result.DNS(),
         ip_masq=doc.get("ipMasq", False),
         ip_masq_backend=doc.get("ipMasqBackend"),
+        non_masquerade=_non_masquerade(doc),
         bridge=_bridge(doc),
         sysctl={**doc.get("sysctl", {}), **args_cni.get("sysctl", {})},
         sysctl_allowlist=doc.get("sysctlAllowlist"),
@@ -198,6 +201,36 @@ def check_mode_fields(doc: Mapping[str, Any]) -> None:
             f"vlan {doc['vlan']} with isGateway/isDefaultGateway is not supported: the gateway would sit on the "
             "bridge's untagged VLAN, unreachable from the pod's VLAN",
         )
+
+
+def _non_masquerade(doc: Mapping[str, Any]) -> tuple[result.IPNetwork, ...]:
+    """nonMasqueradeCIDRs as networks: only with "ipMasq": true (code 2, as
+    bridge-only fields outside bridge mode), each a CIDR without host bits (code 7)."""
+    cidrs = doc.get("nonMasqueradeCIDRs")
+    if cidrs is None:
+        return ()
+    if doc.get("ipMasq") is not True:
+        raise CNIError(
+            Code.UNSUPPORTED_FIELD,
+            'field nonMasqueradeCIDRs only applies with "ipMasq": true',
+            f"nonMasqueradeCIDRs={json.dumps(cidrs)}",
+        )
+    out = []
+    for i, text in enumerate(cidrs):
+        problem = None
+        try:
+            given = ipaddress.ip_interface(text)
+        except ValueError:
+            problem = "is not a CIDR"
+        else:
+            if "/" not in text:
+                problem = "has no prefix length"
+            elif given.ip != given.network.network_address:
+                problem = f"has host bits set (the network is {given.network})"
+        if problem:
+            raise CNIError(Code.INVALID_CONFIG, f"invalid network config: nonMasqueradeCIDRs[{i}]: {text!r} {problem}")
+        out.append(given.network)
+    return tuple(out)
 
 
 def _renamed(obj: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:

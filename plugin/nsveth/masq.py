@@ -8,15 +8,16 @@ already gone, where the reference plugins leak their rules.
 nftables (the default when `nft` exists): table `inet nsveth`, one NAT base
 chain per attachment hooked at postrouting, named `<network>-<hash>`, holding
 one rule per pod address:
-    ip saddr <pod ip> ip daddr != { <pod subnet>, 224.0.0.0/4 } masquerade
+    ip saddr <pod ip> ip daddr != { <pod subnet>, 224.0.0.0/4, <nonMasqueradeCIDRs> } masquerade
 Adding and removing are each one atomic `nft` transaction; removal is
 "add chain; flush chain; delete chain", which succeeds whether or not the
 chain exists. GC finds leftover chains of a network by the name prefix.
 
 iptables (fallback, or ipMasqBackend "iptables"): chain `NSV-<hash>` in the
-nat table (the reference layout): `-d <subnet> -j ACCEPT`, `! -d 224.0.0.0/4
--j MASQUERADE`, jumped to from POSTROUTING by `-s <pod ip>`; ip6tables for
-IPv6 (multicast ff00::/8).
+nat table (the reference layout): `-d <subnet> -j ACCEPT`, `-d <CIDR> -j
+ACCEPT` per nonMasqueradeCIDR of the family, `! -d 224.0.0.0/4 -j
+MASQUERADE`, jumped to from POSTROUTING by `-s <pod ip>`; ip6tables for IPv6
+(multicast ff00::/8).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import subprocess
 from collections.abc import Iterable
 
 from .errors import CNIError, Code
-from .result import IPInterface
+from .result import IPInterface, IPNetwork
 
 NFT_TABLE = "nsveth"
 NFT_FAMILY = "inet"
@@ -83,8 +84,16 @@ def _nat_chain(name: str) -> dict:
     return {**_chain_ref(name), "type": "nat", "hook": "postrouting", "prio": NAT_PRIORITY_SRCNAT, "policy": "accept"}
 
 
-def nft_add_batch(network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> dict:
-    """The JSON transaction that (re)creates the attachment's chain with one rule per address (pure)."""
+def nft_add_batch(
+    network: str, container_id: str, ifname: str, ips: Iterable[IPInterface], keep: Iterable[IPNetwork] = ()
+) -> dict:
+    """The JSON transaction that (re)creates the attachment's chain with one rule per address (pure).
+
+    Destinations in the pod subnet, multicast and `keep` (nonMasqueradeCIDRs)
+    are not translated; the set is collapsed (overlapping prefixes merged),
+    so any mix of CIDRs makes a valid interval set.
+    """
+    keep = list(keep)
     chain = nft_chain(network, container_id, ifname)
     cmds: list[dict] = [
         {"add": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}},
@@ -93,7 +102,7 @@ def nft_add_batch(network: str, container_id: str, ifname: str, ips: Iterable[IP
     ]
     for ip in ips:
         proto = "ip" if ip.version == 4 else "ip6"
-        outside = [ip.network, _MULTICAST[ip.version]]
+        outside = ipaddress.collapse_addresses([ip.network, _MULTICAST[ip.version]] + [n for n in keep if n.version == ip.version])
         expr = [
             {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": str(ip.ip)}},
             {
@@ -163,14 +172,19 @@ def _ipt(version: int, *args: str, check: bool = True) -> subprocess.CompletedPr
     return _run([_iptables(version), "-w", "5", "-t", "nat", *args], None, check=check)
 
 
-def _ipt_setup(network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> None:
+def _ipt_setup(
+    network: str, container_id: str, ifname: str, ips: Iterable[IPInterface], keep: Iterable[IPNetwork] = ()
+) -> None:
     chain = iptables_chain(network, container_id, ifname)
+    keep = list(keep)
     note = comment(network, container_id, ifname)
     for version in sorted({ip.version for ip in ips}):
         _ipt(version, "-N", chain, check=False)  # exists already: reused, flushed next
         _ipt(version, "-F", chain)
         for ip in (i for i in ips if i.version == version):
             _ipt(version, "-A", chain, "-d", str(ip.network), "-j", "ACCEPT", "-m", "comment", "--comment", note)
+            for net in (n for n in keep if n.version == version):
+                _ipt(version, "-A", chain, "-d", str(net), "-j", "ACCEPT", "-m", "comment", "--comment", note)
             multicast = str(_MULTICAST[version])
             _ipt(version, "-A", chain, "!", "-d", multicast, "-j", "MASQUERADE", "-m", "comment", "--comment", note)
             jump = ["POSTROUTING", "-s", str(ip.ip), "-j", chain, "-m", "comment", "--comment", note]
@@ -210,14 +224,17 @@ def _target(words: list[str]) -> str | None:
 
 
 # ---------------------------------------------------------------------- shared
-def setup(kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> None:
+def setup(
+    kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface], keep: Iterable[IPNetwork] = ()
+) -> None:
+    """Masquerade the pod's addresses, except towards its subnet, multicast and `keep`."""
     ips = list(ips)
     if not ips:
         return
     if kind == "nftables":
-        _nft(nft_add_batch(network, container_id, ifname, ips))
+        _nft(nft_add_batch(network, container_id, ifname, ips, keep))
     else:
-        _ipt_setup(network, container_id, ifname, ips)
+        _ipt_setup(network, container_id, ifname, ips, keep)
 
 
 def teardown(kind: str, network: str, container_id: str, ifname: str) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 
 import pytest
 
-from support import Netns, netns, unique, with_prev
+from support import Netns, netns, sh, unique, with_prev
 
 OUTSIDE = "192.168.77.2"
 
@@ -203,3 +204,53 @@ def test_failed_add_removes_its_rules(inproc, net, pod_ns):
     assert reply.status != 0 and reply.code == 100, reply.stdout
     assert masq_sources(inproc.host) == set()
     assert net.leases() == [] and net.state_files() == [] and "eth0" not in pod_ns.links()
+
+
+def source_counter(out: Netns, source: str) -> int:
+    """Packets the outside netns received from `source` (its counter rule, see `count_sources`)."""
+    text = out.run("nft", "-j", "list", "table", "ip", "nsvtcount").stdout
+    for item in json.loads(text)["nftables"]:
+        rule = item.get("rule")
+        if rule and any(e.get("match", {}).get("right") == source for e in rule["expr"]):
+            return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    raise AssertionError(f"no counter for {source}")
+
+
+def count_sources(out: Netns, *sources: str) -> None:
+    """A counter per source address on the outside netns's input hook."""
+    rules = "".join(f"    ip saddr {s} counter\n" for s in sources)
+    ruleset = f"table ip nsvtcount {{\n  chain in {{\n    type filter hook input priority 0;\n{rules}  }}\n}}\n"
+    sh("ip", "netns", "exec", out.name, "nft", "-f", "-", input=ruleset)
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_non_masquerade_cidrs_keep_the_pod_source(plugin, net, pod_ns, backend):
+    conf = mode_conf(
+        net, "ptp", ipMasq=True, ipMasqBackend=backend, cniVersion="1.1.0", nonMasqueradeCIDRs=["192.168.77.0/24", "fd00:99::/48"]
+    )
+    with outside(plugin.host) as out:
+        # This destination knows the way back to the pods (as another node of the cluster would).
+        out.run("ip", "route", "add", "10.77.0.0/24", "via", "192.168.77.1")
+        count_sources(out, "10.77.0.2", "192.168.77.1")
+        add(plugin, conf, "ctr-keep", pod_ns)
+        if backend == "nftables":
+            text = plugin.host.run("nft", "list", "table", "inet", "nsveth").stdout
+            assert "ip daddr != { 10.77.0.0/24, 192.168.77.0/24, 224.0.0.0/4 } masquerade" in text, text
+        else:
+            rules = iptables_nat(plugin.host)
+            chain = next(line.split()[-1] for line in rules.splitlines() if line.startswith("-N NSV-"))
+            mine = [line for line in rules.splitlines() if line.startswith(f"-A {chain} ")]
+            assert [re.sub(r' -m comment --comment "[^"]*"', "", line) for line in mine] == [
+                f"-A {chain} -d 10.77.0.0/24 -j ACCEPT",
+                f"-A {chain} -d 192.168.77.0/24 -j ACCEPT",
+                f"-A {chain} ! -d 224.0.0.0/4 -j MASQUERADE",
+            ], mine
+        # The ping arrives with the pod's own address, not the host's.
+        assert pod_ns.run("ping", "-c1", "-W2", OUTSIDE).returncode == 0
+        assert source_counter(out, "10.77.0.2") >= 1 and source_counter(out, "192.168.77.1") == 0
+        gc = {**conf, "cni.dev/valid-attachments": []}
+        reply = plugin.run("GC", gc)
+        assert reply.status == 0, reply.stdout
+        assert nft_rules(plugin.host) == [] and "NSV-" not in iptables_nat(plugin.host)
+        assert plugin.run("DEL", conf, container_id="ctr-keep", netns=pod_ns.path).status == 0
+        assert nft_rules(plugin.host) == [] and "NSV-" not in iptables_nat(plugin.host)

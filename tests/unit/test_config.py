@@ -588,3 +588,38 @@ ATT = [{"containerID": "c1", "ifname": "eth0"}, {"containerID": "c2", "ifname": 
 def test_valid_attachments(fields, expected):
     d = doc(**{k.replace("/", "__"): v for k, v in fields.items()})
     assert load(d, "GC").valid_attachments == expected
+
+
+# ------------------------------------------------------ nonMasqueradeCIDRs
+def test_non_masquerade_cidrs_parsed_with_ipmasq():
+    conf = load(doc(ipMasq=True, nonMasqueradeCIDRs=["10.0.0.0/8", "fd00::/48", "192.168.1.7/32"]))
+    assert [str(n) for n in conf.non_masquerade] == ["10.0.0.0/8", "fd00::/48", "192.168.1.7/32"]
+    assert load(doc(ipMasq=True)).non_masquerade == ()
+    assert load(doc(ipMasq=True, nonMasqueradeCIDRs=[])).non_masquerade == ()
+
+
+@pytest.mark.parametrize("fields", [{}, {"ipMasq": False}])
+def test_non_masquerade_cidrs_only_with_ipmasq(fields):
+    err = fails(doc(nonMasqueradeCIDRs=["10.0.0.0/8"], **fields))
+    assert err.code == Code.UNSUPPORTED_FIELD
+    assert "nonMasqueradeCIDRs" in err.msg and '"ipMasq": true' in err.msg
+
+
+@pytest.mark.parametrize(
+    "value,problem",
+    [
+        (["10.0.0.0/8", "10.1.2.3/8"], "nonMasqueradeCIDRs[1]: '10.1.2.3/8' has host bits set (the network is 10.0.0.0/8)"),
+        (["10.0.0.0"], "nonMasqueradeCIDRs[0]: '10.0.0.0' has no prefix length"),
+        (["10.0.0.0/33"], "nonMasqueradeCIDRs[0]: '10.0.0.0/33' is not a CIDR"),
+        (["cluster"], "nonMasqueradeCIDRs[0]: 'cluster' is not a CIDR"),
+    ],
+)
+def test_non_masquerade_cidrs_must_be_networks(value, problem):
+    err = fails(doc(ipMasq=True, nonMasqueradeCIDRs=value))
+    assert err.code == Code.INVALID_CONFIG and problem in err.msg, err.msg
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/8", [8], [["10.0.0.0/8"]]])
+def test_non_masquerade_cidrs_schema(value):
+    err = fails(doc(ipMasq=True, nonMasqueradeCIDRs=value))
+    assert err.code == Code.INVALID_CONFIG and "nonMasqueradeCIDRs" in err.msg, err.msg

@@ -82,3 +82,20 @@ def test_target_parsing_of_iptables_listing():
     words = masq._split('-A POSTROUTING -s 10.0.0.2/32 -m comment --comment "nsveth n c eth0" -j NSV-abc')
     assert words[-2:] == ["-j", "NSV-abc"] and masq._target(words) == "NSV-abc"
     assert masq._target(["-A", "POSTROUTING"]) is None
+
+
+def test_add_batch_exempts_non_masquerade_cidrs_of_the_family():
+    ips = [ipaddress.ip_interface("10.1.2.3/24"), ipaddress.ip_interface("fd00::5/64")]
+    keep = [ipaddress.ip_network("192.168.0.0/16"), ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00:1::/48")]
+    v4, v6 = rules_of(masq.nft_add_batch("net", "cid", "eth0", ips, keep))
+    # Collapsed (10.0.0.0/8 contains the pod subnet): the set holds no overlapping intervals.
+    assert v4["expr"][1]["match"]["right"]["set"] == [
+        {"prefix": {"addr": "10.0.0.0", "len": 8}},
+        {"prefix": {"addr": "192.168.0.0", "len": 16}},
+        {"prefix": {"addr": "224.0.0.0", "len": 4}},
+    ]
+    assert v6["expr"][1]["match"]["right"]["set"] == [
+        {"prefix": {"addr": "fd00::", "len": 64}},
+        {"prefix": {"addr": "fd00:1::", "len": 48}},
+        {"prefix": {"addr": "ff00::", "len": 8}},
+    ]
