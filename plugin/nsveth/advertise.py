@@ -32,8 +32,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from . import links, log, netns
+from . import links, log, netns, senders
 from .netlink import NetlinkError, Socket
+from .senders import start_time
 
 ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
 ARPHRD_ETHER = 1
@@ -334,28 +335,12 @@ def _max_fd() -> int:
 
 
 # ------------------------------------------------------------ cancelling
-def start_time(pid: int) -> int | None:
-    """Start time of a live process (clock ticks since boot), None if there is
-    none; with the pid it names one process even after pids wrap."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if len(fields) < 20 or fields[0] == b"Z":
-        return None  # a zombie has done its work
-    return int(fields[19])
-
-
 def cancel(record: Any) -> bool:
     """Stop the sender a state record names, if it still runs; True if it was stopped."""
-    sender = record.get("advertiser") if isinstance(record, dict) else None
-    if not isinstance(sender, dict):
+    sender = senders.recorded(record)
+    if sender is None:
         return False
-    pid, start = sender.get("pid"), sender.get("start")
-    if not isinstance(pid, int) or not isinstance(start, int) or pid <= 1 or start < 0:
-        return False
+    pid, start = sender
     if start_time(pid) != start:
         return False  # already finished (the pid may belong to someone else now)
     try:

@@ -6,13 +6,14 @@ import dataclasses
 import hashlib
 from typing import TYPE_CHECKING
 
-from .config import NetConf
-from .links import Link
-from .netlink import Socket
-from .request import Request
-from .result import Result
-
-if TYPE_CHECKING:  # sysctl costs ~5 ms to import; only configs with sysctls need it
+if TYPE_CHECKING:
+    # Annotations only: `host_ifname` is used without netlink (pyroute2) by
+    # `nsveth inspect`; sysctl costs ~5 ms and only configs with sysctls need it.
+    from .config import NetConf
+    from .links import Link
+    from .netlink import Socket
+    from .request import Request
+    from .result import Result
     from .sysctl import Original
 
 HOST_PREFIX = "nsv"

@@ -35,6 +35,9 @@ AF_BRIDGE = 7
 BR_STATE_DISABLED, BR_STATE_FORWARDING = 0, 3
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
 DEFAULT_VLAN = 1
+# IFLA_IFALIAS of every bridge nsveth creates: `nsveth cleanup` removes only
+# bridges with this mark (and no ports), never one someone else made.
+MARK = "nsveth"
 FORWARDING_WAIT_S = 2.0  # moby waits for its port the same way; STP off, this takes a few ms
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
@@ -124,9 +127,11 @@ def _ensure_bridge(att: Attachment) -> Link:
     name = conf.bridge.name
     link = links.get(att.host, name=name)
     if link is None:
+        created = False
         try:
             with _vlan_support(name, conf.bridge.vlan):
                 _create_bridge(att.host, name, conf.mtu, conf.bridge.vlan != 0)
+            created = True
             log.get().info("created bridge %s", name)
         except NetlinkError as e:
             if e.errno != errno.EEXIST:  # EEXIST: a racer outside our lock won; use its bridge
@@ -137,7 +142,10 @@ def _ensure_bridge(att: Attachment) -> Link:
         if link.kind == "bridge":
             # Pin the MAC: otherwise the bridge takes the lowest port MAC and
             # changes it as pods come and go (stale neighbour caches everywhere).
-            links.set_attrs(att.host, link.index, [("IFLA_ADDRESS", link.mac)])
+            # The mark goes only on a bridge this ADD created (the kernel
+            # ignores IFLA_IFALIAS in the creating request, so it is set here).
+            mark = [("IFLA_IFALIAS", MARK)] if created else []
+            links.set_attrs(att.host, link.index, [("IFLA_ADDRESS", link.mac), *mark])
             with contextlib.suppress(FileNotFoundError):
                 procsys.write("0", "ipv6", "conf", name, "accept_ra")
     if link.kind != "bridge":

@@ -33,4 +33,23 @@ def main(argv: list[str]) -> int:
     if name not in SUBCOMMANDS:
         sys.stderr.write(f"nsveth: unknown subcommand {name!r}\n\n{usage()}")
         return 2
-    return SUBCOMMANDS[name][0](argv[1:])
+    try:
+        return SUBCOMMANDS[name][0](argv[1:])
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
+
+
+def _inspect(argv: list[str]) -> int:
+    from . import inspection
+
+    return inspection.main(argv)
+
+
+def _cleanup(argv: list[str]) -> int:
+    from . import cleanup
+
+    return cleanup.main(argv)
+
+
+SUBCOMMANDS["inspect"] = (_inspect, "list the attachments on this node (nsveth inspect --help)")
+SUBCOMMANDS["cleanup"] = (_cleanup, "remove what nsveth left on this host, for hosts leaving nsveth (--help)")

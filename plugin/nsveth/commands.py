@@ -285,6 +285,10 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
             "containerID": req.container_id,
             "ifname": req.ifname,
             "netns": req.netns,
+            # Who the attachment is for, when the runtime said (kubelet's CNI_ARGS): for `nsveth inspect`.
+            "podNamespace": req.args.get("K8S_POD_NAMESPACE") or None,
+            "podName": req.args.get("K8S_POD_NAME") or None,
+            "addresses": [str(ip.address) for ip in att.lease.ips] if att.lease else [],
             "hostIfname": att.host_name,
             "mode": conf.mode,
             "masq": _masq_backend(conf) if conf.ip_masq else None,
@@ -480,7 +484,7 @@ def gc(req: Request, conf: NetConf) -> None:
                 continue
             log.get().info("GC: releasing stale attachment %s/%s", container_id, ifname)
             try:
-                _release_recorded(req, conf, container_id, ifname)
+                release_recorded(req, conf, container_id, ifname)
             except CNIError as e:
                 failures.append(f"{container_id}/{ifname}: {e.msg}")
         try:
@@ -506,7 +510,7 @@ def _sweep_masquerade(conf: NetConf, valid: set[tuple[str, str]]) -> None:
         masq.remove_nft_chains(stale)
 
 
-def _release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:
+def release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:
     """DEL of an attachment, from its state record (the config its ADD had)."""
     from . import config as config_mod
 

@@ -26,6 +26,7 @@ class Link:
     master: int  # ifindex of the bridge it is enslaved to, 0 if none
     peer_index: int  # IFLA_LINK: for a veth, the peer's ifindex (in its netns)
     peer_netnsid: int | None  # IFLA_LINK_NETNSID: peer's netns as seen from here
+    alias: str = ""  # IFLA_IFALIAS (`ip link set X alias Y`); nsveth marks the bridges it creates
 
     @property
     def up(self) -> bool:
@@ -44,6 +45,7 @@ def _from_msg(m: object) -> Link:
         master=m.get_attr("IFLA_MASTER") or 0,  # type: ignore[attr-defined]
         peer_index=m.get_attr("IFLA_LINK") or 0,  # type: ignore[attr-defined]
         peer_netnsid=m.get_attr("IFLA_LINK_NETNSID"),  # type: ignore[attr-defined]
+        alias=m.get_attr("IFLA_IFALIAS") or "",  # type: ignore[attr-defined]
     )
 
 

@@ -35,6 +35,7 @@ from .result import IPInterface, IPNetwork
 
 NFT_TABLE = "nsveth"
 NFT_FAMILY = "inet"
+IPT_PREFIX = "NSV-"  # every iptables chain nsveth makes
 NAT_PRIORITY_SRCNAT = 100
 _MULTICAST = {4: ipaddress.ip_network("224.0.0.0/4"), 6: ipaddress.ip_network("ff00::/8")}
 _SEARCH = "/usr/sbin:/sbin:/usr/bin:/bin"
@@ -67,7 +68,7 @@ def nft_chain(network: str, container_id: str, ifname: str) -> str:
 
 def iptables_chain(network: str, container_id: str, ifname: str) -> str:
     """28 characters, iptables' limit for a chain name."""
-    return "NSV-" + hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:24]
+    return IPT_PREFIX + hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:24]
 
 
 def comment(network: str, container_id: str, ifname: str) -> str:
@@ -148,14 +149,23 @@ def _nft(batch: dict) -> None:
 
 def nft_chains() -> list[str]:
     """Names of the chains in our table (empty if there is no table)."""
+    _tool("nft")
+    return nft_table_chains() or []
+
+
+def nft_table_chains() -> list[str] | None:
+    """Names of the chains in our table; None when there is no table (or no nft)."""
+    nft = _which("nft")
+    if nft is None:
+        return None
     proc = subprocess.run(
-        [_tool("nft"), "-j", "list", "table", NFT_FAMILY, NFT_TABLE],
+        [nft, "-j", "list", "table", NFT_FAMILY, NFT_TABLE],
         capture_output=True,
         text=True,
         timeout=_TIMEOUT_S,
     )
     if proc.returncode != 0:
-        return []  # no such table
+        return None  # no such table
     try:
         items = json.loads(proc.stdout).get("nftables", [])
     except ValueError:
@@ -193,17 +203,38 @@ def _ipt_setup(
 
 
 def _ipt_teardown(network: str, container_id: str, ifname: str) -> None:
-    chain = iptables_chain(network, container_id, ifname)
+    remove_ipt_chains([iptables_chain(network, container_id, ifname)])
+
+
+def _ipt_present(version: int) -> bool:
+    return _which("iptables" if version == 4 else "ip6tables") is not None
+
+
+def remove_ipt_chains(chains: list[str]) -> None:
+    """Remove chains and their POSTROUTING jumps, in iptables and ip6tables; missing ones are success."""
     for version in (4, 6):
-        if _which("iptables" if version == 4 else "ip6tables") is None:
+        if not _ipt_present(version):
             continue
         listing = _ipt(version, "-S", "POSTROUTING", check=False)
         for line in listing.stdout.splitlines():
             words = _split(line)
-            if words[:2] == ["-A", "POSTROUTING"] and _target(words) == chain:
+            if words[:2] == ["-A", "POSTROUTING"] and _target(words) in chains:
                 _ipt(version, "-D", *words[1:], check=False)
-        _ipt(version, "-F", chain, check=False)
-        _ipt(version, "-X", chain, check=False)
+        for chain in chains:
+            _ipt(version, "-F", chain, check=False)
+            _ipt(version, "-X", chain, check=False)
+
+
+def ipt_chains() -> list[str]:
+    """nsveth's (NSV-) chains in the nat table of iptables and ip6tables, each name once."""
+    found: set[str] = set()
+    for version in (4, 6):
+        if _ipt_present(version):
+            for line in _ipt(version, "-S", check=False).stdout.splitlines():
+                words = _split(line)
+                if words[:1] == ["-N"] and len(words) == 2 and words[1].startswith(IPT_PREFIX):
+                    found.add(words[1])
+    return sorted(found)
 
 
 def _split(line: str) -> list[str]:
@@ -289,6 +320,11 @@ def is_chain_of(network: str, chain: str) -> bool:
 def remove_nft_chains(chains: list[str]) -> None:
     if chains:
         _nft(nft_delete_batch(chains))
+
+
+def remove_nft_table() -> None:
+    """Delete table inet nsveth with every chain in it (for `nsveth cleanup`; the table must exist)."""
+    _nft({"nftables": [{"delete": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}}]})
 
 
 def _tool(name: str) -> str:

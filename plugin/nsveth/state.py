@@ -140,6 +140,18 @@ def lock(runtime_dir: str, network: str, exclusive: bool) -> Iterator[int]:
         os.close(fd)
 
 
+def networks(runtime_dir: str) -> list[str]:
+    """Names of the networks that have a state dir (the dot-dirs beside them are caches and locks).
+
+    Raises OSError when the runtime dir exists but cannot be read; none: [].
+    """
+    try:
+        names = os.listdir(runtime_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(runtime_dir, n)))
+
+
 def written_at(runtime_dir: str, network: str, container_id: str, ifname: str) -> int | None:
     """mtime (ns) of the attachment's record, None if it has none."""
     try:
