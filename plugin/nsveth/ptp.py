@@ -42,19 +42,19 @@ def prepare(att: Attachment) -> None:
 
 
 def _refuse_overlap(att: Attachment, address: ipaddress._BaseAddress) -> None:
-    """Code 7 when the host's main table has a host route to `address` through
-    an interface other than this attachment's host veth.
+    """Code 7 when the host routes `address` by a host route (/32, /128)
+    through an interface other than this attachment's host veth.
 
     Two networks handing out the same addresses (overlapping IPAM ranges)
     would otherwise both "succeed": the kernel keeps the first pod's /32
     (/128) route and the second pod silently gets no traffic. The host veth
     of this very attachment (a leftover that ADD replaces) does not count.
     """
-    prefix = _host_prefix(address)
+    r = routes.matching(att.host, address)  # one lookup: a node may have thousands of routes
+    if r is None or r.dst != _host_prefix(address):
+        return
     mine = links.get(att.host, name=att.host_name)
-    for r in routes.dump(att.host):
-        if r.dst != prefix or r.table != routes.RT_TABLE_MAIN or (mine is not None and r.oif == mine.index):
-            continue
+    if mine is None or r.oif != mine.index:
         owner = links.get(att.host, index=r.oif) if r.oif else None
         where = owner.name if owner is not None else (f"ifindex {r.oif}" if r.oif else "a multipath route")
         raise CNIError(

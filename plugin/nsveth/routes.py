@@ -17,6 +17,7 @@ RTN_UNICAST = 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 RTNH_F_ONLINK = 0x4
 RTAX_MTU, RTAX_ADVMSS = 2, 8
+RTM_F_FIB_MATCH = 0x2000  # a lookup answers with the matching FIB entry (its own prefix), not the flow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,35 @@ def delete(sock: Socket, dst: IPNetwork, oif: int, table: int | None = None) -> 
             return False
         raise
     return True
+
+
+def matching(sock: Socket, address: IPAddress) -> Entry | None:
+    """The unicast route the kernel would use to reach `address` (`ip route get
+    fibmatch`), with its own prefix; None when no route, or one of another type
+    (local, unreachable, blackhole), matches. One lookup, however many routes
+    the host has."""
+    msg = rtmsg()
+    msg["family"] = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    msg["dst_len"] = address.max_prefixlen
+    msg["flags"] = RTM_F_FIB_MATCH
+    msg["attrs"] = [("RTA_DST", str(address))]
+    try:
+        m = sock.get(msg, netlink.RTM_GETROUTE)
+    except NetlinkError as e:
+        if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH, errno.ENOENT):
+            return None
+        raise
+    if m is None or m["type"] != RTN_UNICAST:
+        return None
+    dst = m.get_attr("RTA_DST") or ("0.0.0.0" if address.version == 4 else "::")
+    gw = m.get_attr("RTA_GATEWAY")
+    return Entry(
+        dst=ipaddress.ip_network(f"{dst}/{m['dst_len']}", strict=False),
+        gw=ipaddress.ip_address(gw) if gw else None,
+        oif=m.get_attr("RTA_OIF") or 0,
+        table=m.get_attr("RTA_TABLE") or m["table"],
+        scope=m["scope"],
+    )
 
 
 def dump(sock: Socket, family: int = socket.AF_UNSPEC) -> list[Entry]:

@@ -82,3 +82,13 @@ def test_a_route_added_by_hand_is_named(inproc, net, pod_ns):
     reply = inproc.run("ADD", net.conf(), container_id="ctr-hand", netns=pod_ns.path)
     assert_refused(reply, "10.77.0.2", "nsvtmine")
     assert net.leases() == [] and net.state_files() == [] and "eth0" not in pod_ns.links()
+
+
+def test_a_wider_route_to_another_interface_is_no_overlap(inproc, net, pod_ns):
+    """Only a host route (/32, /128) is another pod: a route to a whole subnet (the node's own LAN) is not."""
+    inproc.host.run("ip", "link", "add", "nsvtwide", "type", "veth", "peer", "name", "nsvtwpeer")
+    inproc.host.run("ip", "link", "set", "nsvtwide", "up")
+    inproc.host.run("ip", "route", "add", "10.77.0.0/16", "dev", "nsvtwide")
+    reply = inproc.run("ADD", net.conf(), container_id="ctr-wide", netns=pod_ns.path)
+    assert reply.status == 0, reply.stdout
+    assert inproc.run("DEL", net.conf(), container_id="ctr-wide", netns=pod_ns.path).status == 0
