@@ -254,6 +254,7 @@ K8S_SAFE = (
     "net.ipv4.tcp_notsent_lowat",
 )
 K8S_SAFE_SOURCE = "the Kubernetes safe set (no sysctl allowlist is installed)"
+_FROM_ARGS = " from args.cni.sysctl"
 
 # Writes that make the kernel load a module: key -> the per-netns file listing
 # the values it accepts without loading anything. On a write with
@@ -284,9 +285,10 @@ def _parse_object(where: str, obj: Mapping[str, Any], ifname: str) -> dict[tuple
 
 
 def _refuse_denied(denied: Sequence[Sysctl], where: str, source: str, allowed: Sequence[str]) -> None:
+    """Code 7 naming the keys (`where`: "" for the config's own, " from args.cni.sysctl") and what is allowed."""
     if denied:
         keys = ", ".join(f'"{s.key}"' for s in denied)
-        raise _invalid(f"sysctl {keys} from {where} not allowed by {source}; allowed: {', '.join(allowed) or 'nothing'}")
+        raise _invalid(f"sysctl {keys}{where} not allowed by {source}; allowed: {', '.join(allowed) or 'nothing'}")
 
 
 def plan(
@@ -313,12 +315,10 @@ def plan(
             " per-pod args never override the config"
         )
     if allowlist is not None:
-        _refuse_denied([s for s in own.values() if not allowlist.allows(s.name)], "sysctl", allowlist.source, allowlist.patterns)
-        _refuse_denied(
-            [s for s in extra.values() if not allowlist.allows(s.name)], "args.cni.sysctl", allowlist.source, allowlist.patterns
-        )
+        _refuse_denied([s for s in own.values() if not allowlist.allows(s.name)], "", allowlist.source, allowlist.patterns)
+        _refuse_denied([s for s in extra.values() if not allowlist.allows(s.name)], _FROM_ARGS, allowlist.source, allowlist.patterns)
     else:
-        _refuse_denied([s for s in extra.values() if s.name not in K8S_SAFE], "args.cni.sysctl", K8S_SAFE_SOURCE, K8S_SAFE)
+        _refuse_denied([s for s in extra.values() if s.name not in K8S_SAFE], _FROM_ARGS, K8S_SAFE_SOURCE, K8S_SAFE)
     return (*own.values(), *extra.values())
 
 

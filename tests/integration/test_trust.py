@@ -181,14 +181,22 @@ def test_gc_never_enters_a_netns_recreated_at_the_recorded_path(inproc, net):
     try:
         assert inproc.run("ADD", conf, container_id="ctr-gone", netns=path).status == 0
         sh("ip", "netns", "delete", name)  # the pod goes, its veth pair with it
+        _wait_for_no_host_veth(inproc.host)  # (the kernel frees a netns asynchronously)
         sh("ip", "netns", "add", name)  # and something else is made at the same path
         sh("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
         rep = inproc.run("GC", {**conf, "cni.dev/valid-attachments": []})
         assert rep.status == 0, rep.stdout
-        assert "eth0" in json.dumps(sh("ip", "-n", name, "-j", "link", "show").stdout)
+        assert "eth0" in sh("ip", "-n", name, "link", "show").stdout
         assert host_veths(inproc.host) == [] and net.leases() == [] and net.state_files() == []
     finally:
         sh("ip", "netns", "delete", name, check=False)
+
+
+def _wait_for_no_host_veth(host) -> None:
+    deadline = time.monotonic() + 10
+    while host_veths(host) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host_veths(host) == []
 
 
 def test_check_against_a_netns_recreated_at_the_path_fails_naming_it(plugin, net):
@@ -202,6 +210,7 @@ def test_check_against_a_netns_recreated_at_the_path_fails_naming_it(plugin, net
         assert add.status == 0, add.stdout
         assert plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=path).status == 0
         sh("ip", "netns", "delete", name)
+        _wait_for_no_host_veth(plugin.host)
         sh("ip", "netns", "add", name)
         sh("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
         rep = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=path)
