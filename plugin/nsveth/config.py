@@ -127,7 +127,9 @@ def load(raw: bytes, req: Request) -> NetConf:
     )
 
 
-def _mac_sources(doc: Mapping[str, Any], req: Request, args_cni: Mapping[str, Any], warnings: list[str]) -> tuple[str | None, str | None]:
+def _mac_sources(
+    doc: Mapping[str, Any], req: Request, args_cni: Mapping[str, Any], warnings: list[str]
+) -> tuple[str | None, str | None]:
     """CNI_ARGS MAC= and args.cni.mac, when the config lets them be used.
 
     Both may come from a pod author (Multus copies a pod annotation into
