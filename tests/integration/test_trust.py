@@ -221,3 +221,32 @@ def test_check_against_a_netns_recreated_at_the_path_fails_naming_it(plugin, net
     finally:
         sh("ip", "netns", "delete", name, check=False)
     assert host_veths(plugin.host) == [] and net.leases() == [] and net.state_files() == []
+
+
+def test_del_still_removes_a_pod_interface_left_in_the_recorded_netns(plugin, pod_ns, net):
+    """The legitimate case stays: the pod end outlived its host peer's name (renamed by hand)."""
+    conf = net.conf()
+    add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
+    assert add.status == 0, add.stdout
+    (host_name,) = host_veths(plugin.host)
+    plugin.host.run("ip", "link", "set", host_name, "name", "renamed0")
+    rep = plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path)
+    assert rep.status == 0, rep.stdout
+    assert set(pod_ns.links()) == {"lo"} and "renamed0" not in plugin.host.links()
+    assert net.leases() == [] and net.state_files() == []
+
+
+def test_netns_identity_tells_a_recreated_namespace_apart(pod_ns):
+    from nsveth import netns as nsmod
+
+    fd = nsmod.open_path(pod_ns.path)
+    try:
+        ident = nsmod.identity(fd)
+        assert isinstance(ident["cookie"], int)  # 6.18 has netns cookies
+        assert nsmod.mismatch(fd, ident) is None
+        assert "cookie" in nsmod.mismatch(fd, {**ident, "cookie": ident["cookie"] + 1})  # inode reused
+        assert "inode" in nsmod.mismatch(fd, {**ident, "ino": ident["ino"] + 1})
+        assert "no netns identity" in nsmod.mismatch(fd, None)
+        assert "no netns identity" in nsmod.mismatch(fd, {"dev": "4", "ino": 1})
+    finally:
+        os.close(fd)
