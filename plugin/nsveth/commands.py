@@ -336,13 +336,15 @@ def _restore_recorded_sysctls(req: Request, record: dict[str, Any]) -> None:
     if not originals or not req.netns:
         return
     # Only into the namespace ADD changed: the path may name another one by now.
-    with netns.recorded(req.netns, record, "sysctl originals not restored") as fd:
-        if fd is None:
-            return  # gone (its sysctls with it), or not the pod's netns
-        try:
-            _restore_sysctls(fd, originals)
-        except OSError as e:
-            log.get().warning("could not restore sysctls in %s: %s", req.netns, e)
+    fd = netns.open_recorded(req.netns, record, "sysctl originals not restored")
+    if fd is None:
+        return  # the pod netns is gone (its sysctls with it), or the path names another one
+    try:
+        _restore_sysctls(fd, originals)
+    except OSError as e:
+        log.get().warning("could not restore sysctls in %s: %s", req.netns, e)
+    finally:
+        os.close(fd)
 
 
 def _release(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
@@ -405,18 +407,20 @@ def _remove_links(req: Request, record: dict[str, Any]) -> None:
     # is no peer to match either), and a stale path may name any netns.
     if not req.netns:
         return
-    with netns.recorded(req.netns, record, f"pod interface {req.ifname} left alone") as fd:
-        if fd is None:
-            return
-        try:
-            with netns.entered(fd):
-                pod = Socket()
-            with pod:
-                link = links.get(pod, name=req.ifname)
-                if link is not None and link.kind == "veth":
-                    links.delete(pod, req.ifname)
-        except NetlinkError as e:
-            raise CNIError(Code.KERNEL, f"failed to delete {req.ifname} in {req.netns}: {e.strerror}") from None
+    fd = netns.open_recorded(req.netns, record, f"pod interface {req.ifname} left alone")
+    if fd is None:
+        return  # the pod is gone (its interfaces with it), or the path names another netns
+    try:
+        with netns.entered(fd):
+            pod = Socket()
+        with pod:
+            link = links.get(pod, name=req.ifname)
+            if link is not None and link.kind == "veth":
+                links.delete(pod, req.ifname)
+    except NetlinkError as e:
+        raise CNIError(Code.KERNEL, f"failed to delete {req.ifname} in {req.netns}: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------- CHECK

@@ -146,32 +146,28 @@ def is_own(fd: int) -> bool:
         os.close(own)
 
 
-@contextlib.contextmanager
-def recorded(path: str, record: dict, why: str) -> Iterator[int | None]:
+def open_recorded(path: str, record: dict, why: str) -> int | None:
     """fd of the netns at `path` when it is the one the record names, else None (logged).
 
-    DEL and CHECK act inside CNI_NETNS only through this: a missing path, the
-    plugin's own netns or a different namespace at the path is a warning
-    (`why` says what is skipped), never an error.
+    DEL acts inside CNI_NETNS only through this: a missing path is silent (the
+    pod is gone, and what it held with it); the plugin's own netns, a
+    different namespace at the path, or a record without an identity is a
+    warning (`why` says what is skipped), never an error.
     """
     from . import log
 
-    fd = None
-    if path:
-        try:
-            fd = open_path(path)
-        except NotFound:
-            fd = None
-        except CNIError as e:
-            log.get().warning("%s: %s", why, e.msg)
-    if fd is not None:
-        problem = "it is the plugin's own network namespace" if is_own(fd) else mismatch(fd, record.get("netnsIdentity"))
-        if problem is not None:
-            log.get().warning("%s: CNI_NETNS %s is not the pod's netns: %s", why, path, problem)
-            os.close(fd)
-            fd = None
+    if not path:
+        return None
     try:
-        yield fd
-    finally:
-        if fd is not None:
-            os.close(fd)
+        fd = open_path(path)
+    except NotFound:
+        return None
+    except CNIError as e:
+        log.get().warning("%s: %s", why, e.msg)
+        return None
+    problem = "it is the plugin's own network namespace" if is_own(fd) else mismatch(fd, record.get("netnsIdentity"))
+    if problem is None:
+        return fd
+    log.get().warning("%s: CNI_NETNS %s is not the pod's netns: %s", why, path, problem)
+    os.close(fd)
+    return None
