@@ -91,6 +91,47 @@ def _gateway_addresses(att: Attachment) -> list[ipaddress.IPv4Interface | ipaddr
     return out
 
 
+# ------------------------------------------------------------ MAC in use
+NDA_LLADDR = "NDA_LLADDR"
+
+
+def macs_in_use(sock: Socket, bridge: Link, skip_port: str) -> dict[str, str]:
+    """MAC -> who uses it on `bridge`: the bridge itself and every FDB entry
+    (learned or permanent) of its ports, except those of the port `skip_port`
+    (a leftover of the same attachment being replaced)."""
+    ports = {link.index: link.name for link in links.dump(sock) if link.master == bridge.index}
+    used = {bridge.mac: f"bridge {bridge.name} itself"}
+    msg = netlink.ndmsg()
+    msg["family"] = AF_BRIDGE
+    for entry in sock.dump(msg, netlink.RTM_GETNEIGH):
+        index = entry["ifindex"]
+        if index == bridge.index:
+            who = f"bridge {bridge.name} itself"
+        elif index in ports and ports[index] != skip_port:
+            who = f"port {ports[index]} of bridge {bridge.name}"
+        else:
+            continue
+        mac = (entry.get_attr(NDA_LLADDR) or "").lower()
+        if mac:
+            used.setdefault(mac, who)
+    return used
+
+
+def refuse_mac_in_use(sock: Socket, name: str, mac: str | None, own_port: str) -> None:
+    """Code 7 when the requested pod MAC is already on the bridge: taking it
+    would move another pod's FDB entry (and, with nsveth's own announcement,
+    its neighbours' caches) to this pod. Checked before anything is created.
+    A bridge that does not exist yet has no MAC in use."""
+    if mac is None:
+        return
+    bridge = links.get(sock, name=name)
+    if bridge is None or bridge.kind != "bridge":
+        return
+    user = macs_in_use(sock, bridge, own_port).get(mac.lower())
+    if user is not None:
+        raise CNIError(Code.INVALID_CONFIG, f"MAC address {mac} is already in use on bridge {name} ({user})")
+
+
 # ----------------------------------------------------------------- host side
 def setup_host(att: Attachment) -> None:
     """The bridge (under its lock), then the host veth as one of its ports."""

@@ -32,6 +32,8 @@ def run(req: Request, conf: NetConf) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------- ADD
 def add(req: Request, conf: NetConf) -> dict[str, Any]:
+    for warning in conf.warnings:
+        log.get().warning("%s", warning)
     sysctls = _sysctl_plan(req, conf)  # a bad key fails here: no IPAM call, nothing written
     with _opened_pod(req) as (pod_fd, host_sock, pod_sock):
         if links.get(pod_sock, name=req.ifname) is not None and not _interrupted(
@@ -43,6 +45,10 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
 
             with netns.entered(pod_fd):
                 sysctl.probe(sysctls, req.ifname)
+        if conf.mode == "bridge":
+            from . import bridge
+
+            bridge.refuse_mac_in_use(host_sock, conf.bridge.name, conf.mac, host_ifname(req.container_id, req.ifname))
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
         timing.mark("open netns")
         with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
@@ -289,6 +295,8 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
             "podNamespace": req.args.get("K8S_POD_NAMESPACE") or None,
             "podName": req.args.get("K8S_POD_NAME") or None,
             "addresses": [str(ip.address) for ip in att.lease.ips] if att.lease else [],
+            # DEL and CHECK act inside CNI_NETNS only when it is still this namespace.
+            "netnsIdentity": netns.identity(att.pod_fd),  # type: ignore[arg-type]
             "hostIfname": att.host_name,
             "mode": conf.mode,
             "masq": _masq_backend(conf) if conf.ip_masq else None,
@@ -331,10 +339,10 @@ def _restore_recorded_sysctls(req: Request, record: dict[str, Any]) -> None:
     originals = _recorded_originals(record)
     if not originals or not req.netns:
         return
-    try:
-        fd = netns.open_path(req.netns)
-    except (netns.NotFound, CNIError):
-        return  # the pod netns is gone, its sysctls with it
+    # Only into the namespace ADD changed: the path may name another one by now.
+    fd = netns.open_recorded(req.netns, record, "sysctl originals not restored")
+    if fd is None:
+        return  # the pod netns is gone (its sysctls with it), or the path names another one
     try:
         _restore_sysctls(fd, originals)
     except OSError as e:
@@ -357,7 +365,7 @@ def _release(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
     except CNIError as e:
         failures.append(e)
     try:
-        _remove_links(req)
+        _remove_links(req, record)
     except CNIError as e:
         failures.append(e)
     timing.mark("links")
@@ -388,7 +396,7 @@ def _unmasquerade(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
     masq.teardown(kind, conf.name, req.container_id, req.ifname)
 
 
-def _remove_links(req: Request) -> None:
+def _remove_links(req: Request, record: dict[str, Any]) -> None:
     name = host_ifname(req.container_id, req.ifname)
     with Socket() as host:
         try:
@@ -396,13 +404,16 @@ def _remove_links(req: Request) -> None:
                 return  # the pod end died with it
         except NetlinkError as e:
             raise CNIError(Code.KERNEL, f"failed to delete host veth {name}: {e.strerror}") from None
-    # No host end: a pod interface may still be there (its peer deleted by hand).
+    # No host end: a pod interface may still be there (its peer moved away or
+    # renamed by hand). It is deleted only from the netns ADD recorded: without
+    # a record nothing proves an interface named CNI_IFNAME is this
+    # attachment's (a veth's peer dies with it, so with no host veth left there
+    # is no peer to match either), and a stale path may name any netns.
     if not req.netns:
         return
-    try:
-        fd = netns.open_path(req.netns)
-    except (netns.NotFound, CNIError):
-        return  # the pod is gone, and its interfaces with it
+    fd = netns.open_recorded(req.netns, record, f"pod interface {req.ifname} left alone")
+    if fd is None:
+        return  # the pod is gone (its interfaces with it), or the path names another netns
     try:
         with netns.entered(fd):
             pod = Socket()
@@ -424,6 +435,7 @@ def check_(req: Request, conf: NetConf) -> None:
     pod_index = check.pod_interface_index(prev, req.ifname, req.netns)
     sysctls = _sysctl_plan(req, conf)
     with _opened_pod(req, missing_code=Code.CHECK_FAILED) as (pod_fd, host_sock, pod_sock):
+        _refuse_other_netns(req, conf, pod_fd)
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname), lease=prev)
         observed = _observe(att)
         problems = check.compare(prev, pod_index, conf, observed)
@@ -443,6 +455,17 @@ def check_(req: Request, conf: NetConf) -> None:
     ipam.check(conf, req)
     if problems:
         raise CNIError(Code.CHECK_FAILED, "; ".join(problems))
+
+
+def _refuse_other_netns(req: Request, conf: NetConf, pod_fd: int) -> None:
+    """CHECK against a namespace other than the one ADD configured fails (code 101), naming both.
+    A record without an identity (written before nsveth recorded one) is not held against the pod."""
+    record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+    if "netnsIdentity" not in record:
+        return
+    problem = netns.mismatch(pod_fd, record["netnsIdentity"])
+    if problem is not None:
+        raise CNIError(Code.CHECK_FAILED, f"CNI_NETNS {req.netns} is not the netns ADD configured: {problem}")
 
 
 def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
@@ -516,8 +539,11 @@ def release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str
 
     record = state.read(conf.runtime_dir, conf.name, container_id, ifname) or {}
     env = dict(req.env)
-    env.update(CNI_COMMAND="DEL", CNI_CONTAINERID=container_id, CNI_IFNAME=ifname, CNI_NETNS=record.get("netns", ""))
-    stale_req = Request("DEL", container_id, env["CNI_NETNS"], ifname, {}, req.path, env)
+    # No netns: GC never enters one. The recorded path of a stale attachment
+    # may name anything by now; the host side, rules, lease and record are
+    # found by name, and the pod end dies with its host peer.
+    env.update(CNI_COMMAND="DEL", CNI_CONTAINERID=container_id, CNI_IFNAME=ifname, CNI_NETNS="")
+    stale_req = Request("DEL", container_id, "", ifname, {}, req.path, env)
     stale_conf = conf
     raw = record.get("config")
     if isinstance(raw, str):
@@ -543,12 +569,8 @@ def _opened_pod(req: Request, missing_code: int = Code.UNKNOWN_CONTAINER) -> Ite
     except netns.NotFound:
         raise CNIError(missing_code, f"netns {req.netns} does not exist") from None
     try:
-        own = netns.current()
-        try:
-            if netns.same(own, pod_fd):
-                raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {req.netns} is the plugin's own network namespace")
-        finally:
-            os.close(own)
+        if netns.is_own(pod_fd):
+            raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {req.netns} is the plugin's own network namespace")
         with Socket() as host_sock:
             with netns.entered(pod_fd):
                 pod_sock = Socket()

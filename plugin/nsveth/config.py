@@ -67,6 +67,8 @@ class NetConf:
     runtime_dir: str = DEFAULT_RUNTIME_DIR
     prev_result: result.Result | None = None
     valid_attachments: tuple[tuple[str, str], ...] | None = None
+    mac_from_args: bool = False
+    warnings: tuple[str, ...] = ()  # logged by the command once its logger exists
 
 
 def decode(raw: bytes) -> dict[str, Any]:
@@ -100,6 +102,7 @@ def load(raw: bytes, req: Request) -> NetConf:
     args_cni = (doc.get("args") or {}).get("cni") or {}
     runtime = doc.get("runtimeConfig") or {}
     prev = doc.get("prevResult")
+    warnings: list[str] = []
     return NetConf(
         raw=raw,
         doc=doc,
@@ -108,13 +111,13 @@ def load(raw: bytes, req: Request) -> NetConf:
         ipam_type=doc["ipam"]["type"],
         mode=doc.get("mode", "ptp"),
         mtu=doc.get("mtu"),
-        mac=_mac(req.args.get("MAC"), args_cni.get("mac"), runtime.get("mac")),
+        mac=_mac(*_mac_sources(doc, req, args_cni, warnings), runtime.get("mac")),
         dns=result.from_wire({"dns": doc["dns"]}, versions.CURRENT, "dns").dns if "dns" in doc else result.DNS(),
         ip_masq=doc.get("ipMasq", False),
         ip_masq_backend=doc.get("ipMasqBackend"),
         non_masquerade=_non_masquerade(doc),
         bridge=_bridge(doc),
-        sysctl={**doc.get("sysctl", {}), **args_cni.get("sysctl", {})},
+        sysctl=doc.get("sysctl", {}),  # the config's own; args.cni.sysctl is checked apart (sysctl.plan)
         sysctl_allowlist=doc.get("sysctlAllowlist"),
         advertise=Advertise(**_renamed(doc.get("advertise", {}), {"count": "count", "intervalMs": "interval_ms"})),
         log_file=doc.get("logFile"),
@@ -122,7 +125,48 @@ def load(raw: bytes, req: Request) -> NetConf:
         runtime_dir=doc.get("runtimeDir", DEFAULT_RUNTIME_DIR),
         prev_result=_prev_result(prev, version, req.command),
         valid_attachments=_attachments(doc),
+        mac_from_args=doc.get("macFromArgs", False),
+        warnings=tuple(warnings),
     )
+
+
+def _mac_sources(
+    doc: Mapping[str, Any], req: Request, args_cni: Mapping[str, Any], warnings: list[str]
+) -> tuple[str | None, str | None]:
+    """CNI_ARGS MAC= and args.cni.mac, when the config lets them be used.
+
+    Both may come from a pod author (Multus copies a pod annotation into
+    args.cni; CNI_ARGS is assembled from the same request), and a MAC of their
+    choice can take over another pod's bridge FDB entry and neighbour caches.
+    So they count only with "macFromArgs": true; runtimeConfig.mac (the `mac`
+    capability, which the runtime fills) needs no opt-in. Without it,
+    args.cni.mac is refused (code 7): it is addressed to this plugin, and a
+    silently different MAC would surprise the one who asked. CNI_ARGS MAC=
+    with IgnoreUnknown is only ignored, with a warning: IgnoreUnknown says
+    the keys are shared by the whole chain, and the reference `tuning` plugin
+    later in it reads MAC= too. Without IgnoreUnknown it is refused like
+    args.cni.mac. Only ADD and CHECK use the MAC: DEL and GC must clean up
+    whatever the request holds.
+    """
+    cni_args, args_mac = req.args.get("MAC") or None, args_cni.get("mac") or None
+    if doc.get("macFromArgs", False) or req.command not in ("ADD", "CHECK"):
+        return cni_args, args_mac
+    if args_mac is not None:
+        raise CNIError(
+            Code.INVALID_CONFIG,
+            'args.cni.mac is set but the network config does not set "macFromArgs": true'
+            " (args may come from a pod author; runtimeConfig.mac, the mac capability, needs no opt-in)",
+        )
+    if cni_args is not None:
+        if req.args.get("IgnoreUnknown", "").lower() in ("1", "true"):
+            warnings.append('CNI_ARGS MAC= ignored: the network config does not set "macFromArgs": true')
+        else:
+            raise CNIError(
+                Code.INVALID_CONFIG,
+                'CNI_ARGS MAC= is set but the network config does not set "macFromArgs": true'
+                " (CNI_ARGS may carry a pod author's values; runtimeConfig.mac, the mac capability, needs no opt-in)",
+            )
+    return None, None
 
 
 def _prev_result(prev: Any, version: str, command: str) -> result.Result | None:

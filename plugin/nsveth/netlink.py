@@ -42,13 +42,15 @@ _import_messages()
 
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
+from pyroute2.netlink.rtnl.ndmsg import ndmsg  # noqa: E402
 from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
-__all__ = ["ifaddrmsg", "ifinfmsg", "rtmsg", "Socket", "NetlinkError"]
+__all__ = ["ifaddrmsg", "ifinfmsg", "ndmsg", "rtmsg", "Socket", "NetlinkError"]
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
 
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP = 0x300
@@ -65,6 +67,7 @@ _DECODERS = {
     RTM_NEWLINK: ifinfmsg,
     RTM_NEWADDR: ifaddrmsg,
     RTM_NEWROUTE: rtmsg,
+    RTM_NEWNEIGH: ndmsg,  # bridge FDB entries (AF_BRIDGE)
 }
 
 

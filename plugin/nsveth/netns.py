@@ -88,3 +88,86 @@ def entered(fd: int) -> Iterator[None]:
                 os._exit(70)
     finally:
         os.close(origin)
+
+
+# ------------------------------------------------------------------ identity
+# A CNI_NETNS path outlives the namespace it named (a pid reused, a netns
+# recreated at the same bind-mount path), so DEL and CHECK act inside a
+# namespace only when it is the one ADD configured. ADD records its identity:
+# the nsfs device and inode (inodes can be reused once the netns is freed) and
+# its cookie, a 64-bit id the kernel never reuses (5.14+; read with
+# getsockopt SO_NETNS_COOKIE on a socket created in the namespace).
+SO_NETNS_COOKIE = 71
+
+
+def cookie(fd: int) -> int | None:
+    """The netns cookie of the namespace `fd`, None when the kernel has none (before 5.14)."""
+    import socket
+
+    with entered(fd):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    with sock:
+        try:
+            return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+        except OSError:
+            return None
+
+
+def identity(fd: int) -> dict[str, int | None]:
+    """What ADD records about the pod netns (JSON-ready)."""
+    st = os.fstat(fd)
+    return {"dev": st.st_dev, "ino": st.st_ino, "cookie": cookie(fd)}
+
+
+def mismatch(fd: int, recorded: object) -> str | None:
+    """Why the namespace `fd` is not the recorded one, or None when it provably is.
+
+    A record without a usable identity proves nothing: that is a mismatch too.
+    """
+    if not isinstance(recorded, dict):
+        return "the state record holds no netns identity"
+    now = identity(fd)
+    want = {k: recorded.get(k) for k in ("dev", "ino", "cookie")}
+    if not all(isinstance(want[k], int) for k in ("dev", "ino")):
+        return "the state record holds no netns identity"
+    if (now["dev"], now["ino"]) != (want["dev"], want["ino"]):
+        return f"it is netns inode {now['ino']}, ADD configured inode {want['ino']}"
+    if want["cookie"] is not None and now["cookie"] != want["cookie"]:
+        return f"it is netns cookie {now['cookie']}, ADD configured cookie {want['cookie']} (the inode was reused)"
+    return None
+
+
+def is_own(fd: int) -> bool:
+    """Whether `fd` is the plugin's own (host) network namespace."""
+    own = current()
+    try:
+        return same(own, fd)
+    finally:
+        os.close(own)
+
+
+def open_recorded(path: str, record: dict, why: str) -> int | None:
+    """fd of the netns at `path` when it is the one the record names, else None (logged).
+
+    DEL acts inside CNI_NETNS only through this: a missing path is silent (the
+    pod is gone, and what it held with it); the plugin's own netns, a
+    different namespace at the path, or a record without an identity is a
+    warning (`why` says what is skipped), never an error.
+    """
+    from . import log
+
+    if not path:
+        return None
+    try:
+        fd = open_path(path)
+    except NotFound:
+        return None
+    except CNIError as e:
+        log.get().warning("%s: %s", why, e.msg)
+        return None
+    problem = "it is the plugin's own network namespace" if is_own(fd) else mismatch(fd, record.get("netnsIdentity"))
+    if problem is None:
+        return fd
+    log.get().warning("%s: CNI_NETNS %s is not the pod's netns: %s", why, path, problem)
+    os.close(fd)
+    return None

@@ -8,7 +8,9 @@ key by kernel namespace (runc's rules: only `net.*` belongs to a network
 plugin), check every segment against a strict character set, refuse
 duplicates after normalisation, and match an admin allowlist written in the
 kubelet `--allowed-unsafe-sysctls` syntax (anchored, exact or `prefix*`).
-`plan()` does all of that and returns the writes to make, or a code-7 error.
+`plan()` does all of that, applies the trust policy (pod-author args never
+override the config and are limited to the allowlist, or without one to the
+Kubernetes safe set) and returns the writes to make, or a code-7 error.
 
 Kernel-facing part (call it inside `netns.entered(pod)`: /proc/sys/net
 resolves to the netns of the task that looks a name up): every file is
@@ -16,10 +18,10 @@ reached by a walk from an fd of /proc/sys/net, one segment per openat with
 O_NOFOLLOW, staying on the proc mount, ending on a regular file, so no key
 and no interface name can reach outside the pod's /proc/sys/net. `probe()`
 checks before anything is written that each key is per-netns on this kernel
-(a non-namespaced key is either absent in a child netns or read-only there);
-`pending()` reads the values that `apply()` would replace (the caller records
-them first), `apply()` writes the values that differ, `restore()` puts
-recorded originals back (after a failed write, at DEL); `read()` is CHECK's.
+(a non-namespaced key is either absent in a child netns or read-only there)
+and that no value would make the kernel load a module; `pending()` reads the
+values that `apply()` would replace (the caller records them first),
+`apply()` writes the values that differ, `restore()` puts recorded originals back (after a failed write, at DEL); `read()` is CHECK's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import CNIError, Code
@@ -232,19 +234,61 @@ def parse_allowlist(text: str, source: str) -> Allowlist:
     return Allowlist(source, tuple(patterns))
 
 
-def _merge(objects: Iterable[tuple[str, Mapping[str, Any]]], ifname: str) -> dict[tuple[str, ...], Sysctl]:
-    """Later objects win over earlier ones; within one object two keys naming the same file are an error."""
-    merged: dict[tuple[str, ...], Sysctl] = {}
-    for where, obj in objects:
-        seen: dict[tuple[str, ...], str] = {}
-        for key, value in obj.items():
-            s = parse(key, value, ifname)
-            if s.segments in seen:
-                raise _invalid(f'duplicate sysctl in {where}: "{seen[s.segments]}" and "{key}" are the same key ({s.name})')
-            seen[s.segments] = key
-            merged.pop(s.segments, None)  # keep the order of the winning object
-            merged[s.segments] = s
-    return merged
+# The Kubernetes safe set (pkg/kubelet/sysctl/safe_sysctls.go), its network
+# keys: what a pod author may set through args.cni.sysctl when the admin
+# installed no allowlist. conf-examples/allowlist-k8s-safe.txt is the same
+# list as an installable file (a unit test keeps the two equal).
+K8S_SAFE = (
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.ipv4.tcp_slow_start_after_idle",
+    "net.ipv4.tcp_notsent_lowat",
+)
+K8S_SAFE_SOURCE = "the Kubernetes safe set (no sysctl allowlist is installed)"
+_FROM_ARGS = " from args.cni.sysctl"
+
+# Writes that make the kernel load a module: key -> the per-netns file listing
+# the values it accepts without loading anything. On a write with
+# CAP_NET_ADMIN, tcp_congestion_control calls tcp_ca_find_autoload(), which
+# request_module()s "tcp_<value>" for a name not registered yet. Checked on
+# 6.18 for the other writers that autoload: net.core.default_qdisc
+# (qdisc_set_default -> request_module("sch_<value>")) and
+# net.ipv4.tcp_allowed_congestion_control are host-wide (absent / read-only in
+# a child netns), so probe() refuses them as not per-netns; the MPTCP
+# scheduler / path manager look up registered names only. The allowed list is
+# in the table anyway: every name in it must be available, should a kernel
+# make it per-netns.
+MODULE_LOADING = {
+    ("net", "ipv4", "tcp_congestion_control"): ("net", "ipv4", "tcp_available_congestion_control"),
+    ("net", "ipv4", "tcp_allowed_congestion_control"): ("net", "ipv4", "tcp_available_congestion_control"),
+}
+
+
+def _parse_object(where: str, obj: Mapping[str, Any], ifname: str) -> dict[tuple[str, ...], Sysctl]:
+    """The keys of one object; two keys naming the same file (after normalising form and IFNAME) are an error."""
+    parsed: dict[tuple[str, ...], Sysctl] = {}
+    for key, value in obj.items():
+        s = parse(key, value, ifname)
+        if s.segments in parsed:
+            raise _invalid(f'duplicate sysctl in {where}: "{parsed[s.segments].key}" and "{key}" are the same key ({s.name})')
+        parsed[s.segments] = s
+    return parsed
+
+
+def _refuse_denied(denied: Sequence[Sysctl], where: str, source: str, allowed: Sequence[str]) -> None:
+    """Code 7 naming the keys (`where`: "" for the config's own, " from args.cni.sysctl") and what is allowed."""
+    if denied:
+        keys = ", ".join(f'"{s.key}"' for s in denied)
+        raise _invalid(f"sysctl {keys}{where} not allowed by {source}; allowed: {', '.join(allowed) or 'nothing'}")
 
 
 def plan(
@@ -253,15 +297,48 @@ def plan(
     ifname: str,
     allowlist: Allowlist | None = None,
 ) -> tuple[Sysctl, ...]:
-    """The writes for `sysctl` of the config merged with `args.cni.sysctl` (args win), all rules checked."""
-    merged = _merge((("sysctl", config or {}), ("args.cni.sysctl", args or {})), ifname)
+    """The writes for `sysctl` of the config plus `args.cni.sysctl`, all rules checked (code 7 otherwise).
+
+    The config is the admin's; args may come from a pod author (Multus copies
+    a pod annotation there), so they are trusted less: they never override a
+    key the config sets, and each must be allowed by the allowlist or, with
+    none installed, be in the Kubernetes safe set. The config's own keys are
+    limited only by an explicit allowlist.
+    """
+    own = _parse_object("sysctl", config or {}, ifname)
+    extra = _parse_object("args.cni.sysctl", args or {}, ifname)
+    clashes = [(own[k], s) for k, s in extra.items() if k in own]
+    if clashes:
+        c, a = clashes[0]
+        raise _invalid(
+            f'args.cni.sysctl "{a.key}" would override sysctl "{c.key}" of the network config ({a.name}):'
+            " per-pod args never override the config"
+        )
     if allowlist is not None:
-        denied = [s for s in merged.values() if not allowlist.allows(s.name)]
-        if denied:
-            allowed = ", ".join(allowlist.patterns) or "nothing"
-            keys = ", ".join(f'"{s.key}"' for s in denied)
-            raise _invalid(f"sysctl {keys} not allowed by {allowlist.source}; allowed: {allowed}")
-    return tuple(merged.values())
+        _refuse_denied([s for s in own.values() if not allowlist.allows(s.name)], "", allowlist.source, allowlist.patterns)
+        _refuse_denied([s for s in extra.values() if not allowlist.allows(s.name)], _FROM_ARGS, allowlist.source, allowlist.patterns)
+    else:
+        _refuse_denied([s for s in extra.values() if s.name not in K8S_SAFE], _FROM_ARGS, K8S_SAFE_SOURCE, K8S_SAFE)
+    return (*own.values(), *extra.values())
+
+
+def refuse_module_loading(wanted: Sequence[Sysctl], available: Mapping[tuple[str, ...], str | None]) -> None:
+    """Code 7 for a value that would make the kernel load a module (any source: a module is host-wide).
+
+    `available`: for each MODULE_LOADING list file, its content in the pod
+    netns (None when unreadable: then nothing can be shown to be loaded already).
+    """
+    for s in wanted:
+        listing = MODULE_LOADING.get(s.segments)
+        if listing is None:
+            continue
+        have = (available.get(listing) or "").split()
+        missing = [name for name in s.value.split() if name not in have]
+        if missing:
+            raise _invalid(
+                f'sysctl "{s.key}": "{" ".join(missing)}" is not in {".".join(listing)} ({" ".join(have) or "unreadable"}):'
+                " writing it would make the kernel load a module"
+            )
 
 
 def same_value(a: str, b: str) -> bool:
@@ -420,6 +497,28 @@ def probe(wanted: Sequence[Sysctl], new_ifname: str) -> None:
                     f'sysctl "{s.key}" is read-only in a pod network namespace on this kernel: it is not per-netns'
                     " (it would be a host-wide setting)"
                 )
+        refuse_module_loading(wanted, _listings(tree, wanted))
+
+
+def _listings(tree: _Tree, wanted: Sequence[Sysctl]) -> dict[tuple[str, ...], str | None]:
+    """Content of the MODULE_LOADING list files the wanted keys need, read in this netns."""
+    out: dict[tuple[str, ...], str | None] = {}
+    for s in wanted:
+        listing = MODULE_LOADING.get(s.segments)
+        if listing is None or listing in out:
+            continue
+        try:
+            fd = tree.open(listing, os.O_RDONLY)
+        except (OSError, ValueError):
+            out[listing] = None
+            continue
+        try:
+            out[listing] = _read_fd(fd)
+        except OSError:
+            out[listing] = None
+        finally:
+            os.close(fd)
+    return out
 
 
 def _absent(s: Sysctl, new_ifname: str) -> str:

@@ -67,7 +67,8 @@ def test_concurrent_adds_then_dels(net, tmp_path):
 @pytest.mark.parametrize("source", ["CNI_ARGS", "args", "runtimeConfig"])
 def test_mac_sources(inproc, pod_ns, net, source):
     mac = "0a:58:0a:4d:00:42"
-    conf, extra = net.conf(), {}
+    # A MAC from args / CNI_ARGS is a pod author's: used only when the config opts in.
+    conf, extra = net.conf(macFromArgs=True), {}
     if source == "CNI_ARGS":
         extra["CNI_ARGS"] = f"IgnoreUnknown=1;MAC={mac.upper()}"
     elif source == "args":

@@ -41,7 +41,7 @@ CASES = [
     ("no ipam type", {}, {"ipam": {}}, 7, ["ipam"]),
     ("ipam plugin missing", {}, {"ipam": {"type": "no-such-ipam"}}, 7, ["no-such-ipam"]),
     ("bad mac", {}, {"runtimeConfig": {"mac": "zz:zz:zz:zz:zz:zz"}}, 7, ["mac"]),
-    ("multicast mac", {"CNI_ARGS": "MAC=01:00:5e:00:00:01"}, None, 7, ["multicast"]),
+    ("multicast mac", {"CNI_ARGS": "MAC=01:00:5e:00:00:01"}, {"macFromArgs": True}, 7, ["multicast"]),
     ("advertise count", {}, {"advertise": {"count": 9}}, 7, ["advertise.count"]),
     ("netns missing", {"CNI_NETNS": "/run/netns/does-not-exist-nsveth"}, None, 3, ["does-not-exist"]),
     ("netns not a netns", {"CNI_NETNS": "/etc/hostname"}, None, 4, ["not a network namespace"]),

@@ -123,13 +123,16 @@ def test_add_applies_check_passes_del_restores(plugin, pod_ns, net):
     assert_nothing_left(plugin, pod_ns, net)
 
 
-def test_args_sysctl_merged_and_win(inproc, pod_ns, net):
+def test_args_sysctl_added_to_the_config(inproc, pod_ns, net):
+    # args.cni.sysctl adds keys (never overrides: see test_trust.py); without an
+    # allowlist only the Kubernetes safe set, such as tcp_fin_timeout.
     conf = net.conf(sysctl={"net.core.somaxconn": "1000", "net.ipv4.tcp_keepalive_time": "100"},
-                    args={"cni": {"sysctl": {"net/core/somaxconn": "2000"}}})
+                    args={"cni": {"sysctl": {"net/ipv4/tcp_fin_timeout": "21"}}})
     add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    assert pod_value(pod_ns, "net/core/somaxconn") == "2000"
+    assert pod_value(pod_ns, "net/core/somaxconn") == "1000"
     assert pod_value(pod_ns, "net/ipv4/tcp_keepalive_time") == "100"
+    assert pod_value(pod_ns, "net/ipv4/tcp_fin_timeout") == "21"
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
 
 

@@ -420,7 +420,7 @@ M1, M2, M3 = "0a:58:0a:00:00:01", "0a:58:0a:00:00:02", "0a:58:0a:00:00:03"
     ],
 )
 def test_mac_precedence(cni_args, args_mac, runtime_mac, expected):
-    d = doc()
+    d = doc(macFromArgs=True)
     if args_mac:
         d["args"] = {"cni": {"mac": args_mac}}
     if runtime_mac:
@@ -434,7 +434,7 @@ def test_mac_precedence(cni_args, args_mac, runtime_mac, expected):
 )
 def test_mac_normalised(given, normal):
     assert load(doc(runtimeConfig={"mac": given})).mac == normal
-    assert load(doc(), cni_args=f"MAC={given}").mac == normal
+    assert load(doc(macFromArgs=True), cni_args=f"MAC={given}").mac == normal
 
 
 @pytest.mark.parametrize(
@@ -455,7 +455,7 @@ def test_mac_normalised(given, normal):
     ],
 )
 def test_mac_invalid_from_cni_args(mac):
-    err = fails(doc(), cni_args=f"MAC={mac}")
+    err = fails(doc(macFromArgs=True), cni_args=f"MAC={mac}")
     assert err.code == 7
     assert "MAC" in err.msg
 
@@ -463,8 +463,34 @@ def test_mac_invalid_from_cni_args(mac):
 @pytest.mark.parametrize("mac", ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "0a:58:0a:00:00:01\n"])
 @pytest.mark.parametrize("where", ["args", "runtimeConfig"])
 def test_mac_invalid_from_config(mac, where):
-    d = doc(**{where: {"cni": {"mac": mac}} if where == "args" else {"mac": mac}})
+    d = doc(macFromArgs=True, **{where: {"cni": {"mac": mac}} if where == "args" else {"mac": mac}})
     assert fails(d).code == 7
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_mac_from_args_needs_opt_in(command):
+    """A MAC in args.cni (a pod author's input) is refused without "macFromArgs", naming the field."""
+    err = fails(doc(args={"cni": {"mac": M1}}), command=command)
+    assert err.code == 7 and "args.cni.mac" in err.msg and "macFromArgs" in err.msg
+    err = fails(doc(), command=command, cni_args=f"MAC={M1}")
+    assert err.code == 7 and "CNI_ARGS MAC=" in err.msg and "macFromArgs" in err.msg
+    assert load(doc(macFromArgs=True, args={"cni": {"mac": M1}}), command=command).mac == M1
+
+
+def test_cni_args_mac_with_ignore_unknown_is_ignored_with_a_warning():
+    conf = load(doc(), cni_args=f"IgnoreUnknown=1;MAC={M1}")
+    assert conf.mac is None and any("macFromArgs" in w for w in conf.warnings)
+    conf = load(doc(macFromArgs=True), cni_args=f"IgnoreUnknown=1;MAC={M1}")
+    assert conf.mac == M1 and conf.warnings == ()
+
+
+def test_runtime_config_mac_needs_no_opt_in():
+    assert load(doc(runtimeConfig={"mac": M3})).mac == M3
+
+
+def test_del_never_refuses_an_args_mac():
+    # DEL must clean up whatever the request holds.
+    assert load(doc(args={"cni": {"mac": M1}}), command="DEL").mac == M1
 
 
 def test_mac_multicast_message():
@@ -473,26 +499,10 @@ def test_mac_multicast_message():
 
 
 # ----------------------------------------------------------------- sysctl
-@pytest.mark.parametrize(
-    "base,args,merged",
-    [
-        ({}, {}, {}),
-        ({"net.ipv4.conf.eth0.rp_filter": "1"}, {}, {"net.ipv4.conf.eth0.rp_filter": "1"}),
-        ({}, {"net.ipv6.conf.all.forwarding": "0"}, {"net.ipv6.conf.all.forwarding": "0"}),
-        (
-            {"net.ipv4.conf.eth0.rp_filter": "1", "net.ipv4.ip_forward": "0"},
-            {"net.ipv4.conf.eth0.rp_filter": "2"},
-            {"net.ipv4.conf.eth0.rp_filter": "2", "net.ipv4.ip_forward": "0"},
-        ),
-    ],
-)
-def test_sysctl_merge_args_win(base, args, merged):
-    d = doc()
-    if base:
-        d["sysctl"] = base
-    if args:
-        d["args"] = {"cni": {"sysctl": args}}
-    assert dict(load(d).sysctl) == merged
+def test_sysctl_is_the_configs_own():
+    """args.cni.sysctl is a pod author's and never merged over the config here (sysctl.plan checks it apart)."""
+    d = doc(sysctl={"net.ipv4.conf.eth0.rp_filter": "1"}, args={"cni": {"sysctl": {"net.ipv4.conf.eth0.rp_filter": "0"}}})
+    assert dict(load(d).sysctl) == {"net.ipv4.conf.eth0.rp_filter": "1"}
 
 
 # -------------------------------------------------------------------- dns

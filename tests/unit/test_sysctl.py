@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from nsveth import sysctl
 from nsveth.errors import CNIError, Code
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def rejected(fn, *args) -> str:
     with pytest.raises(CNIError) as e:
@@ -152,16 +154,76 @@ def test_multi_value_strings_are_accepted():
 
 
 # -------------------------------------------------------- plan/duplicates
-def test_plan_merges_args_over_config_after_normalisation():
+def test_plan_keeps_config_then_args():
     got = sysctl.plan(
         {"net.core.somaxconn": "100", "net.ipv4.tcp_keepalive_time": "60"},
-        {"net/core/somaxconn": "200"},
+        {"net/ipv4/tcp_fin_timeout": "20"},
         "eth0",
     )
     assert [(s.key, s.path, s.value) for s in got] == [
+        ("net.core.somaxconn", "net/core/somaxconn", "100"),
         ("net.ipv4.tcp_keepalive_time", "net/ipv4/tcp_keepalive_time", "60"),
-        ("net/core/somaxconn", "net/core/somaxconn", "200"),
+        ("net/ipv4/tcp_fin_timeout", "net/ipv4/tcp_fin_timeout", "20"),
     ]
+
+
+# ------------------------------------------------ args are a pod author's
+@pytest.mark.parametrize(
+    "config,args",
+    [
+        ({"net.core.somaxconn": "100"}, {"net/core/somaxconn": "200"}),
+        ({"net.ipv4.conf.IFNAME.rp_filter": "1"}, {"net/ipv4/conf/eth0/rp_filter": "0"}),
+        ({"net.ipv4.tcp_keepalive_time": "60"}, {"net.ipv4.tcp_keepalive_time": "60"}),  # even the same value
+    ],
+)
+def test_args_never_override_the_config(config, args):
+    allow = sysctl.parse_allowlist("net.*", "/a")
+    for allowlist in (None, allow):
+        msg = rejected(sysctl.plan, config, args, "eth0", allowlist)
+        assert f'args.cni.sysctl "{next(iter(args))}"' in msg and f'sysctl "{next(iter(config))}"' in msg
+        assert "override" in msg
+
+
+def test_args_without_allowlist_only_the_k8s_safe_set():
+    msg = rejected(sysctl.plan, None, {"net.ipv4.conf.IFNAME.rp_filter": "0"}, "eth0")
+    assert '"net.ipv4.conf.IFNAME.rp_filter" from args.cni.sysctl' in msg and "Kubernetes safe set" in msg
+    assert "net.ipv4.ip_local_port_range" in msg  # lists what is allowed
+    (s,) = sysctl.plan(None, {"net/ipv4/ip_local_port_range": "20000 40000"}, "eth0")
+    assert s.path == "net/ipv4/ip_local_port_range"
+
+
+def test_config_keys_without_allowlist_are_the_admins_choice():
+    assert len(sysctl.plan({"net.ipv4.conf.IFNAME.rp_filter": "0", "net.core.somaxconn": "1"}, None, "eth0")) == 2
+
+
+def test_args_with_allowlist_follow_the_allowlist():
+    a = sysctl.parse_allowlist("net.core.somaxconn\n", "/etc/policy")
+    assert len(sysctl.plan(None, {"net.core.somaxconn": "1"}, "eth0", a)) == 1
+    msg = rejected(sysctl.plan, None, {"net.ipv4.tcp_keepalive_time": "60"}, "eth0", a)  # safe, but not allowed here
+    assert "args.cni.sysctl" in msg and "/etc/policy" in msg
+
+
+def test_k8s_safe_example_file_is_the_k8s_safe_set():
+    path = os.path.join(REPO, "conf-examples", "allowlist-k8s-safe.txt")
+    with open(path) as f:
+        assert sysctl.parse_allowlist(f.read(), path).patterns == sysctl.K8S_SAFE
+
+
+# ------------------------------------------------------ module autoload
+CC = ("net", "ipv4", "tcp_available_congestion_control")
+
+
+@pytest.mark.parametrize("key", ["net.ipv4.tcp_congestion_control", "net/ipv4/tcp_allowed_congestion_control"])
+def test_module_loading_values_are_refused(key):
+    (s,) = sysctl.plan({key: "dctcp"}, None, "eth0")
+    msg = rejected(sysctl.refuse_module_loading, [s], {CC: "reno cubic"})
+    assert f'"{key}"' in msg and '"dctcp"' in msg and "load a module" in msg
+    rejected(sysctl.refuse_module_loading, [s], {CC: None})  # unreadable list: nothing proves it is loaded
+
+
+def test_available_values_are_accepted():
+    wanted = sysctl.plan({"net.ipv4.tcp_congestion_control": "cubic", "net.core.somaxconn": "1"}, None, "eth0")
+    sysctl.refuse_module_loading(wanted, {CC: "reno\tcubic bbr"})
 
 
 @pytest.mark.parametrize(
