@@ -401,9 +401,13 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str) -> N
     failed = [c for c in calls if c.status != 0]
     assert not failed, failed
     assert any(c.plugin == "loopback" and c.command == "ADD" for c in calls)
-    rounds = _chain_dels(calls, chain)
-    assert rounds and all(r == chain[::-1] for r in rounds), rounds
-    assert [bool(c.netns) for c in calls if c.command == "DEL" and c.plugin == "nsveth"][0] is True
+    print("plugin calls:", *(f"{c.plugin} {c.command} {c.ifname} netns={c.netns!r} "
+                             f"prevResult={'prevResult' in (c.stdin or {})} status={c.status}" for c in calls), sep="\n  ")
+    # DEL in reverse chain order, three times: StopPodSandbox with the netns and the cached
+    # prevResult, then kubelet's second stop and RemovePodSandbox with neither.
+    assert _chain_dels(calls, chain) == [chain[::-1]] * 3
+    dels = [c for c in calls if c.command == "DEL" and c.plugin == "nsveth"]
+    assert [(bool(c.netns), "prevResult" in (c.stdin or {})) for c in dels] == [(True, True)] + [(False, False)] * 2
     _assert_nothing_left(env, daemon, pod, [conflist["name"]], [pod_ip, *additional], fw_before, [env.ipam_dir])
     assert not [n for n in os.listdir("/run/netns") if n.startswith("cni-")]  # nothing reached the machine's
 
