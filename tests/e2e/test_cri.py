@@ -357,7 +357,7 @@ def _assert_nothing_left(env: CniEnv, daemon: CriContainerd, pod: str, networks:
 def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str) -> None:
     conflist = variant_conflist(variant)
     env.write_conf(conflist)
-    chain = [p["type"] for p in conflist["plugins"]]
+    chain = [p["type"] for p in env.adapt(conflist)["plugins"]]  # nsveth, or NSVETH_E2E_PLUGIN
     daemon = make_containerd()
     fw_before = cnienv.firewall_snapshot(env.host_ns)
     mappings = [{"protocol": "TCP", "container_port": POD_PORT, "host_port": HOST_PORT}] \
@@ -366,7 +366,7 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str) -> N
 
     pod = daemon.run_pod(config)
     status = daemon.cri.call("PodSandboxStatus", pod_sandbox_id=pod).status
-    [add] = [c for c in daemon.calls() if c.plugin == "nsveth" and c.command == "ADD"]
+    [add] = [c for c in daemon.calls() if c.plugin == chain[0] and c.command == "ADD"]
     assert add.status == 0 and add.ifname == "eth0", add
     result = json.loads(add.stdout)
     pod_ip, additional = _pod_ips(result)
@@ -406,7 +406,7 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str) -> N
     # DEL in reverse chain order, three times: StopPodSandbox with the netns and the cached
     # prevResult, then kubelet's second stop and RemovePodSandbox with neither.
     assert _chain_dels(calls, chain) == [chain[::-1]] * 3
-    dels = [c for c in calls if c.command == "DEL" and c.plugin == "nsveth"]
+    dels = [c for c in calls if c.command == "DEL" and c.plugin == chain[0]]
     assert [(bool(c.netns), "prevResult" in (c.stdin or {})) for c in dels] == [(True, True)] + [(False, False)] * 2
     _assert_nothing_left(env, daemon, pod, [conflist["name"]], [pod_ip, *additional], fw_before, [env.ipam_dir])
     assert not [n for n in os.listdir("/run/netns") if n.startswith("cni-")]  # nothing reached the machine's
