@@ -330,17 +330,24 @@ def _release_under_other_names(req: Request, conf: NetConf) -> CNIError | None:
     for network in state.networks_of(conf.runtime_dir, req.container_id, req.ifname):
         if network == conf.name:
             continue
-        try:
-            with state.lock(conf.runtime_dir, network, exclusive=False):
-                record = state.read(conf.runtime_dir, network, req.container_id, req.ifname) or {}
-                added_with = _recorded_conf(req, conf.runtime_dir, network, record)
-                if added_with is None:
-                    continue  # released meanwhile, or no config to release it with: that network's GC
-                log.get().info("%s/%s was added as network %s: releasing it there first", req.container_id, req.ifname, network)
-                _restore_recorded_sysctls(req, record)
+        with contextlib.ExitStack() as locked:
+            try:
+                locked.enter_context(state.lock(conf.runtime_dir, network, exclusive=False))
+            except CNIError as e:
+                log.get().warning("%s: the record under network %s is not trusted, left alone", e.msg, network)
+                continue
+            record = state.read(conf.runtime_dir, network, req.container_id, req.ifname) or {}
+            added_with = _recorded_conf(req, conf.runtime_dir, network, record)
+            if added_with is None:
+                continue  # released meanwhile, or no config to release it with: that network's GC
+            log.get().info(
+                "%s/%s was added as network %s: releasing it there first", req.container_id, req.ifname, network
+            )
+            _restore_recorded_sysctls(req, record)
+            try:
                 _release(req, added_with, record)
-        except CNIError as e:
-            failure = failure or e
+            except CNIError as e:
+                failure = failure or e
     return failure
 
 
@@ -354,7 +361,9 @@ def _recorded_conf(req: Request, runtime_dir: str, network: str, record: dict[st
     try:
         conf = config_mod.load(raw.encode(), req)
     except CNIError as e:
-        log.get().warning("record of %s/%s in network %s has an unusable config: %s", req.container_id, req.ifname, network, e.msg)
+        log.get().warning(
+            "record of %s/%s in network %s has an unusable config: %s", req.container_id, req.ifname, network, e.msg
+        )
         return None
     # Only a record that describes itself: its release removes the record by these names.
     return conf if conf.name == network and conf.runtime_dir == runtime_dir else None

@@ -124,7 +124,9 @@ def networks_of(runtime_dir: str, container_id: str, ifname: str) -> list[str]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     # Dot-directories (.delegates) are caches, not networks.
-    return sorted(n for n in names if not n.startswith(".") and os.path.isfile(_path(runtime_dir, n, container_id, ifname)))
+    return sorted(
+        n for n in names if not n.startswith(".") and os.path.isfile(_path(runtime_dir, n, container_id, ifname))
+    )
 
 
 @contextlib.contextmanager

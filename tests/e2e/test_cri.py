@@ -279,9 +279,11 @@ def make_containerd(env: CniEnv, cri_images: list[Path]) -> Iterator[Any]:
     finally:
         for d in daemons:
             # Shown by pytest when the test failed.
-            print(f"--- {d.log} (warnings and errors)")
+            # NSVETH_E2E_CONTAINERD_LOG=1: every line, not only warnings and errors.
+            everything = bool(os.environ.get("NSVETH_E2E_CONTAINERD_LOG"))
+            print(f"--- {d.log}")
             print("\n".join(l for l in d.log.read_text(errors="replace").splitlines()
-                            if "level=warn" in l or "level=error" in l or os.environ.get("NSVETH_E2E_CONTAINERD_LOG"))[-20000:])
+                            if everything or "level=warn" in l or "level=error" in l)[-20000:])
             d.close()
 
 
@@ -402,7 +404,8 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str) -> N
     assert not failed, failed
     assert any(c.plugin == "loopback" and c.command == "ADD" for c in calls)
     print("plugin calls:", *(f"{c.plugin} {c.command} {c.ifname} netns={c.netns!r} "
-                             f"prevResult={'prevResult' in (c.stdin or {})} status={c.status}" for c in calls), sep="\n  ")
+                             f"prevResult={'prevResult' in (c.stdin or {})} status={c.status}" for c in calls),
+          sep="\n  ")
     # DEL in reverse chain order, three times: StopPodSandbox with the netns and the cached
     # prevResult, then kubelet's second stop and RemovePodSandbox with neither.
     assert _chain_dels(calls, chain) == [chain[::-1]] * 3

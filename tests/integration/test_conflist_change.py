@@ -128,3 +128,21 @@ def test_record_config_naming_another_network_is_not_trusted(inproc, pod_ns, net
     assert records(net.runtime_dir) == [f"{net.name}/{CID}:eth0.json"]
     assert inproc.run("DEL", before, container_id=CID, netns=pod_ns.path).status == 0
     assert leases(net.ipam_dir, net.name) == [] and records(net.runtime_dir) == []
+
+
+def test_renamed_network_with_an_unusable_runtime_dir_deletes_by_name(plugin, pod_ns, net, tmp_path):
+    """A runtime dir others can write holds no trusted record: DEL under the new name still
+    succeeds and removes what it finds by name (the host veth), as any DEL does there."""
+    before = net.conf()
+    assert plugin.run("ADD", before, container_id=CID, netns=pod_ns.path).status == 0
+    os.chmod(net.runtime_dir, 0o777)
+    try:
+        after = conf_b(net, tmp_path, unique("nt-b-"), str(tmp_path / "ipam-b"))
+        dele = plugin.run("DEL", after, container_id=CID, netns=pod_ns.path)
+        assert dele.status == 0, dele.stdout
+        assert host_veths(plugin.host) == [] and "eth0" not in pod_ns.links()
+        assert records(net.runtime_dir) == [f"{net.name}/{CID}:eth0.json"]  # not acted on
+    finally:
+        os.chmod(net.runtime_dir, 0o700)
+    assert plugin.run("DEL", before, container_id=CID, netns=pod_ns.path).status == 0
+    assert leases(net.ipam_dir, net.name) == [] and records(net.runtime_dir) == []
