@@ -308,6 +308,7 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
 
 # --------------------------------------------------------------------- DEL
 def delete(req: Request, conf: NetConf) -> None:
+    renamed_failure = _release_under_other_names(req, conf)
     with contextlib.ExitStack() as locked:
         record: dict[str, Any] = {}
         try:
@@ -321,7 +322,63 @@ def delete(req: Request, conf: NetConf) -> None:
         timing.mark("lock")
         _restore_recorded_sysctls(req, record)
         timing.mark("sysctl restore")
-        _release(req, conf, record)
+        # The config DEL brings may not be the one ADD had (a conflist changed
+        # under a running pod): the lease is the recorded IPAM config's.
+        _release(req, _recorded_conf(req, conf.runtime_dir, conf.name, record) or conf, record)
+    if renamed_failure is not None:
+        raise renamed_failure
+
+
+def _release_under_other_names(req: Request, conf: NetConf) -> CNIError | None:
+    """Undo this attachment's record under another network name, as that network's DEL would.
+
+    The host veth name depends only on containerID and ifname, so no two
+    networks can hold an attachment of the same pair at once: a record under
+    another name is this attachment, added before the network was renamed
+    (CRI runtimes DEL with the conflist of DEL time). Returns the failure, if
+    any, so this network's own DEL still runs first.
+    """
+    failure = None
+    for network in state.networks_of(conf.runtime_dir, req.container_id, req.ifname):
+        if network == conf.name:
+            continue
+        with contextlib.ExitStack() as locked:
+            try:
+                locked.enter_context(state.lock(conf.runtime_dir, network, exclusive=False))
+            except CNIError as e:
+                log.get().warning("%s: the record under network %s is not trusted, left alone", e.msg, network)
+                continue
+            record = state.read(conf.runtime_dir, network, req.container_id, req.ifname) or {}
+            added_with = _recorded_conf(req, conf.runtime_dir, network, record)
+            if added_with is None:
+                continue  # released meanwhile, or no config to release it with: that network's GC
+            log.get().info(
+                "%s/%s was added as network %s: releasing it there first", req.container_id, req.ifname, network
+            )
+            _restore_recorded_sysctls(req, record)
+            try:
+                _release(req, added_with, record)
+            except CNIError as e:
+                failure = failure or e
+    return failure
+
+
+def _recorded_conf(req: Request, runtime_dir: str, network: str, record: dict[str, Any]) -> NetConf | None:
+    """The config the attachment's ADD had, from its record; None without a usable one."""
+    from . import config as config_mod
+
+    raw = record.get("config")
+    if not isinstance(raw, str):
+        return None
+    try:
+        conf = config_mod.load(raw.encode(), req)
+    except CNIError as e:
+        log.get().warning(
+            "record of %s/%s in network %s has an unusable config: %s", req.container_id, req.ifname, network, e.msg
+        )
+        return None
+    # Only a record that describes itself: its release removes the record by these names.
+    return conf if conf.name == network and conf.runtime_dir == runtime_dir else None
 
 
 def _recorded_originals(record: dict[str, Any]) -> list[sysctl.Original]:
@@ -535,8 +592,6 @@ def _sweep_masquerade(conf: NetConf, valid: set[tuple[str, str]]) -> None:
 
 def release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:
     """DEL of an attachment, from its state record (the config its ADD had)."""
-    from . import config as config_mod
-
     record = state.read(conf.runtime_dir, conf.name, container_id, ifname) or {}
     env = dict(req.env)
     # No netns: GC never enters one. The recorded path of a stale attachment
@@ -544,14 +599,7 @@ def release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str
     # found by name, and the pod end dies with its host peer.
     env.update(CNI_COMMAND="DEL", CNI_CONTAINERID=container_id, CNI_IFNAME=ifname, CNI_NETNS="")
     stale_req = Request("DEL", container_id, "", ifname, {}, req.path, env)
-    stale_conf = conf
-    raw = record.get("config")
-    if isinstance(raw, str):
-        try:
-            stale_conf = config_mod.load(raw.encode(), stale_req)
-        except CNIError as e:
-            log.get().warning("GC: record of %s/%s has an unusable config (%s); using the GC config", container_id, ifname, e.msg)
-    _release(stale_req, stale_conf, record)
+    _release(stale_req, _recorded_conf(stale_req, conf.runtime_dir, conf.name, record) or conf, record)
     state.remove(conf.runtime_dir, conf.name, container_id, ifname)
 
 

@@ -117,6 +117,18 @@ def attachments(runtime_dir: str, network: str) -> list[tuple[str, str]]:
     return sorted(out)
 
 
+def networks_of(runtime_dir: str, container_id: str, ifname: str) -> list[str]:
+    """Names of the networks that hold a record of (containerID, ifname)."""
+    try:
+        names = os.listdir(runtime_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    # Dot-directories (.delegates) are caches, not networks.
+    return sorted(
+        n for n in names if not n.startswith(".") and os.path.isfile(_path(runtime_dir, n, container_id, ifname))
+    )
+
+
 @contextlib.contextmanager
 def lock(runtime_dir: str, network: str, exclusive: bool) -> Iterator[int]:
     """Hold the network's lock; yields the lock file's mtime (ns) as it was before waiting.

@@ -351,11 +351,13 @@ def _tarinfo(name: str, *, kind: bytes, mode: int, size: int = 0, linkname: str 
     return info
 
 
-def build_busybox_image(dest: Path, ref: str) -> Path:
+def build_busybox_image(dest: Path, ref: str, cmd: Sequence[str] = ("/bin/sh",)) -> Path:
     """Write an image archive holding a one-layer busybox rootfs made from Debian's busybox-static.
 
     The archive is an OCI image layout (oci-layout, index.json, blobs/sha256/*) that also carries a
     docker-save style manifest.json, so both ``ctr image import`` and ``podman load`` accept it.
+    cmd is the image's default command (containerd's CRI runs a pause-like sandbox image: the same
+    rootfs with a long sleep).
     """
     import tarfile
     busybox = BUSYBOX.read_bytes()
@@ -375,7 +377,7 @@ def build_busybox_image(dest: Path, ref: str) -> Path:
     layer_digest = hashlib.sha256(layer).hexdigest()
     config = json.dumps({
         "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "config": {"Cmd": list(cmd), "Env": ["PATH=/bin"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "nsveth e2e busybox-static"}],
     }, sort_keys=True).encode()
