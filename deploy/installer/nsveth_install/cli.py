@@ -37,8 +37,15 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--once", action="store_true", help="do the work once and exit (default)")
     mode.add_argument("--watch", action="store_true",
                       help="keep the node in sync: redo the work every --interval seconds until SIGTERM")
-    p.add_argument("--uninstall", action="store_true",
-                   help="remove what nsveth-install installed (also: NSVETH_ACTION=uninstall)")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--uninstall", action="store_true",
+                        help="remove what nsveth-install installed (also: NSVETH_ACTION=uninstall)")
+    action.add_argument("--rollback", action="store_true",
+                        help="switch back to the previous installed version (a second rollback undoes it)")
+    action.add_argument("--status", action="store_true",
+                        help="print what is installed (JSON); exit 0 when installed and intact, else 1")
+    p.add_argument("--no-conflist", action="store_true",
+                   help="install the plugin (and allowlist) only; leave the conf dir alone (hand installs)")
     p.add_argument("--force", action="store_true",
                    help="overwrite (or on --uninstall: remove) files nsveth-install did not write")
     p.add_argument("--bundle", type=Path, default=Path(DEFAULTS["bundle"]), help="the dist/nsveth/ directory")
@@ -55,8 +62,8 @@ def parser() -> argparse.ArgumentParser:
                         "(default: NSVETH_POD_CIDR, else the Node's spec.podCIDRs from the API)")
     p.add_argument("--node-name", default=None, help="this node's name (default: NODE_NAME)")
     p.add_argument("--service-account-dir", type=Path, default=kube.SERVICE_ACCOUNT_DIR)
-    p.add_argument("--ready-file", type=Path, default=Path(DEFAULTS["ready_file"]),
-                   help="written after each successful run, removed after a failed one")
+    p.add_argument("--ready-file", default=DEFAULTS["ready_file"],
+                   help="written after each successful run, removed after a failed one; empty: none")
     p.add_argument("--interval", type=_positive_seconds, default=30.0, help="seconds between runs with --watch")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -64,10 +71,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="nsveth-install: %(levelname)s: %(message)s")
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if (args.rollback or args.status) and args.watch:
+        p.error("--rollback and --status run once, not with --watch")
+    args.ready_file = Path(args.ready_file) if args.ready_file else None
     env = dict(os.environ) if env is None else env
     uninstalling = args.uninstall or env.get("NSVETH_ACTION", "install") == "uninstall"
     job = Job(args, env, uninstalling)
+    if args.status:
+        return job.status()
+    if args.rollback:
+        return 0 if job.rollback() else 1
     if not args.watch:
         return 0 if job.run() else 1
     stop = threading.Event()
@@ -100,6 +115,25 @@ class Job:
             stop.wait(self.args.interval)
         _remove_ready(self.args.ready_file)
 
+    def status(self) -> int:
+        try:
+            st = install.status(self.paths)
+        except (InstallError, OSError) as e:
+            log.error("%s", e)
+            return 1
+        print(json.dumps({"binDir": str(self.paths.bin_dir), **st.to_dict()}, indent=2))
+        return 0 if st.installed else 1
+
+    def rollback(self) -> bool:
+        try:
+            changes = install.rollback(self.paths)
+        except (InstallError, OSError) as e:
+            log.error("%s", e)
+            return False
+        for change in changes:
+            log.info("%s", change)
+        return True
+
     def run(self) -> bool:
         """One pass; logs the result and sets the readiness file. True on success."""
         try:
@@ -123,6 +157,8 @@ class Job:
         return True
 
     def _desired(self) -> install.Desired:
+        if self.args.no_conflist:
+            return install.Desired(conflist=None, allowlist=self._allowlist())
         template = conflist.load_template(_read(self.args.template, "conflist template"),
                                           str(self.args.template))
         node_name = self.args.node_name or self.env.get("NODE_NAME", "")
@@ -174,13 +210,16 @@ def _read(path: Path, what: str) -> bytes:
         raise InstallError(f"cannot read the {what} {path}: {e.strerror}") from e
 
 
-def _write_ready(path: Path, summary: dict) -> None:
+def _write_ready(path: Path | None, summary: dict) -> None:
+    if path is None:
+        return
     data = (json.dumps(summary, sort_keys=True) + "\n").encode()
     if fsatomic.sha256_file(path) != fsatomic.sha256_bytes(data):
         path.parent.mkdir(parents=True, exist_ok=True)
         fsatomic.write_file(path, data)
 
 
-def _remove_ready(path: Path) -> None:
-    path.unlink(missing_ok=True)
+def _remove_ready(path: Path | None) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
 
