@@ -21,6 +21,7 @@ DEFAULTS = {
     "bundle": "/opt/nsveth/bundle",
     "template": "/etc/nsveth-config/conflist.template.json",
     "allowlist_src": "/etc/nsveth-config/allowlist.conf",
+    "cluster_cidrs_file": "/etc/nsveth-config/clusterCIDRs",
     "cni_bin_dir": "/host/opt/cni/bin",
     "cni_conf_dir": "/host/etc/cni/net.d",
     "allowlist_dest": "/host/etc/cni/nsveth/allowlist.conf",
@@ -60,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-cidr", action="append", default=[], metavar="CIDR",
                    help="the node's pod CIDR(s), comma-separated or repeated, one per IP family "
                         "(default: NSVETH_POD_CIDR, else the Node's spec.podCIDRs from the API)")
+    p.add_argument("--cluster-cidr", action="append", default=[], metavar="CIDR",
+                   help="the cluster's pod network(s), for @nsveth:clusterCIDRs, comma-separated or repeated "
+                        "(default: NSVETH_CLUSTER_CIDR, else the --cluster-cidrs-file)")
+    p.add_argument("--cluster-cidrs-file", type=Path, default=Path(DEFAULTS["cluster_cidrs_file"]),
+                   help="file with the cluster CIDR(s), comma- or line-separated (the ConfigMap's clusterCIDRs key)")
     p.add_argument("--node-name", default=None, help="this node's name (default: NODE_NAME)")
     p.add_argument("--service-account-dir", type=Path, default=kube.SERVICE_ACCOUNT_DIR)
     p.add_argument("--ready-file", default=DEFAULTS["ready_file"],
@@ -163,7 +169,8 @@ class Job:
                                           str(self.args.template))
         node_name = self.args.node_name or self.env.get("NODE_NAME", "")
         cidrs = self._pod_cidrs() if conflist.needs_pod_cidr(template) else ()
-        rendered = conflist.render(template, conflist.NodeFacts(node_name, cidrs))
+        cluster = self._cluster_cidrs() if conflist.needs_cluster_cidr(template) else ()
+        rendered = conflist.render(template, conflist.NodeFacts(node_name, cidrs, cluster))
         return install.Desired(conflist=rendered, allowlist=self._allowlist())
 
     def _pod_cidrs(self) -> tuple[conflist.Network, ...]:
@@ -174,6 +181,18 @@ class Job:
             if not self.pod_cidrs:
                 raise InstallError("the pod CIDR given is empty")
         return self.pod_cidrs
+
+    def _cluster_cidrs(self) -> tuple[conflist.Network, ...]:
+        # Read on every pass: the ConfigMap's file changes when the operator edits it.
+        if self.args.cluster_cidr:
+            raw = self.args.cluster_cidr
+        elif self.env.get("NSVETH_CLUSTER_CIDR"):
+            raw = [self.env["NSVETH_CLUSTER_CIDR"]]
+        elif self.args.cluster_cidrs_file.exists():
+            raw = [_read(self.args.cluster_cidrs_file, "cluster CIDRs file").decode(errors="replace")]
+        else:
+            raw = []
+        return conflist.parse_cluster_cidrs(raw)
 
     def _raw_pod_cidrs(self) -> list[str]:
         if self.args.pod_cidr:
