@@ -8,8 +8,8 @@
 #
 # The one-dir bundle is the default because it starts faster: the single-file
 # executable unpacks its whole archive to a temp dir on every start (the
-# benchmark in bench/ shows both). Install the bundle by copying the directory
-# and symlinking its `nsveth` into the CNI bin dir; the inner executable alone
+# benchmark in bench/ shows both). scripts/install.sh installs the bundle into a
+# CNI bin dir (the whole directory, plus a symlink); the inner executable alone
 # does not run without its _internal/ directory.
 #
 # Start-up time is most of a pod operation's latency (a fresh process each

@@ -40,10 +40,6 @@ CONF_EXAMPLES = REPO / "conf-examples"
 # ptp plugin (useful to tell a test bug from a plugin bug).
 PLUGIN = os.environ.get("NSVETH_E2E_PLUGIN", "nsveth")
 
-# Debian bookworm's libcni (1.1.2), used by cnitool, containerd and podman,
-# parses results up to spec 1.0.0 only.
-LIBCNI_MAX_VERSION = "1.0.0"
-
 # The netns beyond the host (CniEnv.make_outside): TEST-NET-1, never routed anywhere.
 OUTSIDE_ADDR = "192.0.2.2"
 OUTSIDE_LINK_PREFIX = "nsveo"
