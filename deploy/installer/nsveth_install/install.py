@@ -67,9 +67,10 @@ def install(paths: Paths, desired: Desired, force: bool = False) -> Outcome:
     bundle.check_source(paths.bundle)
     version = bundle.tree_hash(paths.bundle)
     # A fresh host has no CNI bin dir yet (Debian's plugins live in /usr/lib/cni).
-    paths.bin_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    made = _make_dirs(paths.bin_dir)
     with _locked(paths.bin_dir):
         record = manifest.load(paths.versions_dir)
+        _record_dirs(record, made)
         _check_version_dir(paths, record, version)
         if desired.conflist is not None:
             _check_chain_plugins(paths.bin_dir, desired.conflist)
@@ -112,6 +113,14 @@ def uninstall(paths: Paths, force: bool = False) -> tuple[str, ...]:
             bundle.sweep_temps(paths.versions_dir)
             fsatomic.remove_file(paths.versions_dir / manifest.FILENAME)
             _rmdir_if_empty(paths.versions_dir, changes)
+        # Directories install created (a fresh host's /opt/cni/bin, /etc/cni/nsveth), deepest
+        # first, and only when empty: anything someone else put there keeps them.
+        for directory in reversed(record.dirs):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                continue
+            changes.append(f"removed {directory}")
         return tuple(changes)
 
 
@@ -308,7 +317,10 @@ def _put_file(paths: Paths, record: Manifest, role: str, path: Path, data: bytes
         claims = [current] if old_owned and old_owned.owns(path, current) else []
         record.files[role] = OwnedFile(str(path), claims + [new])
         manifest.save(paths.versions_dir, record)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        made = _make_dirs(path.parent)
+        if made:
+            _record_dirs(record, made)
+            manifest.save(paths.versions_dir, record)
         fsatomic.write_file(path, data)
         changes.append(f"wrote {path}")
     record.files[role] = OwnedFile(str(path), [new])
@@ -334,6 +346,23 @@ def _remove_owned(path: Path, owned: OwnedFile, force: bool, changes: list[str])
         changes.append(f"removed {path}")
     else:
         log.warning("leaving %s in place: it changed since nsveth-install wrote it", path)
+
+
+def _make_dirs(directory: Path) -> list[Path]:
+    """mkdir -p; returns the directories it created, parents first."""
+    missing = []
+    d = directory
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def _record_dirs(record: Manifest, made: list[Path]) -> None:
+    for d in made:
+        if str(d) not in record.dirs:
+            record.dirs.append(str(d))
 
 
 def _rmdir_if_empty(directory: Path, changes: list[str]) -> None:
