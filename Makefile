@@ -1,11 +1,17 @@
 # Set-up and test entry points (run as root on Debian 12; see README.md).
-.PHONY: demo test build bench clean
+.PHONY: demo test build install uninstall bench clean
 
 demo:            ## build the executable and run the ADD/CHECK/DEL demo
 	./build.sh --demo
 
 build:
 	./build.sh
+
+install:         ## install dist/nsveth into /opt/cni/bin (scripts/install.sh; rollback/status there)
+	./scripts/install.sh install
+
+uninstall:       ## remove what `make install` put there
+	./scripts/install.sh uninstall
 
 test:            ## install what is needed, build, run the whole test suite
 	./scripts/test.sh

@@ -15,10 +15,12 @@ trap cleanup EXIT
 
 ip netns add "$host"
 ip netns add "$pod"
-# The example config, with IPAM and runtime state kept in the temp dir.
-python3 - "$top/conf-examples/ptp.conf" "$tmp" > "$tmp/net.conf" <<'PY'
+# The nsveth entry of the ptp example, as a runtime passes it, with IPAM and
+# runtime state kept in the temp dir.
+python3 - "$top/conf-examples/ptp.conflist" "$tmp" > "$tmp/net.conf" <<'PY'
 import json, sys
-conf = json.load(open(sys.argv[1]))
+doc = json.load(open(sys.argv[1]))
+conf = {"cniVersion": doc["cniVersion"], "name": doc["name"], **doc["plugins"][0]}
 conf["ipam"]["dataDir"] = sys.argv[2] + "/ipam"
 conf["runtimeDir"] = sys.argv[2] + "/run"
 print(json.dumps(conf))

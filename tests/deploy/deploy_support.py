@@ -34,9 +34,13 @@ def manifest_docs() -> list[dict]:
         return [d for d in yaml.safe_load_all(f) if d]
 
 
-def configmap_template() -> str:
+def configmap_data() -> dict[str, str]:
     (cm,) = [d for d in manifest_docs() if d["kind"] == "ConfigMap"]
-    return cm["data"]["conflist.template.json"]
+    return cm["data"]
+
+
+def configmap_template() -> str:
+    return configmap_data()["conflist.template.json"]
 
 
 def make_bundle(path: Path, version: str) -> Path:
@@ -83,6 +87,7 @@ class Node:
             "--cni-bin-dir", str(self.bin_dir), "--cni-conf-dir", str(self.conf_dir),
             "--allowlist-src", str(self.config_dir / "allowlist.conf"),
             "--allowlist-dest", str(self.allowlist_dest), "--ready-file", str(self.ready),
+            "--cluster-cidrs-file", str(self.config_dir / "clusterCIDRs"),
             "--service-account-dir", str(self.root / "no-sa"), *extra,
         ]
 
@@ -115,5 +120,7 @@ def make_node(tmp_path: Path) -> Node:
         d.mkdir(parents=True)
     for plugin in ("host-local", "portmap"):
         make_executable(n.bin_dir / plugin)
-    n.template.write_text(configmap_template())
+    # The ConfigMap as the kubelet mounts it: one file per key.
+    for key, value in configmap_data().items():
+        (n.config_dir / key).write_text(value)
     return n

@@ -157,3 +157,32 @@ def test_containerfile_entrypoint_runs_the_installer_module() -> None:
 
 def test_image_name_matches_the_documented_build_tag() -> None:
     assert f"-t {container()['image']} ." in (DEPLOY / "Containerfile").read_text()
+
+
+# -- least privilege -----------------------------------------------------------
+
+def test_pod_runs_under_the_runtime_default_seccomp_profile() -> None:
+    assert pod_spec()["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # No container overrides it with something weaker.
+    assert "seccompProfile" not in container().get("securityContext", {})
+
+
+def test_container_has_nothing_beyond_what_copying_files_needs() -> None:
+    """Root (the host dirs are root's, mode 0755) without any capability: an owner may write its
+    own directories without CAP_DAC_OVERRIDE, and nothing else is done on the host."""
+    sc = container()["securityContext"]
+    assert sc["runAsUser"] == 0
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc.get("privileged", False) is False
+    spec = pod_spec()
+    assert not (spec.get("hostPID") or spec.get("hostIPC"))
+    host_paths = sorted(v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v)
+    assert host_paths == ["/etc/cni/net.d", "/etc/cni/nsveth", "/opt/cni/bin"]
+
+
+def test_readme_pins_the_image_by_digest() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    assert "@sha256:" in readme
+    assert "RepoDigests" in readme or "--digestfile" in readme  # how to get the digest

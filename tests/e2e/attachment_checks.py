@@ -141,12 +141,17 @@ def _nft_tables(lines: list[str]) -> dict[str, list[str]]:
             if body and not (name.split()[0] in ("ip", "ip6") and name.split()[-1] in _IPTABLES_NFT_TABLES)}
 
 
+# The firewall plugin's shared chains and the jumps into them, which it never removes.
+_FIREWALL_SHARED = re.compile(r"^(:CNI-(FORWARD|ADMIN) |-A (FORWARD|CNI-FORWARD) .*-j CNI-(FORWARD|ADMIN)$)")
+
+
 def assert_no_new_rules(before: dict[str, list[str]], after: dict[str, list[str]]) -> None:
-    """No firewall rule is new. Tolerated: portmap's shared CNI-HOSTPORT-* chains (it never removes
-    them), tables and built-in chains that merely exist, and empty nft tables."""
+    """No firewall rule is new. Tolerated: portmap's shared CNI-HOSTPORT-* chains and the firewall
+    plugin's CNI-FORWARD/CNI-ADMIN chains (they never remove them; per-pod rules in them count),
+    tables and built-in chains that merely exist, and empty nft tables."""
     for tool in ("iptables-save", "ip6tables-save"):
         new = [l for l in after[tool] if l not in before[tool] and "CNI-HOSTPORT-" not in l
-               and not _BOOKKEEPING.match(l)]
+               and not _BOOKKEEPING.match(l) and not _FIREWALL_SHARED.match(l)]
         assert not new, (tool, new)
     assert _nft_tables(after["nft"]) == _nft_tables(before["nft"]), after["nft"]
 
@@ -169,7 +174,8 @@ def container_expectations(conf: dict[str, Any]) -> dict[str, Any]:
         gateway = v4[0].get("gateway") or str(next(ipaddress.ip_network(v4[0]["subnet"]).hosts()))
     dsts = {r["dst"] for r in ipam.get("routes", [])}
     return {"subnets": subnets, "gateway": gateway, "mtu": main.get("mtu"),
-            "default4": "0.0.0.0/0" in dsts or bool(main.get("isDefaultGateway")) and bool(v4)}
+            "default4": "0.0.0.0/0" in dsts or bool(main.get("isDefaultGateway")) and bool(v4),
+            "outside": None}  # an address beyond the host the container must reach (set by the test)
 
 
 INSIDE_SCRIPT = ("echo '--- addr'; ip addr show eth0; echo '--- route'; ip route; "
@@ -178,6 +184,8 @@ INSIDE_SCRIPT = ("echo '--- addr'; ip addr show eth0; echo '--- route'; ip route
 
 def inside_script(expect: dict[str, Any]) -> str:
     ping_cmd = f"ping -c 1 -W 3 {expect['gateway']} && echo PING-OK; " if expect["gateway"] else ""
+    if expect["outside"]:
+        ping_cmd += f"ping -c 1 -W 3 {expect['outside']} && echo OUTSIDE-OK; "
     return INSIDE_SCRIPT.format(ping=ping_cmd)
 
 
@@ -195,4 +203,6 @@ def assert_container_view(output: str, expect: dict[str, Any]) -> list[str]:
         assert re.search(r"^default via \S+ dev eth0", output, re.M), output
     if expect["gateway"]:
         assert "PING-OK" in output, output
+    if expect["outside"]:
+        assert "OUTSIDE-OK" in output, ("no outbound access", output)
     return [str(ipaddress.ip_interface(a).ip) for a in addrs]

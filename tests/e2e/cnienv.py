@@ -40,9 +40,11 @@ CONF_EXAMPLES = REPO / "conf-examples"
 # ptp plugin (useful to tell a test bug from a plugin bug).
 PLUGIN = os.environ.get("NSVETH_E2E_PLUGIN", "nsveth")
 
-# Debian bookworm's libcni (1.1.2), used by cnitool, containerd and podman,
-# parses results up to spec 1.0.0 only.
-LIBCNI_MAX_VERSION = "1.0.0"
+# The netns beyond the host (CniEnv.make_outside): TEST-NET-1, never routed anywhere.
+OUTSIDE_ADDR = "192.0.2.2"
+OUTSIDE_LINK_PREFIX = "nsveo"
+# nsveth's default runtime dir, where a Sandbox puts the env's runtime dir.
+RUN_NSVETH = "/run/nsveth"
 
 
 def unique(prefix: str) -> str:
@@ -140,37 +142,20 @@ def firewall_lines_mentioning(snap: dict[str, list[str]], *needles: str) -> list
 # --------------------------------------------------------------------------- configs
 
 def example_params() -> list[Any]:
-    """pytest params for the network configs in conf-examples/ (*.conf, *.conflist, *.json)."""
+    """pytest params for the network configs in conf-examples/ (conflists only: podman reads nothing else)."""
     import pytest
 
-    files = sorted(p for p in CONF_EXAMPLES.glob("*")
-                   if p.suffix in (".conf", ".conflist", ".json") and p.is_file())
-    params = []
-    for p in files:
-        if p.read_text().lstrip().startswith("{"):
-            params.append(pytest.param(p, id=p.name))
-        else:
-            # Not JSON at all (e.g. a sysctl allowlist): no network config to run. A JSON file that
-            # fails to parse is still a test failure.
-            params.append(pytest.param(p, id=p.name, marks=pytest.mark.skip(reason="not a JSON network config")))
-    if not any(p.marks == () for p in params):
+    files = sorted(p for p in CONF_EXAMPLES.glob("*.conflist") if p.is_file())
+    if not files:
         # No example at all must not turn these tests into silent no-ops.
         return [pytest.param(None, id="no-examples")]
-    return params
+    return [pytest.param(p, id=p.name) for p in files]
 
 
 def load_example(path: Path | None) -> dict[str, Any]:
     assert path is not None, f"{CONF_EXAMPLES} has no *.conf, *.conflist or *.json"
     conf: dict[str, Any] = json.loads(path.read_text())
     return conf
-
-
-def libcni_version(conf: dict[str, Any]) -> str:
-    """cniVersion to drive a config with: Debian's libcni 1.1.2 cannot parse results newer than 1.0.0."""
-    v = conf.get("cniVersion", "0.1.0")
-    if version_tuple(v) > version_tuple(LIBCNI_MAX_VERSION):
-        return LIBCNI_MAX_VERSION
-    return v
 
 
 def plugin_entries(conf: dict[str, Any]) -> list[dict[str, Any]]:
@@ -191,6 +176,7 @@ class CniEnv:
 
     root: Path
     host_ns: str
+    outside_ns: str | None = None  # see make_outside()
     plugin_dir: Path = field(init=False)
     conf_dir: Path = field(init=False)
     cache_dir: Path = field(init=False)
@@ -201,14 +187,24 @@ class CniEnv:
         self.plugin_dir = self.root / "bin"
         self.conf_dir = self.root / "net.d"
         self.cache_dir = self.root / "cache"
-        self.ipam_dir = self.root / "ipam"
         self.runtime_dir = self.root / "run"  # nsveth's state records and locks (default /run/nsveth)
-        for d in (self.plugin_dir, self.conf_dir, self.cache_dir, self.ipam_dir):
+        self.etc_dir = self.root / "etc-nsveth"  # /etc/cni/nsveth: the sysctl allowlist
+        # host-local's default dataDir is /var/lib/cni/networks: the same place under the libcni
+        # cache dir, so an example without a dataDir keeps its leases here too (see binds()).
+        self.ipam_dir = self.cache_dir / "networks"
+        for d in (self.plugin_dir, self.conf_dir, self.cache_dir, self.ipam_dir, self.runtime_dir, self.etc_dir):
             d.mkdir(parents=True, exist_ok=True)
+        # What the README's install puts there: the Kubernetes safe set, root-owned, 0644.
+        allowlist = self.etc_dir / "allowlist.conf"
+        shutil.copyfile(CONF_EXAMPLES / "allowlist-k8s-safe.txt", allowlist)
+        allowlist.chmod(0o644)
         for plugin in sorted(SYSTEM_PLUGIN_DIR.iterdir()):
             (self.plugin_dir / plugin.name).symlink_to(plugin)
         # A symlink, not a copy: the bundle's executable finds its _internal/ via the real path.
         (self.plugin_dir / "nsveth").symlink_to(NSVETH_BUNDLE)
+
+    # Set when create() made the mount point /run/nsveth on the machine (close() removes it).
+    made_run_nsveth: bool = False
 
     @classmethod
     def create(cls) -> "CniEnv":
@@ -218,15 +214,56 @@ class CniEnv:
         host = netns_add("nsve2e-h-")
         try:
             run(["ip", "-n", host, "link", "set", "lo", "up"])
-            return cls(root, host)
+            env = cls(root, host)
+            # The Sandbox binds the env's runtime dir over /run/nsveth. A missing mount point would
+            # be made on an overlay of /run, which would hide the netns mounts under /run/netns, so
+            # an empty one is made on the machine's /run (a tmpfs) and removed again by close().
+            try:
+                os.mkdir(RUN_NSVETH, 0o700)
+                env.made_run_nsveth = True
+            except FileExistsError:
+                pass
+            return env
         except BaseException:
             netns_delete(host)
             shutil.rmtree(root, ignore_errors=True)
             raise
 
     def close(self) -> None:
+        if self.outside_ns:
+            netns_delete(self.outside_ns)
         netns_delete(self.host_ns)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.made_run_nsveth:
+            try:
+                os.rmdir(RUN_NSVETH)
+            except OSError:
+                pass  # something else uses it now
+
+    def binds(self) -> dict[str, Path]:
+        """The default paths an unchanged example uses, for a Sandbox: libcni's cache and
+        host-local's leases (/var/lib/cni), nsveth's runtime dir and its allowlist."""
+        return {"/etc/cni/nsveth": self.etc_dir, RUN_NSVETH: self.runtime_dir, "/var/lib/cni": self.cache_dir}
+
+    def make_outside(self) -> str:
+        """A netns beyond the host: a veth from the host netns to it, 192.0.2.1/24 on the host end,
+        192.0.2.2/24 on its end, and no other route there. A pod reaches OUTSIDE_ADDR only when
+        its traffic is masqueraded (the outside has no route back to a pod subnet). Returns it."""
+        if self.outside_ns is None:
+            self.outside_ns = netns_add("nsve2e-o-")
+            link = unique(OUTSIDE_LINK_PREFIX)
+            run(["ip", "-n", self.host_ns, "link", "add", link, "type", "veth", "peer", "name", "out0",
+                 "netns", self.outside_ns])
+            run(["ip", "-n", self.host_ns, "addr", "add", "192.0.2.1/24", "dev", link])
+            run(["ip", "-n", self.host_ns, "link", "set", link, "up"])
+            run(["ip", "-n", self.outside_ns, "addr", "add", f"{OUTSIDE_ADDR}/24", "dev", "out0"])
+            run(["ip", "-n", self.outside_ns, "link", "set", "out0", "up"])
+            run(["ip", "-n", self.outside_ns, "link", "set", "lo", "up"])
+        return OUTSIDE_ADDR
+
+    def forward_drop(self) -> None:
+        """The host's FORWARD policy DROP, as on any Docker host."""
+        run(in_ns(self.host_ns, "iptables", "-P", "FORWARD", "DROP"))
 
     # ---- configs
     def adapt(self, conf: dict[str, Any], *, name: str | None = None,
@@ -259,7 +296,8 @@ class CniEnv:
     # ---- cnitool
     def cnitool(self, command: str, network: str, netns: str | None = None, *, ifname: str = "eth0",
                 cap_args: dict[str, Any] | None = None, cni_args: str = "", conf_dir: Path | None = None,
-                extra_env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+                extra_env: dict[str, str] | None = None, check: bool = True,
+                sandbox: "Sandbox | None" = None) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
         env.update({
             "NETCONFPATH": str(conf_dir or self.conf_dir),
@@ -271,6 +309,8 @@ class CniEnv:
         })
         env.update(extra_env or {})
         args: list[str] = [command, network] + ([netns] if netns else [])
+        if sandbox is not None:
+            return sandbox.run(CNITOOL, *args, env=env, check=check)
         return run(in_ns(self.host_ns, CNITOOL, *args), env=env, check=check)
 
     def add(self, network: str, netns: str, **kw: Any) -> dict[str, Any]:
@@ -299,7 +339,8 @@ class CniEnv:
         return sorted(p.name for p in d.glob("*.json")) if d.is_dir() else []
 
     def host_veths(self) -> list[dict[str, Any]]:
-        return veths(self.host_ns)
+        """The host netns's veths, but for the link to the outside netns."""
+        return [v for v in veths(self.host_ns) if not v["ifname"].startswith(OUTSIDE_LINK_PREFIX)]
 
 
 # --------------------------------------------------------------------------- result checks
@@ -455,7 +496,9 @@ class Sandbox:
     def __init__(self, ns: str, binds: dict[str, Path], scratch: Path) -> None:
         scratch.mkdir(parents=True, exist_ok=True)
         args: list[str] = []
-        for dst, src in binds.items():
+        # A missing target is made on an overlay of its nearest existing ancestor, which hides
+        # mounts below that ancestor: those come first, so no earlier bind is hidden.
+        for dst, src in sorted(binds.items(), key=lambda kv: os.path.isdir(kv[0])):
             args += [str(src), dst]
         env = dict(os.environ, SANDBOX_SCRATCH=str(scratch))
         self.proc = subprocess.Popen(
@@ -503,10 +546,17 @@ class Sandbox:
 
 
 def example_conflist(env: CniEnv, example: Path | None) -> dict[str, Any]:
-    """An example adapted to the test env, at the newest spec version Debian's libcni takes,
-    as a conflist (podman's CNI backend reads only conflists; containerd setups use them)."""
-    original = load_example(example)
-    conf = env.adapt(original, cni_version=libcni_version(original))
-    if "plugins" not in conf:
-        conf = {"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]}
+    """An example exactly as shipped, written into the env's config dir. Run it in a Sandbox with
+    env.binds(): its default paths (leases, runtime dir, allowlist) are then the env's."""
+    conf = load_example(example)
+    (env.conf_dir / example.name).write_bytes(example.read_bytes())  # type: ignore[union-attr]
     return conf
+
+
+def prepare_host(env: CniEnv, conf: dict[str, Any]) -> str | None:
+    """The host an example is written for: with a firewall plugin in the chain, a FORWARD policy
+    DROP (what that plugin is there for). Returns the outside address the pod must reach when the
+    example masquerades (else None)."""
+    if "firewall" in [p.get("type") for p in plugin_entries(conf)]:
+        env.forward_drop()
+    return env.make_outside() if main_plugin(conf).get("ipMasq") else None

@@ -105,8 +105,8 @@ class Containerd:
 
 @pytest.fixture
 def containerd(env: CniEnv) -> Iterator[Containerd]:
-    sandbox = Sandbox(env.host_ns, {"/etc/cni/net.d": env.conf_dir, "/opt/cni/bin": env.plugin_dir,
-                                    "/var/lib/cni": env.cache_dir}, env.root / "sandbox")
+    sandbox = Sandbox(env.host_ns, {**env.binds(), "/etc/cni/net.d": env.conf_dir, "/opt/cni/bin": env.plugin_dir},
+                      env.root / "sandbox")
     try:
         daemon = Containerd(env, sandbox)
         try:
@@ -225,10 +225,10 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
 @pytest.mark.parametrize("example", cnienv.example_params())
 def test_ctr_conf_example(env: CniEnv, containerd: Containerd, busybox_image: tuple[Path, str],
                           example: Path | None) -> None:
-    """Every example network works under containerd (at the newest spec version its libcni takes)."""
+    """Every example network, as shipped, works under containerd, outbound access included."""
     conf = cnienv.example_conflist(env, example)
-    env.write_conf(conf)
     expect = container_expectations(conf)
+    expect["outside"] = cnienv.prepare_host(env, conf)
     archive, ref = busybox_image
     containerd.ctr("image", "import", archive)
     fw_before = cnienv.firewall_snapshot(env.host_ns)

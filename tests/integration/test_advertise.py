@@ -616,8 +616,8 @@ def test_ptp_host_end_learns_the_new_mac(inproc, net, count, sender_guard):
 
 # ------------------------------------------------------------ conf example
 def test_conf_example_advertises(plugin, pod_ns, net, tmp_path, sender_guard):
-    """conf-examples/advertise.conflist, as a runtime would pass its plugin entry."""
-    with open(os.path.join(REPO, "conf-examples", "advertise.conflist")) as f:
+    """conf-examples/dualstack.conflist (announcements tuned), as a runtime would pass its plugin entry."""
+    with open(os.path.join(REPO, "conf-examples", "dualstack.conflist")) as f:
         conflist = json.load(f)
     (entry,) = conflist["plugins"]
     conf = {"cniVersion": conflist["cniVersion"], "name": net.name, **entry}

@@ -548,6 +548,9 @@ def test_sysctl_conflist_example_end_to_end(plugin, pod_ns, net):
     conf = {"cniVersion": conflist["cniVersion"], "name": net.name, **plugin_conf}
     conf["runtimeDir"] = net.runtime_dir
     conf["ipam"] = {**conf["ipam"], "dataDir": net.ipam_dir}
+    # The example names the allowlist where an install puts conf-examples/allowlist-k8s-safe.txt.
+    assert conf["sysctlAllowlist"] == "/etc/cni/nsveth/allowlist.conf"
+    conf["sysctlAllowlist"] = os.path.join(REPO, "conf-examples", "allowlist-k8s-safe.txt")
     before = snapshot(plugin, pod_ns)
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout

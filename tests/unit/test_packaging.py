@@ -64,16 +64,41 @@ def test_dev_pins_match_the_optional_dependency_groups():
     declared = {}
     for group in extras.values():
         declared.update(_declared(group))
-    pins = _pins("requirements-dev.txt")
+    pins = _pins("requirements-build.txt", "requirements-dev.txt")
     assert set(declared) == set(pins)
     for name, req in declared.items():
         assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {req}"
 
 
+def test_build_pins_are_only_what_building_needs():
+    # ./build.sh installs requirements.txt + requirements-build.txt, nothing of the tests'.
+    build = _declared(_project()["optional-dependencies"]["build"])
+    assert set(_pins("requirements-build.txt")) == set(build) == {"pyinstaller"}
+    assert not set(_pins("requirements-dev.txt")) & set(build)
+
+
+def test_setup_modes_install_only_their_sections():
+    script = r'''
+        set -e
+        # The section filter of scripts/setup.sh, run alone.
+        eval "$(sed -n '/^mapfile -t wanted/,/^. scripts\/apt-packages.txt)$/p' scripts/setup.sh)"
+        printf '%s\n' "${wanted[@]}"
+    '''
+    def packages(sections: str) -> set[str]:
+        out = subprocess.run(["bash", "-c", script], cwd=TOP, env={"sections": sections, "PATH": os.environ["PATH"]},
+                             capture_output=True, text=True, check=True).stdout
+        return set(out.split())
+
+    build, test = packages("build"), packages("build demo test")
+    assert {"python3-venv", "binutils"} <= build
+    assert not build & {"golang-go", "containerd", "podman", "runc"}
+    assert {"golang-go", "containerd", "podman", "runc", "containernetworking-plugins"} <= test
+
+
 def test_installed_versions_are_the_pins():
     from importlib.metadata import version
 
-    for name, pinned in _pins("requirements.txt", "requirements-dev.txt").items():
+    for name, pinned in _pins("requirements.txt", "requirements-build.txt", "requirements-dev.txt").items():
         assert version(name) == pinned, name
 
 

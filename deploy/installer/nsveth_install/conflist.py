@@ -8,6 +8,7 @@ sets and two default routes, and the result is always valid JSON.
     "@nsveth:podCIDRRanges"  [[{"subnet": "<v4 CIDR>"}], [{"subnet": "<v6 CIDR>"}]]
     "@nsveth:defaultRoutes"  [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]  (per family)
     "@nsveth:podCIDR"        the first pod CIDR, as a string
+    "@nsveth:clusterCIDRs"   ["<cluster CIDR>", ...], from the ConfigMap (for ipMasq's nonMasqueradeCIDRs)
     "@nsveth:nodeName"       the node's name, as a string
 """
 
@@ -22,6 +23,7 @@ from . import InstallError
 
 PLACEHOLDER_PREFIX = "@nsveth:"
 CIDR_PLACEHOLDERS = frozenset({"podCIDRRanges", "defaultRoutes", "podCIDR"})
+CLUSTER_PLACEHOLDER = "clusterCIDRs"
 PLUGIN_TYPE = "nsveth"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -33,6 +35,7 @@ class NodeFacts:
 
     node_name: str
     pod_cidrs: tuple[Network, ...]
+    cluster_cidrs: tuple[Network, ...] = ()
 
 
 def parse_pod_cidrs(values: list[str]) -> tuple[Network, ...]:
@@ -56,6 +59,24 @@ def parse_pod_cidrs(values: list[str]) -> tuple[Network, ...]:
     return tuple(nets)
 
 
+def parse_cluster_cidrs(values: list[str]) -> tuple[Network, ...]:
+    """The cluster's pod network(s): network addresses, any number per family
+    (a cluster may grow its pod network by adding ranges)."""
+    nets: list[Network] = []
+    for raw in (v.strip() for value in values for v in value.replace("\n", ",").split(",")):
+        if not raw or raw.startswith("#"):
+            continue
+        try:
+            nets.append(ipaddress.ip_network(raw, strict=True))
+        except ValueError as e:
+            raise InstallError(f"invalid cluster CIDR {raw!r}: {e}") from e
+    return tuple(nets)
+
+
+def needs_cluster_cidr(template: Any) -> bool:
+    return CLUSTER_PLACEHOLDER in placeholders(template)
+
+
 def placeholders(template: Any) -> set[str]:
     """Names of all placeholders the template uses."""
     found: set[str] = set()
@@ -77,7 +98,7 @@ def load_template(data: bytes, origin: str) -> Any:
         template = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InstallError(f"conflist template {origin} is not valid JSON: {e}") from e
-    unknown = placeholders(template) - CIDR_PLACEHOLDERS - {"nodeName"}
+    unknown = placeholders(template) - CIDR_PLACEHOLDERS - {"nodeName", CLUSTER_PLACEHOLDER}
     if unknown:
         raise InstallError(
             f"conflist template {origin}: unknown placeholder(s) "
@@ -90,11 +111,15 @@ def render(template: Any, facts: NodeFacts) -> bytes:
     """The conflist bytes for this node; deterministic, so equal input = equal file."""
     if needs_pod_cidr(template) and not facts.pod_cidrs:
         raise InstallError("the conflist template needs the node's pod CIDR, but none is known")
+    if needs_cluster_cidr(template) and not facts.cluster_cidrs:
+        raise InstallError("the conflist template needs the cluster CIDR (@nsveth:clusterCIDRs), but none is "
+                           "known: set clusterCIDRs in the nsveth-config ConfigMap or pass --cluster-cidr")
     values = {
         "podCIDRRanges": [[{"subnet": str(n)}] for n in facts.pod_cidrs],
         "defaultRoutes": [{"dst": "0.0.0.0/0" if n.version == 4 else "::/0"} for n in facts.pod_cidrs],
         "podCIDR": str(facts.pod_cidrs[0]) if facts.pod_cidrs else None,
         "nodeName": facts.node_name,
+        CLUSTER_PLACEHOLDER: [str(n) for n in facts.cluster_cidrs],
     }
     rendered = _map_strings(template, lambda s: values[s[len(PLACEHOLDER_PREFIX):]])
     validate(rendered)

@@ -52,7 +52,7 @@ class Paths:
 class Desired:
     """What the node should hold after install."""
 
-    conflist: bytes
+    conflist: bytes | None  # None: no conflist is managed (a hand install of the plugin alone)
     allowlist: bytes | None  # None: no allowlist wanted (and ours is removed)
 
 
@@ -66,12 +66,17 @@ def install(paths: Paths, desired: Desired, force: bool = False) -> Outcome:
     """Make the node hold the bundle and `desired`; a re-run with equal input changes nothing."""
     bundle.check_source(paths.bundle)
     version = bundle.tree_hash(paths.bundle)
+    # A fresh host has no CNI bin dir yet (Debian's plugins live in /usr/lib/cni).
+    made = _make_dirs(paths.bin_dir)
     with _locked(paths.bin_dir):
         record = manifest.load(paths.versions_dir)
+        _record_dirs(record, made)
         _check_version_dir(paths, record, version)
-        _check_chain_plugins(paths.bin_dir, desired.conflist)
+        if desired.conflist is not None:
+            _check_chain_plugins(paths.bin_dir, desired.conflist)
         _check_symlink_ours(paths.symlink, force)
-        _check_may_write(paths.conflist, desired.conflist, record.files.get("conflist"), force)
+        if desired.conflist is not None:
+            _check_may_write(paths.conflist, desired.conflist, record.files.get("conflist"), force)
         if paths.allowlist_dest and desired.allowlist is not None:
             _check_may_write(paths.allowlist_dest, desired.allowlist, record.files.get("allowlist"), force)
 
@@ -79,7 +84,8 @@ def install(paths: Paths, desired: Desired, force: bool = False) -> Outcome:
         _place_bundle(paths, record, version, changes)
         _switch_symlink(paths, version, changes)
         _prune_versions(paths, record, changes)
-        _put_file(paths, record, "conflist", paths.conflist, desired.conflist, changes)
+        if desired.conflist is not None:
+            _put_file(paths, record, "conflist", paths.conflist, desired.conflist, changes)
         if paths.allowlist_dest:
             _put_allowlist(paths, record, desired.allowlist, changes)
         manifest.save(paths.versions_dir, record)
@@ -107,7 +113,78 @@ def uninstall(paths: Paths, force: bool = False) -> tuple[str, ...]:
             bundle.sweep_temps(paths.versions_dir)
             fsatomic.remove_file(paths.versions_dir / manifest.FILENAME)
             _rmdir_if_empty(paths.versions_dir, changes)
+        # Directories install created (a fresh host's /opt/cni/bin, /etc/cni/nsveth), deepest
+        # first, and only when empty: anything someone else put there keeps them.
+        for directory in reversed(record.dirs):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                continue
+            changes.append(f"removed {directory}")
         return tuple(changes)
+
+
+def rollback(paths: Paths) -> tuple[str, ...]:
+    """Switch back to the previous version (the one kept beside the current).
+
+    The two swap places, so a second rollback returns to where the first began.
+    The previous copy is verified against its content hash first: a damaged one
+    is refused, the current version stays."""
+    with _locked_existing(paths.bin_dir):
+        record = manifest.load(paths.versions_dir)
+        if len(record.bundles) < 2:
+            raise InstallError(f"no previous version in {paths.versions_dir} to roll back to "
+                               f"(installed: {', '.join(record.bundles) or 'none'})")
+        previous, current = record.bundles[-2], record.bundles[-1]
+        _check_symlink_ours(paths.symlink, force=False)
+        if not _copy_intact(paths.versions_dir / previous, previous):
+            raise InstallError(f"previous version {paths.versions_dir / previous} is missing or damaged; "
+                               "not rolling back (install that version's bundle again instead)")
+        changes: list[str] = []
+        record.bundles[-2:] = [current, previous]
+        manifest.save(paths.versions_dir, record)
+        _switch_symlink(paths, previous, changes)
+        return tuple(changes)
+
+
+@dataclass(frozen=True)
+class Status:
+    symlink_target: str | None  # what <bindir>/nsveth points at (None: absent)
+    ours: bool  # the symlink is the installer's
+    current: str | None
+    previous: str | None
+    intact: bool  # the current version's files match their content hash
+    files: dict[str, str]  # role -> path of the other files the installer owns
+
+    @property
+    def installed(self) -> bool:
+        return self.ours and self.current is not None and self.intact
+
+    def to_dict(self) -> dict:
+        return {"installed": self.installed, "symlink": self.symlink_target, "ours": self.ours,
+                "current": self.current, "previous": self.previous, "intact": self.intact, "files": self.files}
+
+
+def status(paths: Paths) -> Status:
+    """What is installed, read-only (no lock needed: every change is an atomic rename)."""
+    record = manifest.load(paths.versions_dir) if paths.versions_dir.is_dir() else manifest.Manifest()
+    link = paths.symlink
+    target = os.readlink(link) if link.is_symlink() else (str(link) if os.path.lexists(link) else None)
+    current = record.current_bundle
+    return Status(
+        symlink_target=target, ours=_symlink_is_ours(link), current=current,
+        previous=record.bundles[-2] if len(record.bundles) > 1 else None,
+        intact=current is not None and _copy_intact(paths.versions_dir / current, current)
+        and target == f"{VERSIONS_DIRNAME}/{current}/{bundle.EXECUTABLE}",
+        files={role: f.path for role, f in sorted(record.files.items())})
+
+
+@contextlib.contextmanager
+def _locked_existing(bin_dir: Path) -> Iterator[None]:
+    if not bin_dir.is_dir():
+        raise InstallError(f"CNI bin dir {bin_dir} does not exist")
+    with _locked(bin_dir):
+        yield
 
 
 @contextlib.contextmanager
@@ -240,7 +317,10 @@ def _put_file(paths: Paths, record: Manifest, role: str, path: Path, data: bytes
         claims = [current] if old_owned and old_owned.owns(path, current) else []
         record.files[role] = OwnedFile(str(path), claims + [new])
         manifest.save(paths.versions_dir, record)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        made = _make_dirs(path.parent)
+        if made:
+            _record_dirs(record, made)
+            manifest.save(paths.versions_dir, record)
         fsatomic.write_file(path, data)
         changes.append(f"wrote {path}")
     record.files[role] = OwnedFile(str(path), [new])
@@ -266,6 +346,23 @@ def _remove_owned(path: Path, owned: OwnedFile, force: bool, changes: list[str])
         changes.append(f"removed {path}")
     else:
         log.warning("leaving %s in place: it changed since nsveth-install wrote it", path)
+
+
+def _make_dirs(directory: Path) -> list[Path]:
+    """mkdir -p; returns the directories it created, parents first."""
+    missing = []
+    d = directory
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def _record_dirs(record: Manifest, made: list[Path]) -> None:
+    for d in made:
+        if str(d) not in record.dirs:
+            record.dirs.append(str(d))
 
 
 def _rmdir_if_empty(directory: Path, changes: list[str]) -> None:

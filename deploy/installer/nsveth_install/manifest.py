@@ -34,6 +34,7 @@ class OwnedFile:
 class Manifest:
     bundles: list[str] = field(default_factory=list)  # version dirs, oldest first
     files: dict[str, OwnedFile] = field(default_factory=dict)  # role -> file
+    dirs: list[str] = field(default_factory=list)  # directories the installer created, parents first
 
     @property
     def current_bundle(self) -> str | None:
@@ -45,6 +46,8 @@ class Manifest:
             "bundles": self.bundles,
             "files": {role: {"path": f.path, "sha256s": f.sha256s} for role, f in sorted(self.files.items())},
         }
+        if self.dirs:
+            doc["dirs"] = self.dirs
         return (json.dumps(doc, indent=2) + "\n").encode()
 
 
@@ -64,6 +67,7 @@ def load(versions_dir: Path) -> Manifest:
             bundles=[str(b) for b in doc["bundles"]],
             files={role: OwnedFile(str(f["path"]), [str(h) for h in f["sha256s"]])
                    for role, f in doc["files"].items()},
+            dirs=[str(d) for d in doc.get("dirs", [])],
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise InstallError(f"install manifest {path} is malformed: {e!r}") from e
