@@ -19,7 +19,6 @@ import pytest
 
 import support
 from deploy_support import REPO, Node
-from test_conflist import needs_non_masquerade_field
 
 DIST = REPO / "dist" / "nsveth"
 
@@ -50,7 +49,6 @@ def call(host: support.Netns, exe: Path, command: str, conf: dict, bin_dir: Path
 
 
 def test_configmap_chain_adds_and_deletes_a_pod(node: Node, tmp_path: Path) -> None:
-    needs_non_masquerade_field()
     for plugin in ("host-local", "portmap"):
         (node.bin_dir / plugin).unlink()
         (node.bin_dir / plugin).symlink_to(Path(support.CNI_PATH) / plugin)
