@@ -56,12 +56,20 @@ class _AppendHandler(logging.Handler):
         super().close()
 
 
+class _OneLine(logging.Formatter):
+    """Each record one line: a newline in a message (an IPAM plugin's error, a field name from
+    the config) is written as \\n, so no input can start a line of its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
 @contextlib.contextmanager
 def scoped(level: str, log_file: str | None, prefix: str) -> Iterator[logging.Logger]:
     """A logger for one command; lines carry `prefix` (command, container, ifname)."""
     logger = logging.Logger("nsveth")
     logger.setLevel(level.upper())
-    fmt = logging.Formatter(_FORMAT.replace("%(message)s", f"{prefix} %(message)s"))
+    fmt = _OneLine(_FORMAT.replace("%(message)s", f"{prefix} %(message)s"))
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         try:
