@@ -253,8 +253,8 @@ def test_unusable_record_del_cleans_up_by_name(plugin, pod_ns, net, tmp_path, pr
     rep = run_bounded(plugin, "DEL", conf, container_id=CID, netns=pod_ns.path)
     assert rep.status == 0, (rep.stdout, stderr_of(plugin, rep, capfd)[-2000:])
     err = stderr_of(plugin, rep, capfd)
-    assert f"state record {path} is unusable" in err and "deleting by name" in err, err
     assert_cleaned_by_name(plugin, pod_ns, net)
+    assert f"state record {path} is unusable" in err and "deleting by name" in err, err
     assert json.loads(elsewhere.read_text()) == forged, "the symlink's target was touched"
 
 
