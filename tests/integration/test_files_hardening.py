@@ -115,15 +115,17 @@ def test_fifo_log_file_never_hangs(plugin, pod_ns, net, tmp_path, reader, capfd)
         os.close(fd)
 
 
-def test_log_file_in_a_missing_directory_gives_one_warning(exe, pod_ns, net, tmp_path):
+def test_log_file_in_a_missing_directory_gives_one_warning(plugin, pod_ns, net, tmp_path, capfd):
     missing = tmp_path / "nope" / "nsveth.log"
     conf = net.conf(logFile=str(missing))
-    add = exe.run("ADD", conf, container_id=CID, netns=pod_ns.path)
+    capfd.readouterr()
+    add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    warnings = [line for line in add.stderr.splitlines() if str(missing) in line]
-    assert len(warnings) == 1 and "warning" in warnings[0] and "No such file" in warnings[0], add.stderr
+    err = stderr_of(plugin, add, capfd)
+    warnings = [line for line in err.splitlines() if str(missing) in line]
+    assert len(warnings) == 1 and "warning" in warnings[0] and "No such file" in warnings[0], err
     assert not missing.parent.exists()
-    assert exe.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
+    assert plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
 
 
 def test_log_file_is_created_private(exe, pod_ns, net, tmp_path):
