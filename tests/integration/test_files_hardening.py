@@ -220,7 +220,7 @@ def test_untrusted_allowlist_is_code_7(plugin, pod_ns, net, tmp_path, problem):
 
 
 # ------------------------------------------------------------ state records
-@pytest.mark.parametrize("problem", ["nested", "too-large", "sparse-300MB", "symlink", "not-root-owned", "group-writable", "fifo"])
+@pytest.mark.parametrize("problem", ["nested", "nested-within-cap", "too-large", "sparse-300MB", "symlink", "not-root-owned", "group-writable", "fifo"])
 def test_unusable_record_del_cleans_up_by_name(plugin, pod_ns, net, tmp_path, problem, capfd):
     conf = net.conf()
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
@@ -232,7 +232,10 @@ def test_unusable_record_del_cleans_up_by_name(plugin, pod_ns, net, tmp_path, pr
     elsewhere.write_text(json.dumps(forged))
     if problem == "nested":
         with open(path, "w") as f:
-            f.write("[" * 100000 + "]" * 100000)
+            f.write("[" * 100000 + "]" * 100000)  # over the cap: never read
+    elif problem == "nested-within-cap":
+        with open(path, "w") as f:
+            f.write("[" * 30000 + "]" * 30000)  # 60 KB: read, and too deep to parse (RecursionError)
     elif problem == "too-large":
         with open(path, "w") as f:
             f.write(json.dumps(forged) + " " * 70000)  # valid JSON, over 64 KiB
