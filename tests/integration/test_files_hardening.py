@@ -422,12 +422,13 @@ def test_sender_has_a_hard_deadline(inproc, pod_ns, net, monkeypatch):
         assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0  # stops it if it still runs
 
 
-def test_del_never_kills_a_process_the_record_merely_names(plugin, pod_ns, net):
+@pytest.mark.parametrize("command", ["DEL", "GC"])
+def test_del_never_kills_a_process_the_record_merely_names(plugin, pod_ns, net, command):
     """The record names a live process with its exact start time (anyone can read it), but that
-    process is not this attachment's sender: DEL leaves it alone."""
+    process is not this attachment's sender: DEL and GC leave it alone."""
     from nsveth import advertise
 
-    conf = net.conf(advertise={"count": 1})  # no sender of its own
+    conf = net.conf("1.1.0", advertise={"count": 1})  # no sender of its own
     assert plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path).status == 0
     bystander = subprocess.Popen(["sleep", "60"])
     try:
@@ -435,8 +436,12 @@ def test_del_never_kills_a_process_the_record_merely_names(plugin, pod_ns, net):
         record["sysctlOriginals"] = []
         with open(record_path(net), "w") as f:
             json.dump(record, f)
-        rep = plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path)
+        if command == "DEL":
+            rep = plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path)
+        else:
+            rep = plugin.run("GC", {**conf, "cni.dev/valid-attachments": []})
         assert rep.status == 0, rep.stdout
+        assert host_veths(plugin.host) == [] and net.state_files() == []
         time.sleep(0.1)
         assert bystander.poll() is None, "DEL killed a process that was not its sender"
     finally:
