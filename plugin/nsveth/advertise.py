@@ -9,10 +9,12 @@ updates an existing entry from either; it does not create new entries from
 them (arp_accept, accept_untracked_na), so only stale caches change.
 
 Rounds: ADD sends the first one itself; the rest come from a detached
-process (see `_detach`) so that ADD returns at once. Before every round that
-process re-reads the link by ifindex and stops if it is gone or its MAC has
-changed; DEL and GC end it early with SIGTERM, found through the pid and
-/proc start time kept in the attachment's state record.
+process (see `_detach`) so that ADD returns at once. It runs unprivileged
+(see `_drop_privileges`). Before every round that process re-reads the link
+by ifindex and stops if it is gone or its MAC has changed; DEL and GC end it
+early with SIGTERM, but only once the attachment's sender lock (a POSIX lock
+on a root-only file, taken before it dropped root) shows that the pid in the
+state record really is that sender (see `cancel`).
 
 The frame builders at the top are pure and tested byte by byte.
 """
@@ -23,6 +25,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import fcntl
 import ipaddress
 import os
 import signal
@@ -141,6 +144,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _sendto = _libc.sendto
 _sendto.restype = ctypes.c_ssize_t
 _sendto.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+_prctl = _libc.prctl
+_prctl.restype = ctypes.c_int
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
 class Announcer:
@@ -200,11 +206,12 @@ class Announcer:
 
 
 # ------------------------------------------------------------ the sender
-def announce(pod_fd: int, plan: Plan) -> dict[str, int] | None:
+def announce(pod_fd: int, plan: Plan, lock_path: str) -> dict[str, int] | None:
     """First round now, the remaining rounds from a detached process.
 
     Returns {"pid", "start"} of that process for the state record (None when
-    nothing is left to send). Never raises: a failure to announce is logged
+    nothing is left to send); `lock_path` is the attachment's sender lock
+    file (see `cancel`). Never raises: a failure to announce is logged
     and ADD goes on, because the pod's network is already complete and
     correct; announcements only hurry neighbours' caches, which converge on
     their own when the stale entries expire. Failing the ADD (and tearing a
@@ -225,7 +232,7 @@ def announce(pod_fd: int, plan: Plan) -> dict[str, int] | None:
         if plan.count <= 1:
             return None
         try:
-            return _detach(announcer, time.monotonic())
+            return _detach(announcer, time.monotonic(), lock_path)
         except OSError as e:
             log.get().warning("cannot start the announcement sender: %s", e.strerror or e)
             return None
@@ -236,7 +243,7 @@ def announce(pod_fd: int, plan: Plan) -> dict[str, int] | None:
         announcer.close()
 
 
-def _detach(announcer: Announcer, first_round: float) -> dict[str, int]:
+def _detach(announcer: Announcer, first_round: float, lock_path: str) -> dict[str, int]:
     """Fork the sender of the remaining rounds, fully detached from the plugin.
 
     Double fork: the intermediate child exits at once (the plugin reaps it
@@ -245,14 +252,26 @@ def _detach(announcer: Announcer, first_round: float) -> dict[str, int]:
     stderr: runtimes read the plugin's stdout until EOF, so an inherited copy
     would make ADD last as long as the sender. It also must not keep the
     state lock or any other descriptor, so it closes everything but its two
-    sockets. A fork rather than a re-exec: starting a new interpreter (or
+    sockets and its sender lock file. A fork rather than a re-exec: starting a new interpreter (or
     unpacking the bundled executable) costs far more than the fork.
 
     Its sockets hold a reference to the pod netns: a netns removed without a
     DEL lives on, with its interfaces, until the sender ends (at most
     (3 - 1) x 2 s after the first round).
+
+    The sender itself reports its pid on the pipe, once it holds the sender
+    lock and has dropped its privileges: a recorded pid is always that of a
+    sender that can be verified and runs unprivileged.
     """
-    keep = announcer.fds()
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    try:
+        return _fork_sender(announcer, first_round, lock_fd)
+    finally:
+        os.close(lock_fd)  # this process never locked it: the sender's lock stays
+
+
+def _fork_sender(announcer: Announcer, first_round: float, lock_fd: int) -> dict[str, int]:
+    keep = [*announcer.fds(), lock_fd]
     rd, wr = os.pipe()
     pid = os.fork()
     if pid == 0:  # intermediate
@@ -260,11 +279,8 @@ def _detach(announcer: Announcer, first_round: float) -> dict[str, int]:
         try:
             os.close(rd)
             os.setsid()
-            sender = os.fork()
-            if sender == 0:
-                os.close(wr)
-                _sender_main(announcer, first_round, keep)  # never returns
-            os.write(wr, struct.pack("=i", sender))
+            if os.fork() == 0:
+                _sender_main(announcer, first_round, keep, lock_fd, wr)  # never returns
         except BaseException:  # noqa: BLE001 - a forked child must never return into the caller
             code = 1
         finally:
@@ -288,17 +304,29 @@ def _detach(announcer: Announcer, first_round: float) -> dict[str, int]:
     return {"pid": sender_pid, "start": start if start is not None else -1}
 
 
-def _sender_main(announcer: Announcer, first_round: float, keep: list[int]) -> None:
+def _sender_main(announcer: Announcer, first_round: float, keep: list[int], lock_fd: int, ready: int) -> None:
     """The detached sender's whole life. It touches only its sockets, the
     clock and sleep: no logging, locks or imports inherited in unknown states
-    (in tests this is a fork of the test process), and ends with os._exit."""
+    (in tests this is a fork of the test process), and ends with os._exit.
+
+    First, while still root: the sender lock (proof for DEL/GC that this pid
+    is this attachment's sender), then privileges dropped for good and a
+    deadline armed; only then is its pid reported (`ready`). Any failure
+    there ends it before it sends anything."""
     try:
         with contextlib.suppress(ValueError):  # only the main thread may; after fork this one is
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        _detach_fds(keep)
         plan = announcer.plan
+        fcntl.lockf(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _drop_privileges()
+        # Hard deadline: the last round is due (count - 1) x interval after the
+        # first; SIGALRM (default action: terminate) ends it a little later whatever happens.
+        signal.alarm(int((plan.count - 1) * plan.interval_ms / 1000) + 3)
+        os.write(ready, struct.pack("=i", os.getpid()))
+        _detach_fds(keep)
         interval = plan.interval_ms / 1000.0
         for n in range(1, plan.count):
             delay = first_round + n * interval - time.monotonic()
@@ -311,6 +339,31 @@ def _sender_main(announcer: Announcer, first_round: float, keep: list[int]) -> N
         pass
     finally:
         os._exit(0)
+
+
+NOBODY = 65534  # uid and gid of the sender (Debian's nobody / nogroup)
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def _drop_privileges() -> None:
+    """Leave root for good: no supplementary groups, gid and uid nobody (real,
+    effective and saved, so all capabilities go with them), no_new_privs (no
+    exec can give any back), cwd "/" (no hold on the caller's directory).
+
+    Its open sockets need nothing: sending on a packet socket was checked
+    (CAP_NET_RAW) when it was opened, and reading a link (RTM_GETLINK) needs
+    no capability. The sender lock is a POSIX lock on an open descriptor and
+    stays held. Not being dumpable after the uid change, the process cannot
+    be traced or have its descriptors taken through /proc by another process
+    of uid nobody.
+    """
+    os.chdir("/")
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+    if _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def _detach_fds(keep: list[int]) -> None:
@@ -335,20 +388,19 @@ def _max_fd() -> int:
 
 
 # ------------------------------------------------------------ cancelling
-def cancel(record: Any) -> bool:
-    """Stop the sender a state record names, if it still runs; True if it was stopped."""
-    sender = senders.recorded(record)
-    if sender is None:
-        return False
-    pid, start = sender
-    if start_time(pid) != start:
-        return False  # already finished (the pid may belong to someone else now)
+def cancel(record: Any, lock_path: str) -> bool:
+    """Stop the sender a state record names, if it still runs and really is the sender of
+    this attachment (it holds `lock_path`'s lock); True if it was stopped."""
+    pid = senders.running(record, lock_path)
+    if pid is None:
+        return False  # finished, or the pid is someone else's
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    # Wait (briefly) until it is gone, so nothing is sent after DEL returns.
+    # Wait (briefly) until it is gone, so nothing is sent after DEL returns:
+    # the lock goes when its descriptors close, as it exits.
     deadline = time.monotonic() + 0.5
-    while start_time(pid) == start and time.monotonic() < deadline:
+    while senders.lock_holder(lock_path) == pid and time.monotonic() < deadline:
         time.sleep(0.002)
     return True

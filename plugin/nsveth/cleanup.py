@@ -141,7 +141,10 @@ def teardown_attachments(runtime_dir: str, cni_path: str) -> list[str]:
     for network in state.networks(runtime_dir):
         with state.lock(runtime_dir, network, exclusive=True):
             for container_id, ifname in state.attachments(runtime_dir, network):
-                record = state.read(runtime_dir, network, container_id, ifname) or {}
+                try:
+                    record = state.read(runtime_dir, network, container_id, ifname) or {}
+                except CNIError:
+                    record = {}  # unusable: released by name, as DEL does then
                 netns = record.get("netns") if isinstance(record.get("netns"), str) else ""
                 env = {
                     "CNI_COMMAND": "DEL",

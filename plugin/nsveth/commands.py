@@ -61,7 +61,7 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
                 _release(req, conf, earlier)
             else:
                 # A sender left by an earlier ADD of this attachment would announce a dead MAC.
-                advertise.cancel(earlier)
+                advertise.cancel(earlier, _sender_lock(req, conf))
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
             timing.mark("state adding")
@@ -97,7 +97,7 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             timing.mark("settle")
             # Last, with sysctls applied, vanished addresses dropped and the port forwarding.
             sender = _announce(att)
-            undo.callback(_quietly, advertise.cancel, {"advertiser": sender})
+            undo.callback(_quietly, advertise.cancel, {"advertiser": sender}, _sender_lock(req, conf))
             timing.mark("announce")
             _record(att, phase="added", advertiser=sender)
             # The detached sender is between its rounds here (tests kill ADD at this point).
@@ -273,7 +273,11 @@ def _announce(att: Attachment) -> dict[str, int] | None:
         att.conf.advertise.count,
         att.conf.advertise.interval_ms,
     )
-    return advertise.announce(att.pod_fd, plan)
+    return advertise.announce(att.pod_fd, plan, _sender_lock(att.req, att.conf))
+
+
+def _sender_lock(req: Request, conf: NetConf) -> str:
+    return state.sender_lock(conf.runtime_dir, conf.name, req.container_id, req.ifname)
 
 
 def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = None) -> None:
@@ -313,12 +317,11 @@ def delete(req: Request, conf: NetConf) -> None:
         record: dict[str, Any] = {}
         try:
             locked.enter_context(state.lock(conf.runtime_dir, conf.name, exclusive=False))
-        except CNIError as e:
-            # DEL must release the lease and links even when the runtime dir is
-            # unusable; its records are then not trusted (anyone may have written them).
-            log.get().warning("%s: deleting by name, without the network lock or the state record", e.msg)
-        else:
             record = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname) or {}
+        except CNIError as e:
+            # DEL must release the lease and links even when the runtime dir or
+            # the record is unusable; its records are then not trusted.
+            log.get().warning("%s: deleting by name, without the state record", e.msg)
         timing.mark("lock")
         _restore_recorded_sysctls(req, record)
         timing.mark("sysctl restore")
@@ -345,10 +348,10 @@ def _release_under_other_names(req: Request, conf: NetConf) -> CNIError | None:
         with contextlib.ExitStack() as locked:
             try:
                 locked.enter_context(state.lock(conf.runtime_dir, network, exclusive=False))
+                record = state.read(conf.runtime_dir, network, req.container_id, req.ifname) or {}
             except CNIError as e:
                 log.get().warning("%s: the record under network %s is not trusted, left alone", e.msg, network)
                 continue
-            record = state.read(conf.runtime_dir, network, req.container_id, req.ifname) or {}
             added_with = _recorded_conf(req, conf.runtime_dir, network, record)
             if added_with is None:
                 continue  # released meanwhile, or no config to release it with: that network's GC
@@ -415,7 +418,7 @@ def _release(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
     real failure is reported after every step has been tried.
     """
     # Stop the announcement sender first: the address may be handed out again right after.
-    advertise.cancel(record)
+    advertise.cancel(record, _sender_lock(req, conf))
     failures: list[CNIError] = []
     try:
         _unmasquerade(req, conf, record)
@@ -592,7 +595,11 @@ def _sweep_masquerade(conf: NetConf, valid: set[tuple[str, str]]) -> None:
 
 def release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:
     """DEL of an attachment, from its state record (the config its ADD had)."""
-    record = state.read(conf.runtime_dir, conf.name, container_id, ifname) or {}
+    try:
+        record = state.read(conf.runtime_dir, conf.name, container_id, ifname) or {}
+    except CNIError as e:
+        log.get().warning("GC: %s: releasing %s/%s by name", e.msg, container_id, ifname)
+        record = {}
     env = dict(req.env)
     # No netns: GC never enters one. The recorded path of a stale attachment
     # may name anything by now; the host side, rules, lease and record are

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import config, senders, state
 from .attachment import host_ifname
+from .errors import CNIError
 
 DESCRIPTION = """\
 List the pod attachments nsveth holds on this node, from the state records in
@@ -73,7 +74,10 @@ def collect(runtime_dir: str, now: float | None = None) -> list[dict[str, Any]]:
     out = []
     for network in state.networks(runtime_dir):
         for container_id, ifname in state.attachments(runtime_dir, network):
-            record = state.read(runtime_dir, network, container_id, ifname)
+            try:
+                record = state.read(runtime_dir, network, container_id, ifname)
+            except CNIError:
+                record = {}  # unusable (forged, oversized, malformed): listed as "unreadable"
             if record is None:
                 continue  # removed (a DEL) between listing and reading
             out.append(_entry(runtime_dir, network, container_id, ifname, record, now))
@@ -101,7 +105,7 @@ def _entry(runtime_dir: str, network: str, container_id: str, ifname: str, recor
         "masquerade": _text(record.get("masq")),
         "writtenAt": _iso(written),
         "ageSeconds": max(0, int(now - written / 1e9)) if written is not None else None,
-        "sender": {"pid": sender[0], "running": senders.running(record) is not None} if sender else None,
+        "sender": {"pid": sender[0], "running": senders.running(record, state.sender_lock(runtime_dir, network, container_id, ifname)) is not None} if sender else None,
     }
 
 

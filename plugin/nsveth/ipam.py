@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-from . import log, result, state, versions
+from . import log, result, safefile, state, versions
 from .config import NetConf
 from .errors import CNIError, Code
 from .request import Request
@@ -218,22 +218,21 @@ def _cache_file(conf: NetConf, binary: str) -> str:
 
 def _cached_versions(conf: NetConf, binary: str) -> list[str] | None:
     try:
-        with open(_cache_file(conf, binary), "rb") as f:
-            entry = json.load(f)
+        entry = json.loads(safefile.read_trusted(_cache_file(conf, binary)))
         if entry.get("identity") == _identity(binary):
             return list(entry["versions"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+    except (OSError, safefile.Unsafe, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        pass  # no usable entry: ask the delegate
     return None
 
 
 def _remember(conf: NetConf, binary: str, known: list[str]) -> None:
     try:
-        directory = state.network_dir(conf.runtime_dir, ".delegates")
-        final = _cache_file(conf, binary)
-        tmp = os.path.join(directory, f".{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump({"identity": _identity(binary), "versions": known}, f)
-        os.rename(tmp, final)
-    except (OSError, CNIError) as e:
+        entry = json.dumps({"identity": _identity(binary), "versions": known}).encode()
+        dir_fd = safefile.open_dir(state.network_dir(conf.runtime_dir, ".delegates"))
+        try:
+            safefile.write_atomic(dir_fd, os.path.basename(_cache_file(conf, binary)), entry)
+        finally:
+            os.close(dir_fd)
+    except (OSError, CNIError, safefile.Unsafe) as e:
         log.get().debug("cannot cache delegate versions: %s", e)

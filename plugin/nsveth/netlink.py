@@ -12,6 +12,13 @@ checks the technique.
 A socket belongs to the network namespace it was opened in, so a command
 opens one socket in the host netns and one in the pod netns (see netns.py)
 and then works on both without switching namespaces again.
+
+After ADD a pod's processes own its netns, and any of them can send a
+netlink message to nsveth's port id there. So each socket is connected to
+the kernel (nl_pid 0: the kernel then refuses unicasts to it from any other
+sender), every datagram whose source is not the kernel is dropped all the
+same, and a receive timeout bounds every wait: no answer within
+TIMEOUT_S is an error naming the request (code 100), never a hang.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import struct
 import sys
 import types
 from typing import Any
+
+from .errors import CNIError, Code
 
 
 def _import_messages() -> None:
@@ -63,6 +72,15 @@ _SOL_NETLINK = 270
 _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 10, 11
 _HDR = struct.Struct("=IHHII")
 
+TIMEOUT_S = 10  # the kernel answers in microseconds; this only bounds a wait that would never end
+_TIMEVAL = struct.Struct("@ll")
+
+_NAMES = {
+    RTM_NEWLINK: "RTM_NEWLINK", RTM_DELLINK: "RTM_DELLINK", RTM_GETLINK: "RTM_GETLINK", RTM_SETLINK: "RTM_SETLINK",
+    RTM_NEWADDR: "RTM_NEWADDR", RTM_DELADDR: "RTM_DELADDR", RTM_GETADDR: "RTM_GETADDR",
+    RTM_NEWROUTE: "RTM_NEWROUTE", RTM_DELROUTE: "RTM_DELROUTE", RTM_GETROUTE: "RTM_GETROUTE",
+}
+
 _DECODERS = {
     RTM_NEWLINK: ifinfmsg,
     RTM_NEWADDR: ifaddrmsg,
@@ -85,8 +103,15 @@ class Socket:
             self._sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
         except OSError:
             pass  # older kernels: plain errno answers
-        self._sock.bind((0, 0))
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(TIMEOUT_S, 0))
+            self._sock.bind((0, 0))
+            self._sock.connect((0, 0))  # to the kernel: unicasts from other sockets are refused
+        except BaseException:
+            self._sock.close()
+            raise
         self._seq = 0
+        self._request = ""
 
     def close(self) -> None:
         self._sock.close()
@@ -116,6 +141,7 @@ class Socket:
 
     def _send(self, msg: Any, msg_type: int, flags: int) -> None:
         self._seq += 1
+        self._request = _NAMES.get(msg_type, f"type {msg_type}")
         msg["header"]["type"] = msg_type
         msg["header"]["flags"] = flags
         msg["header"]["sequence_number"] = self._seq
@@ -125,7 +151,14 @@ class Socket:
 
     def _replies(self) -> Any:
         while True:
-            data = self._sock.recv(1 << 18)
+            try:
+                data, (sender, _groups) = self._sock.recvfrom(1 << 18)
+            except BlockingIOError:  # SO_RCVTIMEO expired
+                raise CNIError(
+                    Code.KERNEL, f"netlink {self._request} request: no answer from the kernel within {TIMEOUT_S} s"
+                ) from None
+            if sender != 0:
+                continue  # not from the kernel: forged
             offset = 0
             while offset + _HDR.size <= len(data):
                 length, mtype, mflags, seq, _pid = _HDR.unpack_from(data, offset)

@@ -15,6 +15,7 @@ import stat
 import sys
 from typing import Any
 
+from . import safefile
 from .errors import CNIError, Code
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
@@ -151,14 +152,8 @@ def _lookup(directory: str, key: str) -> bool:
         st = os.fstat(dfd)
         if not _trusted(st, stat.S_IFDIR) or st.st_mode & 0o077:
             return False
-        fd = os.open(_slot(key), flags, dir_fd=dfd)
-        try:
-            if not _trusted(os.fstat(fd), stat.S_IFREG):
-                return False
-            return os.read(fd, 128) == key.encode()
-        finally:
-            os.close(fd)
-    except OSError:
+        return safefile.read_trusted(_slot(key), 128, dir_fd=dfd) == key.encode()
+    except (OSError, safefile.Unsafe):
         return False
     finally:
         os.close(dfd)
@@ -176,22 +171,13 @@ def _store(runtime_dir: str, directory: str, key: str) -> None:
         dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECTORY)
     except (OSError, CNIError):
         return
-    tmp = f".{os.getpid()}.{_slot(key)}.tmp"
     try:
         st = os.fstat(dfd)
         if not _trusted(st, stat.S_IFDIR) or st.st_mode & 0o077:
             return
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
-        try:
-            os.write(fd, key.encode())
-        finally:
-            os.close(fd)
-        os.rename(tmp, _slot(key), src_dir_fd=dfd, dst_dir_fd=dfd)
+        safefile.write_atomic(dfd, _slot(key), key.encode())
     except OSError:
-        try:
-            os.unlink(tmp, dir_fd=dfd)
-        except OSError:
-            pass
+        pass  # not remembered: the next run validates again
     finally:
         os.close(dfd)
 

@@ -4,10 +4,13 @@ An ADD writes its record before it asks IPAM for a lease, so whatever a
 crash leaves behind (lease, host veth) is findable by DEL and GC: the record
 holds the config that IPAM DEL needs and the host veth name. DEL removes it
 last. Records are trusted (GC acts on them), so the runtime dir must belong to
-this user and be writable by no one else.
+this user and be writable by no one else, and so must every directory above
+it; records are read and written through a descriptor of their directory
+with the rules of safefile (no symlinks, root-owned regular files, 64 KiB).
 
 Layout: <runtimeDir>/<network>/<containerID>:<ifname>.json, and
-<runtimeDir>/<network>/lock (flock: ADD/DEL shared, GC exclusive; the kernel
+<runtimeDir>/<network>/<containerID>:<ifname>.sender (held by the
+announcement sender while it runs), <runtimeDir>/<network>/lock (flock: ADD/DEL shared, GC exclusive; the kernel
 drops a killed holder's lock, so a crash never blocks the next command).
 """
 
@@ -17,77 +20,108 @@ import contextlib
 import fcntl
 import json
 import os
-import stat
 from collections.abc import Iterator
 from typing import Any
 
+from . import safefile
 from .errors import CNIError, Code
 
 _SUFFIX = ".json"
+_SENDER_SUFFIX = ".sender"
 
 
-def _secure_dir(path: str) -> str:
+def _secure_dir(path: str, ancestors: bool = False) -> str:
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.lstat(path)
-    except OSError as e:
-        raise CNIError(Code.IO_FAILURE, f"cannot create runtime dir {path}: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise CNIError(
-            Code.IO_FAILURE,
-            f"runtime dir {path} must be a directory owned by uid {os.geteuid()} and writable by no one else",
-        )
+        safefile.private_dir(path, ancestors)
+    except safefile.Unsafe as e:
+        # The message says which rule failed: a directory owned by this user (root),
+        # writable by no one else, below directories only root can change.
+        raise CNIError(Code.IO_FAILURE, f"runtime dir {path} {e}") from None
     return path
 
 
 def network_dir(runtime_dir: str, network: str) -> str:
-    _secure_dir(runtime_dir)
+    _secure_dir(runtime_dir, ancestors=True)
     return _secure_dir(os.path.join(runtime_dir, network))
 
 
+def _name(container_id: str, ifname: str, suffix: str = _SUFFIX) -> str:
+    return f"{container_id}:{ifname}{suffix}"
+
+
 def _path(runtime_dir: str, network: str, container_id: str, ifname: str) -> str:
-    return os.path.join(runtime_dir, network, f"{container_id}:{ifname}{_SUFFIX}")
+    return os.path.join(runtime_dir, network, _name(container_id, ifname))
+
+
+def sender_lock(runtime_dir: str, network: str, container_id: str, ifname: str) -> str:
+    """The file the attachment's announcement sender holds a POSIX lock on while it runs (see advertise)."""
+    return os.path.join(runtime_dir, network, _name(container_id, ifname, _SENDER_SUFFIX))
 
 
 def write(runtime_dir: str, network: str, container_id: str, ifname: str, record: dict[str, Any]) -> None:
-    """Replace the record atomically (temp file, rename).
-
-    Not fsynced: a record describes kernel objects (veths, netns) that only a
-    reboot, not a plugin crash, can lose, and a reboot loses them too (the
-    runtime dir is normally tmpfs). The rename alone is atomic for every
-    reader. On a disk-backed runtime dir under I/O load the fsync cost 3-7 ms
-    of each ADD (bench/).
-    """
+    """Replace the record atomically (temp file, rename, in the network dir opened once)."""
     final = _path(runtime_dir, network, container_id, ifname)
-    tmp = f"{final}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, json.dumps(record, sort_keys=True).encode())
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
+        dir_fd = safefile.open_dir(os.path.dirname(final))
+    except (OSError, safefile.Unsafe) as e:
+        raise CNIError(Code.IO_FAILURE, f"cannot write state file {final}: its directory {_why(e)}") from None
+    try:
+        safefile.write_atomic(dir_fd, os.path.basename(final), json.dumps(record, sort_keys=True).encode())
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise CNIError(Code.IO_FAILURE, f"cannot write state file {final}: {e.strerror}") from None
+    finally:
+        os.close(dir_fd)
 
 
 def read(runtime_dir: str, network: str, container_id: str, ifname: str) -> dict[str, Any] | None:
+    """The attachment's record; None when it has none.
+
+    Code 5 when there is one nsveth cannot use: a symlink, not a regular
+    file, not owned by root or writable by others, over 64 KiB, not a JSON
+    object (nested too deep included). Records are trusted (DEL and GC act on
+    them), so such a record is treated like an unusable runtime dir: ADD and
+    CHECK fail naming it, DEL cleans up by name (and removes it), GC releases
+    the attachment by name.
+    """
     path = _path(runtime_dir, network, container_id, ifname)
     try:
-        with open(path, "rb") as f:
-            record = json.load(f)
+        dir_fd = safefile.open_dir(os.path.dirname(path))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return {}  # unreadable: the caller still cleans up what it can find by name
-    return record if isinstance(record, dict) else {}
+    except (OSError, safefile.Unsafe) as e:
+        raise CNIError(Code.IO_FAILURE, f"state record {path} is unusable: its directory {_why(e)}") from None
+    try:
+        data = safefile.read_trusted(os.path.basename(path), safefile.RECORD_LIMIT, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except safefile.Unsafe as e:
+        raise CNIError(Code.IO_FAILURE, f"state record {path} is unusable: it {e}") from None
+    finally:
+        os.close(dir_fd)
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise CNIError(Code.IO_FAILURE, f"state record {path} is unusable: not JSON ({type(e).__name__})") from None
+    if not isinstance(record, dict):
+        raise CNIError(Code.IO_FAILURE, f"state record {path} is unusable: not a JSON object")
+    return record
+
+
+def _why(e: BaseException) -> str:
+    return str(e) if isinstance(e, safefile.Unsafe) else (getattr(e, "strerror", None) or str(e))
 
 
 def remove(runtime_dir: str, network: str, container_id: str, ifname: str) -> None:
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        os.unlink(_path(runtime_dir, network, container_id, ifname))
+    """Remove the record and the sender's lock file (whatever they are: a symlink goes, not its target)."""
+    for path in (_path(runtime_dir, network, container_id, ifname), sender_lock(runtime_dir, network, container_id, ifname)):
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as e:
+            from . import log
+
+            log.get().warning("cannot remove %s: %s", path, e.strerror)
 
 
 def sweep_temporaries(runtime_dir: str, network: str) -> list[str]:
@@ -167,6 +201,6 @@ def networks(runtime_dir: str) -> list[str]:
 def written_at(runtime_dir: str, network: str, container_id: str, ifname: str) -> int | None:
     """mtime (ns) of the attachment's record, None if it has none."""
     try:
-        return os.stat(_path(runtime_dir, network, container_id, ifname)).st_mtime_ns
+        return os.lstat(_path(runtime_dir, network, container_id, ifname)).st_mtime_ns
     except OSError:
         return None

@@ -34,6 +34,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import safefile
 from .errors import CNIError, Code
 
 DEFAULT_ALLOWLIST = "/etc/cni/nsveth/allowlist.conf"
@@ -368,28 +369,22 @@ ROOT = "/proc/sys/net"
 
 
 def load_allowlist(path: str | None) -> Allowlist | None:
-    """The admin policy: `path` (must be readable), else the default file when present, else None."""
+    """The admin policy: `path` (must be readable), else the default file when present, else None.
+
+    The file is read as safefile reads what nsveth trusts: a regular file (a
+    symlink is not followed, a FIFO never blocks), owned by root, writable by
+    no one else, at most 64 KiB; anything else is code 7 naming the path.
+    """
     explicit = path is not None
     path = path or DEFAULT_ALLOWLIST
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise _invalid(f"sysctl allowlist {path} is not a regular file")
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        text = b"".join(chunks).decode("utf-8")
+        text = safefile.read_trusted(path).decode("utf-8")
     except FileNotFoundError:
         if explicit:
             raise _invalid(f"sysctl allowlist {path} does not exist") from None
-        if os.path.lexists(path):  # a dangling symlink is a broken policy, not "no policy"
-            raise _invalid(f"sysctl allowlist {path} is a symbolic link to a file that does not exist") from None
         return None
-    except OSError as e:
-        raise _invalid(f"sysctl allowlist {path} cannot be read: {e.strerror}") from None
+    except safefile.Unsafe as e:
+        raise _invalid(f"sysctl allowlist {path} {e}") from None
     except UnicodeDecodeError:
         raise _invalid(f"sysctl allowlist {path} is not UTF-8 text") from None
     return parse_allowlist(text, path)

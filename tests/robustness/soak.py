@@ -118,11 +118,11 @@ class Soak:
         print(f"FAIL {what}", file=sys.stderr, flush=True)
 
     def state_entries(self) -> int:
-        """Entries under the runtime dirs, attachment records (live pods) excluded, and the
+        """Entries under the runtime dirs, attachment records and sender locks (live pods) excluded, and the
         validation cache too: it is bounded by design (256 slots, tests/unit/test_schema_cache.py)
         and fills as distinct configs (per-pod args) are first seen."""
         return sum(
-            len(dirs) + len([f for f in files if not f.endswith(".json") or root.endswith(".delegates")])
+            len(dirs) + len([f for f in files if not f.endswith((".json", ".sender")) or root.endswith(".delegates")])
             for net in self.nets
             for root, dirs, files in os.walk(net.runtime_dir)
             if not root.endswith("/.validated")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 
 import pytest
 
-from nsveth import advertise, dispatch
+from nsveth import advertise, dispatch, senders
 
 MAC = "02:42:ac:11:00:02"
 MAC_BYTES = bytes.fromhex("0242ac110002")
@@ -123,14 +127,58 @@ def test_start_time_of_live_and_missing_process():
     "record",
     [None, {}, {"advertiser": None}, {"advertiser": "x"}, {"advertiser": {"pid": "1"}}, {"advertiser": {"pid": 1, "start": 5}}],
 )
-def test_cancel_ignores_records_without_a_sender(record):
-    assert advertise.cancel(record) is False
+def test_cancel_ignores_records_without_a_sender(record, tmp_path):
+    assert advertise.cancel(record, str(tmp_path / "a.sender")) is False
 
 
-def test_cancel_skips_a_recycled_pid():
+def test_cancel_skips_a_recycled_pid(tmp_path):
     """Our own pid with a wrong start time names an older process: never signalled."""
     start = advertise.start_time(os.getpid())
-    assert advertise.cancel({"advertiser": {"pid": os.getpid(), "start": start + 1}}) is False
+    assert advertise.cancel({"advertiser": {"pid": os.getpid(), "start": start + 1}}, str(tmp_path / "a.sender")) is False
+
+
+def _holder(lock_path: str, take: bool) -> subprocess.Popen:
+    """A process that (when `take`) holds the POSIX lock on `lock_path`, then sleeps."""
+    code = (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({lock_path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        f"{'fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)' if take else 'pass'}\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_cancel_never_signals_a_process_that_does_not_hold_the_sender_lock(tmp_path):
+    """The record's pid and start time match a live process (anyone can read a start time),
+    but that process does not hold the attachment's sender lock: it is left alone."""
+    lock = str(tmp_path / "c:eth0.sender")
+    other = _holder(lock, take=False)
+    try:
+        record = {"advertiser": {"pid": other.pid, "start": advertise.start_time(other.pid)}}
+        assert senders.lock_holder(lock) is None
+        assert advertise.cancel(record, lock) is False
+        time.sleep(0.1)
+        assert other.poll() is None, "a process that is not the sender was signalled"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_cancel_stops_the_lock_holder(tmp_path):
+    lock = str(tmp_path / "c:eth0.sender")
+    sender = _holder(lock, take=True)
+    try:
+        assert senders.lock_holder(lock) == sender.pid
+        record = {"advertiser": {"pid": sender.pid, "start": advertise.start_time(sender.pid)}}
+        assert advertise.cancel(record, lock) is True
+        assert sender.wait(timeout=5) == -signal.SIGTERM
+        assert senders.lock_holder(lock) is None
+    finally:
+        sender.kill()
+        sender.wait()
 
 
 def _conf(advertise_field):
