@@ -215,10 +215,13 @@ def test_podman_restart_and_stop_start(env: CniEnv, podman: Podman, busybox_imag
 
 def test_podman_two_networks_static_ip_and_mac(env: CniEnv, podman: Podman,
                                                 busybox_image: tuple[Path, str]) -> None:
-    """podman's per-network options become runtimeConfig ips/mac; two attachments, eth0 and eth1."""
+    """podman's per-network options: ip= becomes runtimeConfig ips, mac= becomes CNI_ARGS MAC=
+    (podman 4.3 passes it there, with IgnoreUnknown), which nsveth uses only with macFromArgs;
+    two attachments, eth0 and eth1."""
     archive, ref = busybox_image
     a = _conf(env, cnienv.unique("pma-"))
     a["plugins"][0]["capabilities"] = {"ips": True, "mac": True}
+    a["plugins"][0]["macFromArgs"] = True
     b = _conf(env, cnienv.unique("pmb-"))
     b["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.215.0.0/24"}]]
     b["plugins"][0]["ipam"]["routes"] = [{"dst": "10.216.0.0/16"}]
