@@ -23,7 +23,9 @@ def about() -> str:
     return f"CNI nsveth plugin version {__version__}\nCNI protocol versions supported: {', '.join(versions.SUPPORTED)}\n"
 
 
-def run(env: Mapping[str, str], stdin: Stdin) -> tuple[bytes, int]:
+def run(env: Mapping[str, str], stdin: Stdin, note: str = "") -> tuple[bytes, int]:
+    """`note`: logged at debug level once the config's log settings are known
+    (why a warm server did not run this request)."""
     if not env.get("CNI_COMMAND"):
         sys.stderr.write(about())
         return b"", 0
@@ -41,7 +43,7 @@ def run(env: Mapping[str, str], stdin: Stdin) -> tuple[bytes, int]:
         timing.mark("import config")
         conf = config.load(raw, req)
         timing.mark("config")
-        out = _execute(req, conf)
+        out = _execute(req, conf, note)
         reply = json.dumps(out, indent=2).encode() + b"\n" if out is not None else b""
         timing.mark("result")
         return reply, 0
@@ -54,12 +56,14 @@ def run(env: Mapping[str, str], stdin: Stdin) -> tuple[bytes, int]:
         return CNIError(Code.INTERNAL, f"internal error: {type(e).__name__}: {e}").to_json(reply_version), 1
 
 
-def _execute(req, conf):  # type: ignore[no-untyped-def]
+def _execute(req, conf, note=""):  # type: ignore[no-untyped-def]
     from . import commands, log
 
     timing.mark("import commands")
     prefix = f"{req.command} {req.container_id or '-'}/{req.ifname or '-'}"
     with log.scoped(conf.log_level, conf.log_file, prefix) as logger:
+        if note:
+            logger.debug("running in-process: %s", note)
         try:
             return commands.run(req, conf)
         except CNIError as e:

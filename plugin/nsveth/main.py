@@ -16,25 +16,42 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+    from . import client, timing
+
+    timing.start(os.environ.get("NSVETH_TIMINGS"))
+    # A warm server of this build runs the request without this process
+    # importing the commands (see client.py).
+    status = client.handoff(os.environ)  # type: ignore[arg-type]
+    if status is None:
+        status = plugin(dict(os.environ), client.fallback_reason)
+    else:
+        timing.flush("client " + os.environ.get("CNI_COMMAND", ""))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Interpreter teardown (freeing every module, atexit, GC) costs tens of ms
+    # per pod operation and has nothing left to do: output is flushed, files
+    # and sockets are closed by the commands, and the kernel frees the rest.
+    os._exit(status)
+
+
+def plugin(env: dict[str, str], note: str = "") -> int:
+    """Run one CNI command with this process's stdin and stdout, as the plugin and as a served request.
+
+    The caller has started timing (timing.start)."""
     # A run lasts a fraction of a second and its objects die with it: the
     # cyclic GC would only re-scan the modules being imported (~5-10 ms).
     gc.disable()
     _defer("inspect")
     _defer("traceback")
     from . import timing
-
-    timing.start(os.environ.get("NSVETH_TIMINGS"))
     from .dispatch import run
 
-    out, status = run(dict(os.environ), lambda: sys.stdin.buffer.read())
+    out, status = run(env, lambda: sys.stdin.buffer.read(), note)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
     sys.stderr.flush()
-    timing.flush(os.environ.get("CNI_COMMAND", ""))
-    # Interpreter teardown (freeing every module, atexit, GC) costs tens of ms
-    # per pod operation and has nothing left to do: output is flushed, files
-    # and sockets are closed by the commands, and the kernel frees the rest.
-    os._exit(status)
+    timing.flush(env.get("CNI_COMMAND", ""))
+    return status
 
 
 class _Deferred(types.ModuleType):

@@ -26,10 +26,13 @@ _marks: list[tuple[str, int, int]] | None = None
 _sink: str | None = None
 
 
-def start(sink: str | None) -> None:
-    """Collect marks from here on (the executable only); append them to `sink` at flush."""
+def start(sink: str | None, origin: tuple[int, int] | None = None) -> None:
+    """Collect marks from here on (the executable only); append them to `sink` at flush.
+
+    `origin`: the (monotonic, CPU) ns the first mark gets; default this module's import
+    (a served request passes the moment it was forked)."""
     global _marks, _sink
-    _marks = [("start", *_T0)]
+    _marks = [("start", *(origin or _T0))]
     _sink = sink or None
 
 
@@ -65,6 +68,7 @@ def flush(command: str) -> None:
         "pid": os.getpid(),
         "command": command,
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "children_cpu_ns": _cpu_ns(resource.getrusage(resource.RUSAGE_CHILDREN)),
         "marks": _marks,
     }
     try:
@@ -75,3 +79,7 @@ def flush(command: str) -> None:
             os.close(fd)
     except OSError as e:
         os.write(2, f"nsveth: cannot write timings to {_sink}: {e.strerror}\n".encode())
+
+
+def _cpu_ns(usage: object) -> int:
+    return int((usage.ru_utime + usage.ru_stime) * 1e9)  # type: ignore[attr-defined]
