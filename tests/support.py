@@ -106,8 +106,10 @@ class Server:
         self.log_path = os.path.join(self.dir, "serve.log")
         self.args = args
         self.proc: subprocess.Popen | None = None
+        self._starts = 0
 
     def start(self, prefix: list[str] | None = None, wait: bool = True, **kw: Any) -> Server:
+        self._starts = self.log().count("serving ")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*(prefix or []), self.exe, "serve", "--socket", self.socket, *self.args], stderr=log, stdin=subprocess.DEVNULL, **kw
@@ -120,7 +122,7 @@ class Server:
         import time
 
         deadline = time.monotonic() + timeout
-        while "serving " not in self.log():
+        while self.log().count("serving ") <= self._starts:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"nsveth serve exited with {self.proc.returncode}: {self.log()}")
             if time.monotonic() > deadline:

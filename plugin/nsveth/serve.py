@@ -340,6 +340,9 @@ class Server:
             return
         payload = bytes(conn.buf[5:])
         if kind == b"S":
+            if not 0 < size <= 256 or payload == self.build:
+                self._drop(conn, "a malformed notice of another build")
+                return
             if not self.stopping:
                 self.stopping = f"a client of another build ({payload[:80].decode(errors='replace')})"
             self._drop(conn, "")
