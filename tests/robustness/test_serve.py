@@ -112,10 +112,11 @@ def test_client_killed_mid_add_kills_the_request_at_once(host_ns, pod_ns, net, s
     proc, request_pid, conf, env = start_slow_add(host_ns, pod_ns, net, server, slow_ipam)
     assert alive(request_pid) and net.state_files()  # the ADD is half done: its record exists
     proc.kill()  # what a runtime does on timeout
-    finish(proc)
+    proc.wait()
     t0 = time.monotonic()
     wait_for(lambda: not alive(request_pid), timeout=2.0, what="the request's process to die")
     assert time.monotonic() - t0 < 1.0
+    finish(proc)  # (its stdout reaches EOF only once the request's copy is gone)
     wait_for(lambda: "killed: the client hung up" in server.log(), what="the server's log line")
     assert server.proc.poll() is None  # the server serves on
     del_cleans_up(host_ns, pod_ns, net, conf, env, server.socket)
