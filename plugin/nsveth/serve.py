@@ -378,7 +378,8 @@ class Server:
         self.poll.register(conn.pidfd, select.POLLIN)
 
     def _reap(self, conn: Conn) -> None:
-        _, wstatus = os.waitpid(conn.child, 0)
+        _, wstatus, usage = os.wait4(conn.child, 0)  # its CPU includes the children it waited for (IPAM)
+        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
         code = os.waitstatus_to_exitcode(wstatus)
         self.poll.unregister(conn.pidfd)
         del self.children[conn.pidfd]
@@ -396,7 +397,7 @@ class Server:
         else:
             outcome = f"status {code}"
             reply = client.pack(b"X", struct.pack("!I", code))
-        log(f"{conn.what} {outcome} {ms:.1f}ms pid={conn.peer_pid}")  # before the reply: the client's exit follows it
+        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms pid={conn.peer_pid}")  # before the reply: the client's exit follows it
         if reply:
             _send(conn.sock, reply)
         self._drop(conn, "")
