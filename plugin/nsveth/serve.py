@@ -54,7 +54,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def log(msg: str) -> None:
-    os.write(2, f"nsveth serve[{os.getpid()}]: {msg}\n".encode(errors="backslashreplace"))
+    try:
+        os.write(2, f"nsveth serve[{os.getpid()}]: {msg}\n".encode(errors="backslashreplace"))
+    except OSError:
+        pass  # a lost log reader must not stop the server
 
 
 def main(argv: list[str]) -> int:
@@ -253,7 +256,12 @@ class Server:
                 elif fd in self.children:
                     self._reap(self.children[fd])
                 elif fd in self.conns:
-                    self._readable(self.conns[fd])
+                    conn = self.conns[fd]
+                    try:
+                        self._readable(conn)
+                    except Exception as e:  # noqa: BLE001 - a bug on one connection closes that connection only
+                        if not conn.child:
+                            self._drop(conn, f"internal error: {type(e).__name__}: {e}")
 
     def _close_listener(self) -> None:
         assert self.listener is not None
