@@ -555,8 +555,8 @@ def main() -> int:
     ap.add_argument("--breakdown", type=int, default=15, help="runs for nsveth's phase breakdown (default 15)")
     ap.add_argument(
         "--variants",
-        default="onedir,served",
-        help="nsveth builds: onedir,onefile,source,served (served: the one-dir build as a client of a warm `nsveth serve`; default onedir,served)",
+        default="onedir,onefile,served",
+        help="nsveth builds: onedir,onefile,source,served (served: the one-dir build as a client of a warm `nsveth serve`; default onedir,onefile,served)",
     )
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="where to write the figures")
