@@ -55,10 +55,6 @@ def plugin(request, host_ns):
     return support.Plugin(host_ns, request.param, server)
 
 
-@pytest.fixture
-def served(host_ns, nsveth_server):
-    return support.Plugin(host_ns, "served", nsveth_server)
-
 
 @pytest.fixture
 def inproc(host_ns):
