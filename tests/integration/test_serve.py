@@ -100,3 +100,13 @@ def test_served_request_keeps_the_callers_cwd_umask_and_stdin(host_ns, net, nsve
     timings = tmp_path / "relative.timings"
     assert timings.exists() and "STATUS" in [json.loads(line)["command"] for line in timings.read_text().splitlines()]
     assert timings.stat().st_mode & 0o777 == 0o400
+
+
+def test_no_server_runs_in_process_and_says_why_at_debug(host_ns, net, tmp_path):
+    exe = Plugin(host_ns, "exe")
+    missing = str(tmp_path / "no-server.sock")
+    reply = exe.call(exe.env("STATUS", NSVETH_SOCKET=missing), net.conf("1.1.0", logLevel="debug"))
+    assert reply.status == 0, reply.stdout
+    assert f"running in-process: no server at {missing}" in reply.stderr
+    quiet = exe.call(exe.env("STATUS", NSVETH_SOCKET=missing), net.conf("1.1.0"))
+    assert quiet.status == 0 and "running in-process" not in quiet.stderr  # debug only
