@@ -14,7 +14,6 @@ from collections.abc import Callable
 Subcommand = Callable[[list[str]], int]
 
 
-
 def _serve(argv: list[str]) -> int:
     from . import serve
 

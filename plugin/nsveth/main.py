@@ -1,4 +1,5 @@
-"""The executable's entry: the only reader of os.environ and stdin, and writer of stdout."""
+"""The executable's entry: the only reader of os.environ and stdin, and writer of stdout
+(client.py writes the one error of a served request that was lost)."""
 
 from __future__ import annotations
 
