@@ -304,3 +304,26 @@ def fuzz_server():
         yield srv, open_fds(srv.proc.pid)
     finally:
         srv.remove()
+
+
+def test_the_announcement_sender_outlives_the_server(host_ns, pod_ns, net, server):
+    """The sender a served ADD leaves (double fork, own session) is not killed with the request
+    or the server: PR_SET_PDEATHSIG is not inherited across fork. DEL then stops it as always."""
+    import json
+
+    from nsveth import advertise
+
+    conf = net.conf(advertise={"count": 3, "intervalMs": 2000})
+    plugin = support.Plugin(host_ns, "served", server)
+    add = plugin.run("ADD", conf, container_id="ctr-sender", netns=pod_ns.path)
+    assert add.status == 0, add.stdout
+    (record,) = net.state_files()
+    with open(os.path.join(net.runtime_dir, net.name, record)) as f:
+        sender = json.load(f)["advertiser"]
+    assert advertise.start_time(sender["pid"]) == sender["start"]
+    server.proc.kill()
+    server.proc.wait()
+    time.sleep(0.3)
+    assert advertise.start_time(sender["pid"]) == sender["start"], "the sender died with the server"
+    dele = support.Plugin(host_ns, "exe").call(plugin.env("DEL", container_id="ctr-sender", netns=pod_ns.path), support.with_prev(conf, add.json))
+    assert dele.status == 0 and advertise.start_time(sender["pid"]) is None
