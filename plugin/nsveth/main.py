@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import types
@@ -39,9 +38,6 @@ def plugin(env: dict[str, str], note: str = "") -> int:
     """Run one CNI command with this process's stdin and stdout, as the plugin and as a served request.
 
     The caller has started timing (timing.start)."""
-    # A run lasts a fraction of a second and its objects die with it: the
-    # cyclic GC would only re-scan the modules being imported (~5-10 ms).
-    gc.disable()
     _defer("inspect")
     _defer("traceback")
     from . import timing

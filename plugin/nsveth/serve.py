@@ -434,7 +434,7 @@ class Server:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            gc.unfreeze()
+            # The server's objects stay frozen: the collector never scans (nor copies) them here.
             from . import main, timing
 
             timing.start(env.get("NSVETH_TIMINGS"), (t0, 0))
