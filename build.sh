@@ -25,11 +25,8 @@
 #   libraries to load, and less for the single-file variant to unpack.
 # - one-dir only: modules as plain .pyc files instead of the PYZ archive
 #   (about 10 ms less CPU per ADD);
-# - bytecode compiled as with python -O. Not -OO: without docstrings every
-#   dataclass computes inspect.signature() for its __doc__ at import, which
-#   loads inspect (~4 ms) and costs more than the stripped docstrings save;
-#   main.py defers inspect, and every dataclass has a docstring
-#   (tests/unit/test_startup.py).
+# (Bytecode is compiled as is, not as with python -O: an A/B with the warm
+# server's work showed no measurable gain on the in-process path.)
 # Every one of these is checked by the test suite in exe mode (tests/), which
 # runs the built executable.
 set -euo pipefail
@@ -86,9 +83,6 @@ a = Analysis(
     # finder, cost less CPU than reading each out of the compressed PYZ
     # archive. Single-file keeps the archive (it would unpack every file).
     noarchive=not onefile,
-    # Bytecode without asserts (python -O): less to read and
-    # unmarshal, ~1.5 ms CPU per run. nsveth's asserts only narrow types.
-    optimize=1,
 )
 a.scripts = [s for s in a.scripts if s[0] not in UNUSED_RUNTIME_HOOKS]
 pyz = PYZ(a.pure)

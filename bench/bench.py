@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import re
 import time
 import uuid
 from typing import Any
@@ -38,8 +39,11 @@ SPEC = "1.0.0"  # Debian's host-local speaks up to 1.0.0: no version negotiation
 class Variant:
     """One plugin build under test, with its own network, subnets and dirs."""
 
-    def __init__(self, label: str, kind: str, argv: list[str], index: int, tmp: str) -> None:
+    def __init__(self, label: str, kind: str, argv: list[str], index: int, tmp: str, env: dict[str, str] | None = None) -> None:
         self.label, self.kind, self.argv = label, kind, argv
+        self.env = env or {}  # extra environment of every call (NSVETH_SOCKET)
+        self.server_log: str | None = None  # served: the warm server's log (CPU of each request's process)
+        self._log_pos = 0
         self.net = f"bench-{label}"
         self.v4 = f"10.{200 + index}.0.0/16"
         self.v6 = f"fd00:b:{index}::/64"
@@ -65,14 +69,36 @@ class Variant:
             return 0
         return sum(1 for f in os.listdir(d) if f != "lock" and not f.startswith("last_reserved_ip"))
 
+    def served_cpu(self) -> dict[int, float]:
+        """Client pid -> CPU ms of the request's process (and its IPAM child), from the server's
+        log lines written since the last call."""
+        if not self.server_log:
+            return {}
+        with open(self.server_log) as f:
+            f.seek(self._log_pos)
+            text = f.read()
+            self._log_pos = f.tell()
+        out = {}
+        for m in re.finditer(r" cpu=([0-9.]+)ms pid=([0-9]+)$", text, re.M):
+            out[int(m.group(2))] = float(m.group(1))
+        return out
+
+    def invoke(self, command: str, cid: str, netns: str, stdin: bytes, extra: dict[str, str] | None = None) -> Call:
+        """One call; for a served variant, its CPU includes the request's process in the server."""
+        call = invoke(self.argv, env_for(command, cid, netns, {**self.env, **(extra or {})}), stdin)
+        if self.server_log:
+            call.cpu_ms += self.served_cpu().get(call.pid, 0.0)
+        return call
+
     def state_files(self) -> int:
         d = os.path.join(self.runtime_dir, self.net)
         return sum(1 for f in os.listdir(d) if f.endswith(".json")) if os.path.isdir(d) else 0
 
 
 class Call:
-    def __init__(self, ok: bool, ms: float, cpu_ms: float, t0: int, t1: int, stdout: bytes, stderr: bytes) -> None:
+    def __init__(self, ok: bool, ms: float, cpu_ms: float, t0: int, t1: int, stdout: bytes, stderr: bytes, pid: int = 0) -> None:
         self.ok, self.ms, self.cpu_ms, self.t0, self.t1, self.stdout, self.stderr = ok, ms, cpu_ms, t0, t1, stdout, stderr
+        self.pid = pid
 
 
 def env_for(command: str, cid: str, netns: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -104,7 +130,7 @@ def invoke(argv: list[str], env: dict[str, str], stdin: bytes) -> Call:
         ferr.seek(0)
         out, err = fout.read(), ferr.read()
     cpu = (usage.ru_utime + usage.ru_stime) * 1e3
-    return Call(proc.returncode == 0, (t1 - t0) / 1e6, cpu, t0, t1, out, err)
+    return Call(proc.returncode == 0, (t1 - t0) / 1e6, cpu, t0, t1, out, err, proc.pid)
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -157,15 +183,15 @@ def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str])
             conf = v.conf(dual)
             cid = f"bench-{uuid.uuid4().hex[:12]}"
             with pod_netns() as (path,):
-                add = invoke(v.argv, env_for("ADD", cid, path), json.dumps(conf).encode())
+                add = v.invoke("ADD", cid, path, json.dumps(conf).encode())
                 if not add.ok:
                     failures[v.label] += 1
                     errors.append(fail_text(v.label, "ADD", add))
-                    invoke(v.argv, env_for("DEL", cid, path), json.dumps(conf).encode())
+                    v.invoke("DEL", cid, path, json.dumps(conf).encode())
                     continue
                 # The runtime's DEL carries the ADD's result (libcni's cache).
                 del_conf = dict(conf, prevResult=json.loads(add.stdout))
-                dele = invoke(v.argv, env_for("DEL", cid, path), json.dumps(del_conf).encode())
+                dele = v.invoke("DEL", cid, path, json.dumps(del_conf).encode())
                 if not dele.ok:
                     failures[v.label] += 1
                     errors.append(fail_text(v.label, "DEL", dele))
@@ -212,7 +238,7 @@ def parallel(v: Variant, count: int) -> dict[str, Any]:
         def run_all(command: str, confs: list[bytes]) -> tuple[float, list[Call]]:
             t0 = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-                calls = list(pool.map(lambda a: invoke(v.argv, env_for(command, a[0], a[1]), a[2]), zip(cids, paths, confs)))
+                calls = list(pool.map(lambda a: v.invoke(command, a[0], a[1], a[2]), zip(cids, paths, confs)))
             return (time.monotonic() - t0) * 1e3, calls
 
         add_ms, adds = run_all("ADD", [json.dumps(conf).encode()] * count)
@@ -256,14 +282,14 @@ def peak_rss(v: Variant, tmp: str, dual: bool = False) -> dict[str, Any]:
     cid = f"rss-{uuid.uuid4().hex[:12]}"
     with pod_netns() as (path,):
         extra = {"NSVETH_TIMINGS": timings} if v.kind == "nsveth" else {}
-        add = invoke(["/usr/bin/time", "-f", "%M", "-o", out, *v.argv], env_for("ADD", cid, path, extra), json.dumps(conf).encode())
+        add = invoke(["/usr/bin/time", "-f", "%M", "-o", out, *v.argv], env_for("ADD", cid, path, {**v.env, **extra}), json.dumps(conf).encode())
         with open(out) as f:
             tree_kb = int(f.read().split()[-1])
-        dele = invoke(v.argv, env_for("DEL", cid, path), json.dumps(conf).encode())
+        dele = v.invoke("DEL", cid, path, json.dumps(conf).encode())
     res: dict[str, Any] = {"ok": add.ok and dele.ok, "tree_max_mb": tree_kb / 1024}
     if v.kind == "nsveth" and os.path.exists(timings):
         with open(timings) as f:
-            res["self_mb"] = json.loads(f.readline())["maxrss_kb"] / 1024
+            res["self_mb"] = json.loads(f.readline())["maxrss_kb"] / 1024  # served: the request's process
     return res
 
 
@@ -295,23 +321,28 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
         cid = f"bd-{uuid.uuid4().hex[:12]}"
         with pod_netns() as (path,):
             add_file, del_file = (os.path.join(tmp, f"t-{cid}-{c}") for c in ("add", "del"))
-            add = invoke(v.argv, env_for("ADD", cid, path, {"NSVETH_TIMINGS": add_file}), conf.encode())
+            add = v.invoke("ADD", cid, path, conf.encode(), {"NSVETH_TIMINGS": add_file})
             if not add.ok:
                 raise SystemExit(fail_text(v.label, "ADD (breakdown)", add))
             del_conf = json.dumps(dict(json.loads(conf), prevResult=json.loads(add.stdout)))
-            dele = invoke(v.argv, env_for("DEL", cid, path, {"NSVETH_TIMINGS": del_file}), del_conf.encode())
+            dele = v.invoke("DEL", cid, path, del_conf.encode(), {"NSVETH_TIMINGS": del_file})
             for cmd, call, fname in (("ADD", add, add_file), ("DEL", dele, del_file)):
                 with open(fname) as f:
-                    marks = json.loads(f.readline())["marks"]
-                seq = [("interpreter start", marks[0][1] - call.t0)]
-                seq += [(name, t - prev) for (_, prev, _), (name, t, _) in zip(marks, marks[1:])]
-                seq.append(("process exit", call.t1 - marks[-1][1]))
+                    records = [json.loads(line) for line in f]
+                if v.server_log:
+                    seq, cpus = served_timeline(records, call)
+                else:
+                    marks = records[0]["marks"]
+                    seq = [("interpreter start", marks[0][1] - call.t0)]
+                    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in zip(marks, marks[1:])]
+                    seq.append(("process exit", call.t1 - marks[-1][1]))
+                    # CPU: before the first mark = the whole process's CPU at its first mark.
+                    cpus = [("interpreter start", marks[0][2])]
+                    cpus += [(name, c - prev) for (_, _, prev), (name, _, c) in zip(marks, marks[1:])]
                 for name, ns in seq:
                     phases[cmd].setdefault(name, []).append(ns / 1e6)
-                # CPU: before the first mark = the whole process's CPU at its first mark.
-                cpu[cmd].setdefault("interpreter start", []).append(marks[0][2] / 1e6)
-                for (_, _, prev), (name, _, c) in zip(marks, marks[1:]):
-                    cpu[cmd].setdefault(name, []).append((c - prev) / 1e6)
+                for name, ns in cpus:
+                    cpu[cmd].setdefault(name, []).append(ns / 1e6)
                 totals[cmd].append(call.ms)
     out: dict[str, Any] = {}
     for cmd in ("ADD", "DEL"):
@@ -329,6 +360,25 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
             "phases_cpu_ms": cpu_med,
         }
     return out
+
+
+def served_timeline(records: list[dict[str, Any]], call: Call) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """One served call as a single timeline: the client's marks and the request process's marks
+    (both CLOCK_MONOTONIC), in time order, each phase named by the mark that ends it.
+
+    Client: start (its interpreter is up), serve hello, serve sent, serve accepted, serve done, exit.
+    Request: start (the server's fork), fork (the child runs), become caller (namespaces, fds,
+    environment), then the command's own marks, exit."""
+    client = next(r for r in records if r["command"].startswith("client "))
+    request = next(r for r in records if not r["command"].startswith("client "))
+    events = sorted([("client " + n, t, c) for n, t, c in client["marks"]] + [("request " + n, t, c) for n, t, c in request["marks"]], key=lambda e: e[1])
+    seq = [("client interpreter start", events[0][1] - call.t0)]
+    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in zip(events, events[1:])]
+    seq.append(("client process exit", call.t1 - events[-1][1]))
+    cpus = [("client interpreter start", client["marks"][0][2])]
+    for prefix, marks in (("client ", client["marks"]), ("request ", request["marks"])):
+        cpus += [(prefix + name, c - prev) for (_, _, prev), (name, _, c) in zip(marks, marks[1:])]
+    return seq, cpus
 
 
 # ------------------------------------------------------------------ report
@@ -405,12 +455,49 @@ def variants_for(args: argparse.Namespace, tmp: str) -> list[Variant]:
         candidates[name] = [path]
         wanted.append(name)
     for name in wanted:
+        if name == "served":
+            continue
         argv = candidates[name]
         if os.access(argv[0], os.X_OK):
-            found.append(Variant(f"nsveth-{name}", "nsveth", argv, len(found), tmp))
+            # No server: plugin mode tries the socket, finds none and runs in-process, as on a host without one.
+            no_server = {"NSVETH_SOCKET": os.path.join(tmp, "no-server.sock")}
+            found.append(Variant(f"nsveth-{name}", "nsveth", argv, len(found), tmp, no_server))
         else:
             print(f"skipping nsveth-{name}: {argv[0]} missing (./build.sh --onefile builds both)", file=sys.stderr)
+    if "served" in wanted:
+        # The one-dir build as a client of a warm server (`nsveth serve`) started by inner().
+        sock = os.path.join(tmp, "serve", "nsveth.sock")
+        found.append(Variant("nsveth-served", "nsveth", candidates["onedir"], len(found), tmp, {"NSVETH_SOCKET": sock}))
     return found
+
+
+@contextlib.contextmanager
+def warm_server(variants: list[Variant]):
+    """Run `nsveth serve` for the served variant for the whole run; stop it at the end."""
+    served = [v for v in variants if v.label == "nsveth-served"]
+    if not served:
+        yield
+        return
+    v = served[0]
+    sock = v.env["NSVETH_SOCKET"]
+    os.makedirs(os.path.dirname(sock), mode=0o700)
+    v.server_log = os.path.join(os.path.dirname(sock), "serve.log")
+    with open(v.server_log, "w") as log:
+        proc = subprocess.Popen([v.argv[0], "serve", "--socket", sock], stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving " not in open(v.server_log).read():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench: nsveth serve did not start: {open(v.server_log).read()}")
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def inner(args: argparse.Namespace) -> int:
@@ -418,41 +505,46 @@ def inner(args: argparse.Namespace) -> int:
     try:
         sh("ip", "link", "set", "lo", "up")
         variants = variants_for(args, tmp)
-        nsv = [v for v in variants if v.kind == "nsveth"]
-        errors: list[str] = []
-        report: dict[str, Any] = {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "host": {"kernel": os.uname().release, "cpus": os.cpu_count()},
-            "params": {"single_stack_n": args.n, "dual_stack_n": args.dual, "parallel": args.parallel, "breakdown_n": args.breakdown, "cniVersion": SPEC},
-            "variants": {v.label: v.argv[0] for v in variants},
-            "spawn_floor": spawn_floor(),
-        }
-        # Warm-up: page cache, host-local's data dir, nsveth's caches; not counted.
-        side_by_side(variants, 2, False, [])
-        if args.n:
-            res = side_by_side(variants, args.n, False, errors)
-            report["single_stack"] = {"results": res, "ratio_vs_ptp": ratios(res, variants)}
-        if args.dual:
-            side_by_side(variants, 1, True, [])
-            res = side_by_side(variants, args.dual, True, errors)
-            report["dual_stack"] = {"results": res, "ratio_vs_ptp": ratios(res, variants)}
-        if args.parallel:
-            report["parallel"] = {v.label: parallel(v, args.parallel) for v in variants}
-        report["peak_rss"] = {v.label: peak_rss(v, tmp) for v in variants}
-        if args.breakdown:
-            report["breakdown"] = {v.label: breakdown(v, args.breakdown, tmp) for v in nsv}
-            report["breakdown_cold"] = {v.label: breakdown(v, args.breakdown, tmp, cold=True) for v in nsv}
-        report["errors"] = errors[:20]
-        print_table(report)
-        for e in errors[:5]:
-            print("error:", e, file=sys.stderr)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=2)
-            print(f"\nwrote {args.json}")
-        return 1 if errors else 0
+        with warm_server(variants):
+            return measure(args, tmp, variants)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, tmp: str, variants: list[Variant]) -> int:
+    nsv = [v for v in variants if v.kind == "nsveth"]
+    errors: list[str] = []
+    report: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": {"kernel": os.uname().release, "cpus": os.cpu_count()},
+        "params": {"single_stack_n": args.n, "dual_stack_n": args.dual, "parallel": args.parallel, "breakdown_n": args.breakdown, "cniVersion": SPEC},
+        "variants": {v.label: v.argv[0] for v in variants},
+        "spawn_floor": spawn_floor(),
+    }
+    # Warm-up: page cache, host-local's data dir, nsveth's caches; not counted.
+    side_by_side(variants, 2, False, [])
+    if args.n:
+        res = side_by_side(variants, args.n, False, errors)
+        report["single_stack"] = {"results": res, "ratio_vs_ptp": ratios(res, variants)}
+    if args.dual:
+        side_by_side(variants, 1, True, [])
+        res = side_by_side(variants, args.dual, True, errors)
+        report["dual_stack"] = {"results": res, "ratio_vs_ptp": ratios(res, variants)}
+    if args.parallel:
+        report["parallel"] = {v.label: parallel(v, args.parallel) for v in variants}
+    report["peak_rss"] = {v.label: peak_rss(v, tmp) for v in variants}
+    if args.breakdown:
+        report["breakdown"] = {v.label: breakdown(v, args.breakdown, tmp) for v in nsv}
+        report["breakdown_cold"] = {v.label: breakdown(v, args.breakdown, tmp, cold=True) for v in nsv}
+    report["errors"] = errors[:20]
+    print_table(report)
+    for e in errors[:5]:
+        print("error:", e, file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 1 if errors else 0
 
 
 def main() -> int:
@@ -461,7 +553,11 @@ def main() -> int:
     ap.add_argument("--dual", type=int, default=8, help="dual-stack rounds (ptp waits ~1-2 s for DAD each; default 8)")
     ap.add_argument("--parallel", type=int, default=50, help="parallel ADDs then DELs (default 50, 0 skips)")
     ap.add_argument("--breakdown", type=int, default=15, help="runs for nsveth's phase breakdown (default 15)")
-    ap.add_argument("--variants", default="onedir,onefile", help="nsveth builds: onedir,onefile,source (default onedir,onefile)")
+    ap.add_argument(
+        "--variants",
+        default="onedir,onefile,served",
+        help="nsveth builds: onedir,onefile,source,served (served: the one-dir build as a client of a warm `nsveth serve`; default onedir,onefile,served)",
+    )
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="where to write the figures")
     args = ap.parse_args()

@@ -37,9 +37,23 @@ def net(tmp_path):
     return support.Network(str(tmp_path))
 
 
-@pytest.fixture(params=["inproc", "exe"])
+@pytest.fixture(scope="session")
+def nsveth_server():
+    """One warm server for the whole run, from the built executable, on a private socket."""
+    _needs_root()
+    server = support.Server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()  # no test leaves a server running
+
+
+@pytest.fixture(params=["inproc", "exe", "served"])
 def plugin(request, host_ns):
-    return support.Plugin(host_ns, request.param)
+    server = request.getfixturevalue("nsveth_server") if request.param == "served" else None
+    return support.Plugin(host_ns, request.param, server)
+
 
 
 @pytest.fixture

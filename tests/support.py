@@ -88,13 +88,86 @@ class Reply:
         return body.get("code") if isinstance(body, dict) and self.status != 0 else None
 
 
-class Plugin:
-    """Runs nsveth in the host netns, in-process (`dispatch.run`) or as the built executable."""
+class Server:
+    """`nsveth serve` from the built executable on a private socket, in a private root-owned dir.
 
-    def __init__(self, host: Netns, mode: str = "inproc") -> None:
-        assert mode in ("inproc", "exe")
+    Its stderr (one line per request, naming the client's pid) goes to a log
+    file, which is how a served Plugin proves its request really was served.
+    """
+
+    def __init__(self, *args: str, directory: str | None = None, exe: str | None = None) -> None:
+        import tempfile
+
+        self.exe = exe or EXECUTABLE
+        if not os.access(self.exe, os.X_OK):
+            raise AssertionError(f"{self.exe} is missing: run ./build.sh first")
+        self.dir = directory or tempfile.mkdtemp(prefix="nsvserve-")  # 0700, owned by root
+        self.socket = os.path.join(self.dir, "nsveth.sock")
+        self.log_path = os.path.join(self.dir, "serve.log")
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self._starts = 0
+
+    def start(self, prefix: list[str] | None = None, wait: bool = True, **kw: Any) -> Server:
+        self._starts = self.log().count("serving ")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*(prefix or []), self.exe, "serve", "--socket", self.socket, *self.args], stderr=log, stdin=subprocess.DEVNULL, **kw
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.log().count("serving ") <= self._starts:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"nsveth serve exited with {self.proc.returncode}: {self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nsveth serve did not start: {self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def served(self, pid: int) -> bool:
+        return f" pid={pid}\n" in self.log()
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Plugin:
+    """Runs nsveth in the host netns: in-process (`dispatch.run`), as the built executable
+    (with the warm server off), or as the built executable handing the request to `server`."""
+
+    def __init__(self, host: Netns, mode: str = "inproc", server: Server | None = None) -> None:
+        assert mode in ("inproc", "exe", "served")
+        assert (mode == "served") == (server is not None)
         self.host = host
         self.mode = mode
+        self.server = server
 
     def env(self, command: str, container_id: str = "", netns: str = "", ifname: str = "eth0", **extra: str) -> dict:
         env = {"CNI_COMMAND": command, "CNI_PATH": CNI_PATH, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -112,7 +185,7 @@ class Plugin:
             stdin = json.dumps(stdin)
         if isinstance(stdin, str):
             stdin = stdin.encode()
-        if self.mode == "exe":
+        if self.mode != "inproc":
             return self._exe(env, stdin)
         return self._inproc(env, stdin)
 
@@ -122,10 +195,23 @@ class Plugin:
     def _exe(self, env: dict, stdin: bytes) -> Reply:
         if not os.access(EXECUTABLE, os.X_OK):
             raise AssertionError(f"{EXECUTABLE} is missing: run ./build.sh first")
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.host.name, EXECUTABLE], input=stdin, env=env, capture_output=True, timeout=120
-        )
-        return Reply(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
+        env = {"NSVETH_SOCKET": self.server.socket if self.server else "off", **env}
+        with subprocess.Popen(
+            ["ip", "netns", "exec", self.host.name, EXECUTABLE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        ) as proc:
+            try:
+                out, err = proc.communicate(stdin, timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+        if self.server is not None and env["NSVETH_SOCKET"] == self.server.socket:
+            # The request must really have gone through the server, not fallen back in-process.
+            assert self.server.served(proc.pid), f"not served: {err.decode(errors='replace')}\n{self.server.log()[-2000:]}"
+        return Reply(proc.returncode, out, err.decode(errors="replace"))
 
     def _inproc(self, env: dict, stdin: bytes) -> Reply:
         from nsveth import dispatch, netns as nsmod

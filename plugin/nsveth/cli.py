@@ -13,8 +13,17 @@ from collections.abc import Callable
 
 Subcommand = Callable[[list[str]], int]
 
+
+def _serve(argv: list[str]) -> int:
+    from . import serve
+
+    return serve.main(argv)
+
+
 # name -> (runner, one-line help); each runner imports its module itself.
-SUBCOMMANDS: dict[str, tuple[Subcommand, str]] = {}
+SUBCOMMANDS: dict[str, tuple[Subcommand, str]] = {
+    "serve": (_serve, "run the warm server that plugin mode hands requests to"),
+}
 
 
 def usage() -> str:

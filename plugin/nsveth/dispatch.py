@@ -31,7 +31,9 @@ def about() -> str:
     return f"CNI nsveth plugin version {__version__}\nCNI protocol versions supported: {', '.join(versions.SUPPORTED)}\n"
 
 
-def run(env: Mapping[str, str], stdin: Stdin) -> tuple[bytes, int]:
+def run(env: Mapping[str, str], stdin: Stdin, note: str = "") -> tuple[bytes, int]:
+    """`note`: logged at debug level once the config's log settings are known
+    (why a warm server did not run this request)."""
     if not env.get("CNI_COMMAND"):
         sys.stderr.write(about())
         return b"", 0
@@ -53,7 +55,7 @@ def run(env: Mapping[str, str], stdin: Stdin) -> tuple[bytes, int]:
         conf = config.load(raw, req)
         timing.mark("config")
         configured = True
-        out = _execute(req, conf, started)
+        out = _execute(req, conf, started, note)
         reply = json.dumps(out, indent=2).encode() + b"\n" if out is not None else b""
         timing.mark("result")
         return reply, 0
@@ -68,11 +70,13 @@ def run(env: Mapping[str, str], stdin: Stdin) -> tuple[bytes, int]:
         return CNIError(Code.INTERNAL, f"internal error: {type(e).__name__}: {e}").to_json(reply_version), 1
 
 
-def _execute(req, conf, started):  # type: ignore[no-untyped-def]
+def _execute(req, conf, started, note=""):  # type: ignore[no-untyped-def]
     from . import commands, log
 
     timing.mark("import commands")
     with log.scoped(conf.log_level, conf.log_file, _prefix(req.command, req.container_id, req.ifname)) as logger:
+        if note:
+            logger.debug("running in-process: %s", note)
         outcome = "error 999"
         out = None
         try:

@@ -8,6 +8,7 @@ build against the same schema, is not validated again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +41,9 @@ def validate_cached(doc: dict[str, Any], raw: bytes, runtime_dir: object) -> Non
     validated, and reported, each time. Any problem with the cache means it is
     simply not used.
     """
+    if _warm is not None:
+        validate(doc, _warm)  # a warm server: validating costs well under a millisecond
+        return
     if not isinstance(runtime_dir, str) or not runtime_dir.startswith("/") or "\0" in runtime_dir:
         validate(doc)  # an unusable runtimeDir: the schema names it
         return
@@ -182,16 +186,44 @@ def _store(runtime_dir: str, directory: str, key: str) -> None:
         os.close(dfd)
 
 
+_warm: bytes | None = None  # the schema a warm server validated with at start (see `warm_up`)
+_validators: dict[bytes, Any] = {}  # by schema bytes
+
+
+def warm_up() -> None:
+    """For `nsveth serve`: build the validator once and run it, so each request only validates.
+
+    From then on `validate_cached` skips the on-disk cache: it exists only to
+    spare a fresh process the jsonschema import.
+    """
+    global _warm
+    with open(PATH, "rb") as f:
+        schema_bytes = f.read()
+    with contextlib.suppress(CNIError):
+        validate({"cniVersion": "1.0.0", "name": "warm-up", "type": "nsveth", "ipam": {"type": "host-local"}}, schema_bytes)
+    _warm = schema_bytes
+
+
+def _validator(schema_bytes: bytes | None) -> Any:
+    if schema_bytes is None:
+        with open(PATH, "rb") as f:
+            schema_bytes = f.read()
+    validator = _validators.get(schema_bytes)
+    if validator is None:
+        # jsonschema costs tens of ms to import: only configs that need checking pay it.
+        from jsonschema import Draft202012Validator, validators
+
+        # JSON Schema counts 1500.0 as an integer; nsveth hands these fields to
+        # netlink, so only JSON integers proper are (as in Go's decoder).
+        checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", lambda _, v: type(v) is int)
+        schema_doc = json.loads(schema_bytes)
+        validator = _validators[schema_bytes] = validators.extend(Draft202012Validator, type_checker=checker)(schema_doc)
+    return validator
+
+
 def validate(doc: dict[str, Any], schema_bytes: bytes | None = None) -> None:
     """Raise code 2 for unknown fields, code 7 for any other violation, naming the fields."""
-    # jsonschema costs tens of ms to import: only configs that need checking pay it.
-    from jsonschema import Draft202012Validator, validators
-
-    # JSON Schema counts 1500.0 as an integer; nsveth hands these fields to
-    # netlink, so only JSON integers proper are (as in Go's decoder).
-    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", lambda _, v: type(v) is int)
-    schema_doc = json.loads(schema_bytes) if schema_bytes is not None else load()
-    validator = validators.extend(Draft202012Validator, type_checker=checker)(schema_doc)
+    validator = _validator(schema_bytes)
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return

@@ -33,7 +33,8 @@ def pod_spec() -> dict:
 
 
 def container() -> dict:
-    (c,) = pod_spec()["containers"]
+    """The installer container (the other one is the warm server, tests/integration/test_serve_deploy.py)."""
+    (c,) = [c for c in pod_spec()["containers"] if c["name"] == "install"]
     return c
 
 

@@ -182,6 +182,8 @@ class CniEnv:
     cache_dir: Path = field(init=False)
     ipam_dir: Path = field(init=False)
     runtime_dir: Path = field(init=False)
+    # NSVETH_SOCKET for the plugins cnitool runs: "off" (in-process), or a warm server's socket.
+    serve_socket: str = field(default="off", init=False)
 
     def __post_init__(self) -> None:
         self.plugin_dir = self.root / "bin"
@@ -306,6 +308,7 @@ class CniEnv:
             "CNI_IFNAME": ifname,
             "CNI_ARGS": cni_args,
             "CAP_ARGS": json.dumps(cap_args) if cap_args else "",
+            "NSVETH_SOCKET": self.serve_socket,
         })
         env.update(extra_env or {})
         args: list[str] = [command, network] + ([netns] if netns else [])

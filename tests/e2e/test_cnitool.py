@@ -20,6 +20,22 @@ from cnienv import CniEnv, Sandbox
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(params=["inproc", "served"])
+def env(cnitool: Path, request: pytest.FixtureRequest):
+    """Each test with the plugin in-process, and handing its requests to the session's warm server."""
+    e = cnienv.CniEnv.create()
+    server = request.getfixturevalue("nsveth_server") if request.param == "served" else None
+    served_before = server.log().count(" pid=") if server else 0
+    try:
+        if server:
+            e.serve_socket = server.socket
+        yield e
+        if server and cnienv.PLUGIN == "nsveth":
+            assert server.log().count(" pid=") > served_before, "no request went through the server"
+    finally:
+        e.close()
+
+
 @pytest.mark.parametrize("example", cnienv.example_params())
 def test_conf_example_add_check_del(env: CniEnv, make_pod: Callable[[], str], example: Path | None) -> None:
     """Every example as shipped (no field changed): ADD, CHECK, DEL twice, and outbound access when

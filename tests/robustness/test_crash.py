@@ -42,7 +42,7 @@ import pytest
 
 import hoststate
 import support
-from nsveth import crashpoints
+from nsveth import advertise, crashpoints
 
 PLUGIN_DIR = os.path.dirname(crashpoints.__file__)
 CORE_POINTS = ("after-state", "after-ipam", "after-veth", "after-host", "after-addresses")
@@ -73,6 +73,15 @@ def wired(point: str) -> bool:
             if f'"{point}"' in f.read():
                 return True
     return False
+
+
+@pytest.fixture(params=["exe", "served"])
+def exe(request, host_ns):
+    """The built executable, in-process (server off) and handing each request to the session's warm
+    server: the crash points travel with the environment and fire inside the served request."""
+    if request.param == "served":
+        return support.Plugin(host_ns, "served", request.getfixturevalue("nsveth_server"))
+    return support.Plugin(host_ns, "exe")
 
 
 def node(host: support.Netns) -> None:
@@ -125,32 +134,40 @@ def no_orphans(tag: str) -> None:
     assert not left, f"processes started by the killed plugin are still running: {left}"
 
 
-def recorded_sender(net: support.Network) -> int | None:
-    """Pid of the announcement sender named in the (only) state record of the network, if any."""
-    pids = []
+def recorded_sender(net: support.Network) -> tuple[int, int] | None:
+    """(pid, start time) of the announcement sender named in the (only) state record of the network, if any."""
+    senders = []
     for name in net.state_files():
         with open(os.path.join(net.runtime_dir, net.name, name)) as f:
             sender = json.load(f).get("advertiser")
         if isinstance(sender, dict) and isinstance(sender.get("pid"), int):
-            pids.append(sender["pid"])
-    assert len(pids) <= 1, pids
-    return pids[0] if pids else None
+            senders.append((sender["pid"], sender["start"]))
+    assert len(senders) <= 1, senders
+    return senders[0] if senders else None
 
 
-def sender_alive(pid: int | None, tag: str) -> bool:
-    """The recorded sender still runs (the tag in its environment: not a recycled pid, not a zombie)."""
-    return pid is not None and pid in hoststate.processes_with(tag)
+def sender_alive(sender: tuple[int, int] | None, tag: str) -> bool:
+    """The recorded sender still runs: the tag in its environment (a fork of a served request has
+    the server's environment; its pid and start time then name it), not a recycled pid, not a zombie."""
+    if sender is None:
+        return False
+    pid, start = sender
+    return pid in hoststate.processes_with(tag) or advertise.start_time(pid) == start
 
 
-def killed_add(exe: support.Plugin, pod: support.Netns, net: support.Network, conf: dict, cid: str, point: str, tag: str) -> int | None:
+def killed_add(exe: support.Plugin, pod: support.Netns, net: support.Network, conf: dict, cid: str, point: str, tag: str) -> tuple[int, int] | None:
     """ADD killed at `point`, which provably left exactly LEFTOVERS[point]; the recorded sender's pid."""
     env = exe.env("ADD", container_id=cid, netns=pod.path, NSVETH_TEST_CRASH_AT=point, NSVETH_TEST_TAG=tag)
     reply = exe.call(env, conf)
     if reply.status == 0 and point not in CORE_POINTS and not wired(point):
         exe.run("DEL", conf, container_id=cid, netns=pod.path)
         pytest.skip(f"crash point {point} is not called by this build's ADD (its feature has not landed)")
-    assert reply.status == -9, f"ADD was not killed at {point}: status {reply.status} {reply.stdout!r} {reply.stderr[-2000:]}"
-    assert reply.stdout == b"", "a killed ADD printed a result"
+    if exe.mode == "served":
+        # The request's process died before reporting: the client says "try again later" (code 11).
+        assert reply.status == 1 and reply.code == 11 and "killed by signal 9" in reply.json["msg"], (reply.stdout, reply.stderr[-2000:])
+    else:
+        assert reply.status == -9, f"ADD was not killed at {point}: status {reply.status} {reply.stdout!r} {reply.stderr[-2000:]}"
+        assert reply.stdout == b"", "a killed ADD printed a result"
     sender = recorded_sender(net)
     found = {
         "state": bool(net.state_files()),

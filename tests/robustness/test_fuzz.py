@@ -64,6 +64,20 @@ def test_inproc(world, name):
 
 
 @pytest.mark.parametrize("name", ["raw-stdin", "raw-env", "damaged-bytes", "mutated-config", "mutated-env", "valid"])
+def test_served(world, need_exe, nsveth_server, name):
+    """The executable's sample again, each request handed to the session's warm server."""
+    world.server = nsveth_server
+
+    @budget(EXE)
+    @given(case=STRATEGIES[name])
+    def prop(case):
+        world.exercise(case, "served")
+
+    with saved_failures():
+        prop()
+
+
+@pytest.mark.parametrize("name", ["raw-stdin", "raw-env", "damaged-bytes", "mutated-config", "mutated-env", "valid"])
 def test_exe(world, need_exe, name):
     @budget(EXE)
     @given(case=STRATEGIES[name])

@@ -97,6 +97,7 @@ class World:
             self.close()
             raise
         self.inproc = support.Plugin(self.host, "inproc")
+        self.server: support.Server | None = None  # the warm server "served" calls go through
         self.tried = 0
 
     def close(self) -> None:
@@ -171,19 +172,25 @@ class World:
     # ----------------------------------------------------------- running
     def call(self, mode: str, env: dict[str, str], stdin: bytes) -> support.Reply:
         """Run the plugin; a call that does not return within TIMEOUT is a hang."""
-        if mode == "exe":
-            try:
-                proc = subprocess.run(
-                    ["ip", "netns", "exec", self.host.name, support.EXECUTABLE],
-                    input=stdin,
-                    env=env,
-                    capture_output=True,
-                    timeout=TIMEOUT,
-                    cwd=self.root,
-                )
-            except subprocess.TimeoutExpired:
-                raise PropertyViolation(f"hang: the executable did not finish within {TIMEOUT}s") from None
-            return support.Reply(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
+        if mode in ("exe", "served"):
+            # exe: the executable with no server; served: it hands the request to the session's server.
+            env = {**env, "NSVETH_SOCKET": self.server.socket if mode == "served" and self.server else "off"}
+            with subprocess.Popen(
+                ["ip", "netns", "exec", self.host.name, support.EXECUTABLE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=self.root,
+            ) as proc:
+                try:
+                    out, err = proc.communicate(stdin, timeout=TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    raise PropertyViolation(f"hang: the executable did not finish within {TIMEOUT}s") from None
+            if mode == "served" and not (self.server and self.server.served(proc.pid)):
+                raise PropertyViolation(f"not served by the warm server: {err.decode(errors='replace')[-2000:]}")
+            return support.Reply(proc.returncode, out, err.decode(errors="replace"))
         box: dict[str, Any] = {}
 
         def target() -> None:

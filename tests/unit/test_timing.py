@@ -54,3 +54,16 @@ def test_unwritable_sink_never_fails_the_command(fresh, tmp_path, capfd):
     timing.start(str(tmp_path / "no" / "such" / "dir"))
     timing.flush("ADD")
     assert "cannot write timings" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["ADD", "", 'q"uote\\back', "ctl\n\x00\x7f", "é😀", "\udcff"])
+def test_record_is_json_whatever_the_command(fresh, tmp_path, command):
+    """The record is written without the json module (a served client never imports it)."""
+    sink = tmp_path / "t.jsonl"
+    timing.start(str(sink), origin=(5, 7))
+    timing.mark("phase")
+    timing.flush(command)
+    record = json.loads(sink.read_text())
+    assert record["command"] == command
+    assert record["marks"][0] == ["start", 5, 7] and [m[0] for m in record["marks"]] == ["start", "phase", "exit"]
+    assert isinstance(record["children_cpu_ns"], int)

@@ -1,0 +1,517 @@
+"""`nsveth serve`: a warm server that runs plugin requests without a Python start-up each.
+
+The server imports everything the commands use (the rtnetlink message
+classes, jsonschema with the schema's validator built, every nsveth module)
+once, then serves plugin-mode clients (client.py) on a Unix socket, one
+process per request forked from itself: a request can never corrupt another
+or the server, and the fork (~1 ms) is all a request pays for start-up. The
+wire protocol is docs/serve-protocol.md.
+
+The request's process becomes the caller: it enters the caller's mount and
+network namespaces (in that order: setns into a mount namespace needs a
+single-threaded process, which a fork of this single-threaded server is),
+changes to its working directory, takes its stdin, stdout and stderr, its
+umask and its environment, and then runs exactly what plugin mode runs
+in-process (main.plugin). It dies with the server (PR_SET_PDEATHSIG) and is
+killed the moment its client's connection hangs up (the runtime killed the
+plugin). The announcement sender it may start is a double fork in its own
+session: pdeathsig is not inherited across fork, so the sender outlives it
+as it outlives an in-process plugin.
+
+Only root peers (SO_PEERCRED uid 0 in this user namespace) are served. The
+socket's directory must pass the runtime dir rule (state._secure_dir: owned
+by this user, writable by no one else), else the server refuses to start.
+Anything malformed on a connection closes that connection only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import errno
+import gc
+import os
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+
+from . import client
+from .errors import CNIError
+
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+PR_SET_PDEATHSIG = 1
+REQUEST_DEADLINE = 10.0  # seconds a connection may take to send its request after the hello
+MAX_CONNECTIONS = 256
+SETUP_FAILED = 255  # the request's process could not become the caller ("F" sent; nothing ran)
+_CMSG_SPACE = socket.CMSG_SPACE(8 * 4)  # room for more fds than allowed, to see (and close) extras
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def log(msg: str) -> None:
+    try:
+        os.write(2, f"nsveth serve[{os.getpid()}]: {msg}\n".encode(errors="backslashreplace"))
+    except OSError:
+        pass  # a lost log reader must not stop the server
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="nsveth serve", description="Serve plugin requests from a warm process.")
+    parser.add_argument("--socket", default=client.DEFAULT_SOCKET, help=f"socket path (default {client.DEFAULT_SOCKET})")
+    parser.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS", help="exit after this long without requests")
+    opts = parser.parse_args(argv)
+    for fd in (0, 1, 2):  # a descriptor received later must never land on a standard one
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)
+    try:
+        listener, owned = _listener(opts.socket)
+    except (OSError, CNIError) as e:
+        log(f"cannot serve: {getattr(e, 'msg', None) or e}")
+        return 1
+    warm_up()
+    log(f"serving {owned or _name(listener)} (build {client.build_id().decode(errors='replace')})")
+    return Server(listener, owned, opts.idle_exit).run()
+
+
+# ------------------------------------------------------------------ start-up
+def _listener(path: str) -> tuple[socket.socket, str | None]:
+    """The listening socket: systemd's (LISTEN_FDS), else bound at `path`. Also the path this
+    server created (removed when it retires), None for an inherited socket."""
+    inherited = _activated()
+    if inherited is not None:
+        _check_dir(_name(inherited))
+        return inherited, None
+    _check_dir(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            raise OSError(errno.EADDRINUSE, f"another server is serving {path}")
+        except ConnectionRefusedError:
+            os.unlink(path)  # a socket left by a server that died
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # root only from the moment it exists
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    return sock, path
+
+
+def _activated() -> socket.socket | None:
+    """The socket systemd (or systemd-socket-activate) passed as fd 3, per sd_listen_fds(3)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = os.environ.get("LISTEN_FDS", "0")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count != "1":
+        raise OSError(errno.EINVAL, f"expected one socket from LISTEN_FDS, got {count}")
+    sock = socket.socket(fileno=3)
+    os.set_inheritable(3, False)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        raise OSError(errno.EINVAL, "the activated socket is not a Unix stream socket")
+    return sock
+
+
+def _name(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    return name if isinstance(name, str) else repr(name)
+
+
+def _check_dir(path: str) -> None:
+    from . import state
+
+    if not path.startswith("/"):
+        raise OSError(errno.EINVAL, f"socket path {path!r} is not absolute")
+    state._secure_dir(os.path.dirname(path), ancestors=True)  # the runtimeDir rule: it and its parents root-owned, writable by no one else
+
+
+def warm_up() -> None:
+    """Import and exercise everything a request uses, so each forked request only does its work."""
+    import inspect  # noqa: F401 - the real modules, not main.py's deferred stand-ins
+    import traceback  # noqa: F401
+
+    from . import (  # noqa: F401
+        addresses,
+        advertise,
+        attachment,
+        bridge,
+        check,
+        commands,
+        config,
+        crashpoints,
+        dispatch,
+        ipam,
+        links,
+        main,
+        masq,
+        netlink,
+        netns,
+        procsys,
+        ptp,
+        request,
+        result,
+        routes,
+        schema,
+        state,
+        sysctl,
+        timing,
+        versions,
+    )
+
+    schema.warm_up()
+    sock = netlink.Socket()
+    try:
+        links.dump(sock)  # decodes every link kind here once
+    finally:
+        sock.close()
+    gc.collect()
+    gc.freeze()  # the forked requests then share these pages instead of copying them for the collector
+
+
+# ------------------------------------------------------------------ serving
+@dataclasses.dataclass
+class Conn:
+    """One client connection: its request as it arrives, then the process running it."""
+
+    sock: socket.socket
+    peer_pid: int
+    deadline: float
+    buf: bytearray = dataclasses.field(default_factory=bytearray)
+    fds: list[int] = dataclasses.field(default_factory=list)
+    child: int = 0
+    pidfd: int = -1
+    started: float = 0.0
+    what: str = ""
+    gone: bool = False
+
+
+class Server:
+    def __init__(self, listener: socket.socket, owned: str | None, idle_exit: float) -> None:
+        self.listener: socket.socket | None = listener
+        self.owned = owned
+        self.owned_ino = os.stat(owned).st_ino if owned else None
+        self.idle_exit = idle_exit
+        self.build = client.build_id()
+        self.pid = os.getpid()
+        self.conns: dict[int, Conn] = {}  # by connection fd
+        self.children: dict[int, Conn] = {}  # by pidfd
+        self.stopping = ""  # why the server is ending, once it is
+        self.last_active = time.monotonic()
+        self.poll = select.poll()
+        listener.setblocking(False)
+        self.poll.register(listener.fileno(), select.POLLIN)
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.poll.register(self.wake_r, select.POLLIN)
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping = self.stopping or f"signal {signal.Signals(signum).name}"
+
+    def run(self) -> int:
+        while True:
+            if self.stopping and self.listener is not None:
+                log(f"stopping ({self.stopping}) after {len(self.children)} running request(s)")
+                self._close_listener()
+            if self.listener is None and not self.conns:
+                return 0
+            now = time.monotonic()
+            if self.idle_exit and not self.conns and now - self.last_active >= self.idle_exit:
+                self.stopping = f"idle for {self.idle_exit:g} s"
+                continue
+            for conn in [c for c in self.conns.values() if not c.child and c.deadline <= now]:
+                self._drop(conn, "no complete request in time")
+            timeout = min([c.deadline for c in self.conns.values() if not c.child] + [now + 3600.0])
+            if self.idle_exit and not self.conns:
+                timeout = min(timeout, self.last_active + self.idle_exit)
+            for fd, events in self.poll.poll(max(0, int((timeout - now) * 1000)) + 1):
+                if self.listener is not None and fd == self.listener.fileno():
+                    self._accept()
+                elif fd == self.wake_r:
+                    while True:
+                        try:
+                            if not os.read(self.wake_r, 64):
+                                break
+                        except BlockingIOError:
+                            break
+                elif fd in self.children:
+                    self._reap(self.children[fd])
+                elif fd in self.conns:
+                    conn = self.conns[fd]
+                    try:
+                        self._readable(conn)
+                    except Exception as e:  # noqa: BLE001 - a bug on one connection closes that connection only
+                        if not conn.child:
+                            self._drop(conn, f"internal error: {type(e).__name__}: {e}")
+
+    def _close_listener(self) -> None:
+        assert self.listener is not None
+        self.poll.unregister(self.listener.fileno())
+        if self.owned:
+            try:
+                if os.stat(self.owned).st_ino == self.owned_ino:  # still ours, not a successor's
+                    os.unlink(self.owned)
+            except OSError:
+                pass
+        self.listener.close()
+        self.listener = None
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log(f"accept failed: {e}")
+            return
+        self.last_active = time.monotonic()
+        sock.setblocking(False)
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid != 0:
+            log(f"refused pid {pid}: uid {uid} is not root")
+            _send(sock, client.pack(b"D", b"only root is served"))
+            sock.close()
+            return
+        if len(self.conns) >= MAX_CONNECTIONS:
+            log(f"refused pid {pid}: {MAX_CONNECTIONS} connections open")
+            sock.close()
+            return
+        if not _send(sock, client.pack(b"H", client.PROTOCOL + b"\0" + self.build)):
+            sock.close()
+            return
+        conn = Conn(sock, pid, time.monotonic() + REQUEST_DEADLINE)
+        self.conns[sock.fileno()] = conn
+        self.poll.register(sock.fileno(), select.POLLIN)
+
+    def _readable(self, conn: Conn) -> None:
+        if conn.child:
+            # A running request's client sends nothing more: this is its hangup
+            # (the runtime killed the plugin) or a protocol violation. Either
+            # way the request dies now, as an in-process plugin would have.
+            conn.gone = True
+            self.poll.unregister(conn.sock.fileno())
+            try:
+                os.kill(conn.child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        try:
+            data, ancillary, flags, _ = conn.sock.recvmsg(65536, _CMSG_SPACE, socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._drop(conn, f"receive failed: {e}")
+            return
+        fds = _fds(ancillary)
+        if fds and (conn.buf or conn.fds):
+            conn.fds += fds
+            self._drop(conn, "descriptors after the start of the request")
+            return
+        conn.fds += fds
+        if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+            self._drop(conn, "too many descriptors")
+            return
+        if not data:
+            self._drop(conn, "hung up before a complete request")
+            return
+        conn.buf += data
+        if len(conn.buf) < 5:
+            return
+        kind, size = struct.unpack("!cI", conn.buf[:5])
+        if kind not in (b"R", b"S") or size > client.MAX_PAYLOAD:
+            self._drop(conn, f"not a request (type {kind!r}, {size} bytes)")
+            return
+        if len(conn.buf) < 5 + size:
+            return
+        if len(conn.buf) > 5 + size:
+            self._drop(conn, "data after the request")
+            return
+        payload = bytes(conn.buf[5:])
+        if kind == b"S":
+            if not 0 < size <= 256 or payload == self.build:
+                self._drop(conn, "a malformed notice of another build")
+                return
+            if not self.stopping:
+                self.stopping = f"a client of another build ({payload[:80].decode(errors='replace')})"
+            self._drop(conn, "")
+            return
+        if len(conn.fds) != client.NFDS:
+            self._drop(conn, f"{len(conn.fds)} descriptors instead of {client.NFDS}")
+            return
+        try:
+            umask, env = _decode(payload)
+        except ValueError as e:
+            self._drop(conn, f"malformed request: {e}")
+            return
+        self._start(conn, umask, env)
+
+    def _start(self, conn: Conn, umask: int, env: dict[str, str]) -> None:
+        conn.what = f"{env.get('CNI_COMMAND', '-') or '-'} {env.get('CNI_CONTAINERID') or '-'}/{env.get('CNI_IFNAME') or '-'}"
+        conn.started = time.monotonic()
+        t0 = time.monotonic_ns()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            _send(conn.sock, client.pack(b"F", f"fork: {e}".encode()))
+            self._drop(conn, f"cannot fork: {e}")
+            return
+        if pid == 0:
+            self._become_request(conn, umask, env, t0)  # never returns
+        for fd in conn.fds:
+            os.close(fd)
+        conn.fds = []
+        conn.child = pid
+        conn.pidfd = os.pidfd_open(pid)
+        self.children[conn.pidfd] = conn
+        self.poll.register(conn.pidfd, select.POLLIN)
+
+    def _reap(self, conn: Conn) -> None:
+        _, wstatus, usage = os.wait4(conn.child, 0)  # its CPU includes the children it waited for (IPAM)
+        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
+        code = os.waitstatus_to_exitcode(wstatus)
+        self.poll.unregister(conn.pidfd)
+        del self.children[conn.pidfd]
+        os.close(conn.pidfd)
+        self.last_active = time.monotonic()
+        ms = (self.last_active - conn.started) * 1000
+        reply = b""
+        if code == SETUP_FAILED:
+            outcome = "not started (see the client)"
+        elif conn.gone:
+            outcome = "killed: the client hung up"
+        elif code < 0:
+            outcome = f"killed by signal {-code}"
+            reply = client.pack(b"K", struct.pack("!I", -code))
+        else:
+            outcome = f"status {code}"
+            reply = client.pack(b"X", struct.pack("!I", code))
+        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms pid={conn.peer_pid}")  # before the reply: the client's exit follows it
+        if reply:
+            _send(conn.sock, reply)
+        self._drop(conn, "")
+
+    def _drop(self, conn: Conn, why: str) -> None:
+        if why:
+            log(f"closed a connection of pid {conn.peer_pid}: {why}")
+        for fd in conn.fds:
+            os.close(fd)
+        conn.fds = []
+        fd = conn.sock.fileno()
+        if fd in self.conns:
+            del self.conns[fd]
+            if not conn.gone:
+                self.poll.unregister(fd)
+        conn.sock.close()
+
+    # ------------------------------------------------------- the request
+    def _become_request(self, conn: Conn, umask: int, env: dict[str, str], t0: int) -> None:
+        """In the forked child: become the caller, run the command, exit with its status."""
+        status = 70
+        try:
+            if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != self.pid:
+                os._exit(status)  # the server is already gone
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # The server's objects stay frozen: the collector never scans (nor copies) them here.
+            from . import main, timing
+
+            timing.start(env.get("NSVETH_TIMINGS"), (t0, 0))
+            timing.mark("fork")
+            mine = conn.sock.fileno()
+            for fd in [self.wake_r, self.wake_w, *self.conns, *self.children]:
+                if fd != mine:
+                    os.close(fd)
+            if self.listener is not None:
+                os.close(self.listener.fileno())
+            try:
+                stdin, stdout, stderr, cwd, net, mnt = conn.fds
+                os.umask(umask)
+                _setns(mnt, CLONE_NEWNS)
+                _setns(net, CLONE_NEWNET)
+                os.fchdir(cwd)
+                for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+                    os.dup2(fd, target)
+                for fd in conn.fds:
+                    if fd > 2:
+                        os.close(fd)
+            except OSError as e:
+                conn.sock.setblocking(True)
+                _send(conn.sock, client.pack(b"F", f"cannot become the caller: {e}".encode()))
+                os._exit(SETUP_FAILED)
+            os.environ.clear()
+            os.environ.update(env)
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own, for its life
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", closefd=False, errors="backslashreplace", buffering=1)  # noqa: SIM115
+            timing.mark("become caller")
+            conn.sock.setblocking(True)
+            conn.sock.sendall(client.pack(b"A"))  # accepted: from here on the request is never re-run
+            status = main.plugin(env)
+        except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
+            try:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(status)
+        os._exit(status)
+
+
+def _setns(fd: int, kind: int) -> None:
+    if _libc.setns(fd, kind) != 0:
+        code = ctypes.get_errno() or errno.EINVAL
+        raise OSError(code, f"setns({'mount' if kind == CLONE_NEWNS else 'network'} namespace): {os.strerror(code)}")
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    """Send a short message without ever blocking the server; False if it did not all go."""
+    try:
+        return sock.send(data) == len(data)
+    except OSError:
+        return False
+
+
+def _fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += struct.unpack(f"{len(data) // 4}i", data[: len(data) - len(data) % 4])
+    return fds
+
+
+def _decode(payload: bytes) -> tuple[int, dict[str, str]]:
+    if len(payload) < 4:
+        raise ValueError("no umask")
+    (umask,) = struct.unpack("!I", payload[:4])
+    if umask > 0o777:
+        raise ValueError(f"umask {umask:o}")
+    env: dict[str, str] = {}
+    body = payload[4:]
+    for entry in body.split(b"\0") if body else []:
+        key, sep, value = entry.partition(b"=")
+        if not sep or not key:
+            raise ValueError("an environment entry without a name")
+        env[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+    return umask, env
