@@ -169,8 +169,8 @@ def test_pod_runs_under_the_runtime_default_seccomp_profile() -> None:
 
 
 def test_container_has_nothing_beyond_what_copying_files_needs() -> None:
-    """Root (the host dirs are root's, mode 0755) without any capability: an owner may write its
-    own directories without CAP_DAC_OVERRIDE, and nothing else is done on the host."""
+    """The installer: root (the host dirs are root's, mode 0755) without any capability: an owner
+    may write its own directories without CAP_DAC_OVERRIDE, and nothing else is done on the host."""
     sc = container()["securityContext"]
     assert sc["runAsUser"] == 0
     assert sc["capabilities"] == {"drop": ["ALL"]}
@@ -178,9 +178,17 @@ def test_container_has_nothing_beyond_what_copying_files_needs() -> None:
     assert sc["readOnlyRootFilesystem"] is True
     assert sc.get("privileged", False) is False
     spec = pod_spec()
-    assert not (spec.get("hostPID") or spec.get("hostIPC"))
-    host_paths = sorted(v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v)
-    assert host_paths == ["/etc/cni/net.d", "/etc/cni/nsveth", "/opt/cni/bin"]
+    host_path = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    installer_paths = sorted(host_path[m["name"]] for m in container()["volumeMounts"] if m["name"] in host_path)
+    assert installer_paths == ["/etc/cni/net.d", "/etc/cni/nsveth", "/opt/cni/bin"]
+    # The pod's other host access is the warm server's alone: the host's pids (its requests'
+    # announcement senders are checked in the host's /proc) and its socket dir.
+    assert not spec.get("hostIPC")
+    (serve,) = [c for c in spec["containers"] if c["name"] == "serve"]
+    serve_paths = sorted(host_path[m["name"]] for m in serve["volumeMounts"] if m["name"] in host_path)
+    assert serve_paths == ["/run/nsveth"]
+    assert sorted(host_path.values()) == sorted(installer_paths + serve_paths)
+    assert spec.get("hostPID") is True
 
 
 def test_readme_pins_the_image_by_digest() -> None:
