@@ -464,21 +464,29 @@ def variants_for(args: argparse.Namespace, tmp: str) -> list[Variant]:
             found.append(Variant(f"nsveth-{name}", "nsveth", argv, len(found), tmp, no_server))
         else:
             print(f"skipping nsveth-{name}: {argv[0]} missing (./build.sh --onefile builds both)", file=sys.stderr)
-    if "served" in wanted:
-        # The one-dir build as a client of a warm server (`nsveth serve`) started by inner().
-        sock = os.path.join(tmp, "serve", "nsveth.sock")
-        found.append(Variant("nsveth-served", "nsveth", candidates["onedir"], len(found), tmp, {"NSVETH_SOCKET": sock}))
+    served = [("served", candidates["onedir"])] if "served" in wanted else []
+    for extra in args.extra_served:
+        name, _, path = extra.partition("=")
+        served.append((f"served-{name}", [path]))
+    for label, argv in served:
+        # The build as a client of its own warm server (`nsveth serve`) started by inner().
+        sock = os.path.join(tmp, label, "nsveth.sock")
+        found.append(Variant(f"nsveth-{label}", "nsveth", argv, len(found), tmp, {"NSVETH_SOCKET": sock}))
     return found
 
 
 @contextlib.contextmanager
 def warm_server(variants: list[Variant]):
-    """Run `nsveth serve` for the served variant for the whole run; stop it at the end."""
-    served = [v for v in variants if v.label == "nsveth-served"]
-    if not served:
+    """Run `nsveth serve` for each served variant for the whole run; stop them at the end."""
+    with contextlib.ExitStack() as stack:
+        for v in variants:
+            if v.label.startswith("nsveth-served"):
+                stack.enter_context(_one_server(v))
         yield
-        return
-    v = served[0]
+
+
+@contextlib.contextmanager
+def _one_server(v: Variant):
     sock = v.env["NSVETH_SOCKET"]
     os.makedirs(os.path.dirname(sock), mode=0o700)
     v.server_log = os.path.join(os.path.dirname(sock), "serve.log")
@@ -559,6 +567,7 @@ def main() -> int:
         help="nsveth builds: onedir,onefile,source,served (served: the one-dir build as a client of a warm `nsveth serve`; default onedir,onefile,served)",
     )
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)")
+    ap.add_argument("--extra-served", action="append", default=[], metavar="NAME=PATH", help="another one-dir build, as a client of its own warm server (A/B of served builds)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="where to write the figures")
     args = ap.parse_args()
     if os.geteuid() != 0:
