@@ -23,6 +23,10 @@
 #   in; sqlite3, ssl, asyncio...), and OpenSSL's hashlib backend (hashlib falls
 #   back to its built-in sha256): a smaller archive to open, fewer shared
 #   libraries to load, and less for the single-file variant to unpack.
+# - ctypes is not imported by PyInstaller's bootstrap (~3 ms CPU; the warm
+#   server's client never needs it): scripts/pyi_defer_ctypes.py, which runs
+#   before the bootstrap, and nsveth.main, which installs PyInstaller's ctypes
+#   hooks itself before anything that may use ctypes;
 # - one-dir only: modules as plain .pyc files instead of the PYZ archive
 #   (about 10 ms less CPU per ADD);
 # (Bytecode is compiled as is, not as with python -O: an A/B with the warm
@@ -86,6 +90,10 @@ a = Analysis(
 )
 a.scripts = [s for s in a.scripts if s[0] not in UNUSED_RUNTIME_HOOKS]
 pyz = PYZ(a.pure)
+# scripts/pyi_defer_ctypes.py runs just before PyInstaller's bootstrap script
+# (the scripts in PYZ.dependencies and a.scripts run in order).
+boot = [name for name, _, _ in pyz.dependencies].index("pyiboot01_bootstrap")
+pyz.dependencies.insert(boot, ("pyi_defer_ctypes", os.path.join(top, "scripts", "pyi_defer_ctypes.py"), "PYSOURCE"))
 if onefile:
     exe = EXE(pyz, a.scripts, a.binaries, a.datas, [], name="nsveth", console=True, upx=False)
 else:

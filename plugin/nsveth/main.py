@@ -9,7 +9,10 @@ import types
 
 
 def main() -> None:
+    hooks_pending = _lift_ctypes_mark()
     if len(sys.argv) > 1:
+        if hooks_pending:
+            _install_ctypes_hooks()
         from . import cli
 
         status = cli.main(sys.argv[1:])
@@ -23,6 +26,8 @@ def main() -> None:
     # importing the commands (see client.py).
     status = client.handoff(os.environ)  # type: ignore[arg-type]
     if status is None:
+        if hooks_pending:
+            _install_ctypes_hooks()
         status = plugin(dict(os.environ), client.fallback_reason)
     else:
         timing.flush("client " + os.environ.get("CNI_COMMAND", ""))
@@ -49,6 +54,23 @@ def plugin(env: dict[str, str], note: str = "") -> int:
     sys.stderr.flush()
     timing.flush(env.get("CNI_COMMAND", ""))
     return status
+
+
+def _lift_ctypes_mark() -> bool:
+    """Make ctypes importable again in the bundle (scripts/pyi_defer_ctypes.py marked it not).
+
+    True if the mark was there: PyInstaller's ctypes hooks are then still to be installed
+    (_install_ctypes_hooks) before code that may use ctypes runs."""
+    if "ctypes" not in sys.modules or sys.modules["ctypes"] is not None:
+        return False  # run from source, or a bundle built without the mark
+    del sys.modules["ctypes"]
+    return True
+
+
+def _install_ctypes_hooks() -> None:
+    import pyimod03_ctypes  # type: ignore[import-not-found]  # PyInstaller's bootstrap module, in the bundle only
+
+    pyimod03_ctypes.install()
 
 
 class _Deferred(types.ModuleType):
