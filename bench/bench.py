@@ -79,7 +79,7 @@ class Variant:
             text = f.read()
             self._log_pos = f.tell()
         out = {}
-        for m in re.finditer(r" cpu=([0-9.]+)ms pid=([0-9]+)$", text, re.M):
+        for m in re.finditer(r" cpu=([0-9.]+)ms (?:faults=[0-9]+ )?pid=([0-9]+)$", text, re.M):
             out[int(m.group(2))] = float(m.group(1))
         return out
 

@@ -201,6 +201,19 @@ def warm_up() -> None:
         schema_bytes = f.read()
     with contextlib.suppress(CNIError):
         validate({"cniVersion": "1.0.0", "name": "warm-up", "type": "nsveth", "ipam": {"type": "host-local"}}, schema_bytes)
+    # jsonschema's "pattern" runs re.search(pattern, ...): compiled here into re's cache, each
+    # pattern is not compiled again in every forked request whose config has that field.
+    import re
+
+    todo: list[Any] = [json.loads(schema_bytes)]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                re.compile(node["pattern"])
+            todo += node.values()
+        elif isinstance(node, list):
+            todo += node
     _warm = schema_bytes
 
 

@@ -27,6 +27,7 @@ Anything malformed on a connection closes that connection only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import errno
@@ -177,6 +178,7 @@ def warm_up() -> None:
     )
 
     schema.warm_up()
+    _compile_netlink_tables(netlink)
     sock = netlink.Socket()
     try:
         links.dump(sock)  # decodes every link kind here once
@@ -184,6 +186,29 @@ def warm_up() -> None:
         sock.close()
     gc.collect()
     gc.freeze()  # the forked requests then share these pages instead of copying them for the collector
+
+
+def _compile_netlink_tables(netlink: object) -> None:
+    """pyroute2 compiles a message class's attribute table when the class is first instantiated
+    and keeps it on the class: done here, once, instead of in every forked request that encodes
+    a message (veth peer, address, route...) the warm-up's link dump never decoded."""
+    from pyroute2.netlink import nlmsg_base
+
+    roots = [netlink.ifinfmsg, netlink.ifaddrmsg, netlink.rtmsg, netlink.ndmsg]  # type: ignore[attr-defined]
+    todo: list[type] = [v for root in roots for v in vars(sys.modules[root.__module__]).values() if isinstance(v, type)]
+    seen: set[type] = set()
+    while todo:
+        cls = todo.pop()
+        if cls in seen or not issubclass(cls, nlmsg_base):
+            continue
+        seen.add(cls)
+        with contextlib.suppress(Exception):  # a class that cannot stand alone is compiled by its first real use
+            cls()
+        for name in dir(cls):
+            value = getattr(cls, name, None)
+            for item in value.values() if isinstance(value, dict) else (value,):
+                if isinstance(item, type) and issubclass(item, nlmsg_base):
+                    todo.append(item)
 
 
 # ------------------------------------------------------------------ serving
@@ -405,7 +430,7 @@ class Server:
         else:
             outcome = f"status {code}"
             reply = client.pack(b"X", struct.pack("!I", code))
-        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms pid={conn.peer_pid}")  # before the reply: the client's exit follows it
+        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms faults={usage.ru_minflt} pid={conn.peer_pid}")  # before the reply: the client's exit follows it
         if reply:
             _send(conn.sock, reply)
         self._drop(conn, "")
