@@ -228,6 +228,16 @@ class Conn:
     gone: bool = False
 
 
+@dataclasses.dataclass
+class Spare:
+    """A request process forked ahead of its request (see Server._fork_spare)."""
+
+    pid: int
+    pidfd: int
+    ctl: socket.socket  # the server's end: the request goes to the spare through it
+    born: float
+
+
 class Server:
     def __init__(self, listener: socket.socket, owned: str | None, idle_exit: float) -> None:
         self.listener: socket.socket | None = listener
@@ -238,6 +248,8 @@ class Server:
         self.pid = os.getpid()
         self.conns: dict[int, Conn] = {}  # by connection fd
         self.children: dict[int, Conn] = {}  # by pidfd
+        self.spare: Spare | None = None
+        self.spare_lost = 0.0  # when a spare last died before it got a request (no new one for a second)
         self.stopping = ""  # why the server is ending, once it is
         self.last_active = time.monotonic()
         self.poll = select.poll()
@@ -253,10 +265,12 @@ class Server:
         self.stopping = self.stopping or f"signal {signal.Signals(signum).name}"
 
     def run(self) -> int:
+        self._fork_spare()
         while True:
             if self.stopping and self.listener is not None:
                 log(f"stopping ({self.stopping}) after {len(self.children)} running request(s)")
                 self._close_listener()
+                self._end_spare()
             if self.listener is None and not self.conns:
                 return 0
             now = time.monotonic()
@@ -278,6 +292,8 @@ class Server:
                                 break
                         except BlockingIOError:
                             break
+                elif self.spare is not None and fd == self.spare.pidfd:
+                    self._spare_died()
                 elif fd in self.children:
                     self._reap(self.children[fd])
                 elif fd in self.conns:
@@ -388,27 +404,119 @@ class Server:
         except ValueError as e:
             self._drop(conn, f"malformed request: {e}")
             return
-        self._start(conn, umask, env)
+        self._start(conn, umask, env, payload)
 
-    def _start(self, conn: Conn, umask: int, env: dict[str, str]) -> None:
+    def _start(self, conn: Conn, umask: int, env: dict[str, str], payload: bytes) -> None:
         conn.what = f"{env.get('CNI_COMMAND', '-') or '-'} {env.get('CNI_CONTAINERID') or '-'}/{env.get('CNI_IFNAME') or '-'}"
         conn.started = time.monotonic()
         t0 = time.monotonic_ns()
-        try:
-            pid = os.fork()
-        except OSError as e:
-            _send(conn.sock, client.pack(b"F", f"fork: {e}".encode()))
-            self._drop(conn, f"cannot fork: {e}")
-            return
-        if pid == 0:
-            self._become_request(conn, umask, env, t0)  # never returns
+        if not self._hand_to_spare(conn, payload, t0):
+            try:
+                pid = os.fork()
+            except OSError as e:
+                _send(conn.sock, client.pack(b"F", f"fork: {e}".encode()))
+                self._drop(conn, f"cannot fork: {e}")
+                return
+            if pid == 0:
+                self._leave_server([conn.sock.fileno(), *conn.fds])
+                self._become_request(conn.sock, conn.fds, umask, env, t0, "fork")  # never returns
+            conn.child = pid
+            conn.pidfd = os.pidfd_open(pid)
         for fd in conn.fds:
             os.close(fd)
         conn.fds = []
-        conn.child = pid
-        conn.pidfd = os.pidfd_open(pid)
         self.children[conn.pidfd] = conn
         self.poll.register(conn.pidfd, select.POLLIN)
+
+    # ------------------------------------------------------- the spare
+    # A request process is forked before its request arrives, so the fork and
+    # leaving the server's state (~2 ms) are not on a request's path. It waits
+    # on a socket pair for its connection, the caller's descriptors and the
+    # request (in a memfd: no size limit, no blocking of the server), then runs
+    # it exactly as a request process forked for it would.
+    def _fork_spare(self) -> None:
+        if self.spare is not None or self.stopping or time.monotonic() - self.spare_lost < 1.0:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            log(f"cannot fork a spare request process: {e}")
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            self._leave_server([theirs.fileno()])
+            self._spare_main(theirs)  # never returns
+        theirs.close()
+        self.spare = Spare(pid, os.pidfd_open(pid), ours, time.monotonic())
+        self.poll.register(self.spare.pidfd, select.POLLIN)
+
+    def _hand_to_spare(self, conn: Conn, payload: bytes, t0: int) -> bool:
+        """Give the request to the spare; False if there is none or it cannot take it (then fork)."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return False
+        self.poll.unregister(spare.pidfd)
+        memfd = -1
+        try:
+            memfd = os.memfd_create("nsveth-request", os.MFD_CLOEXEC)
+            os.write(memfd, payload)  # a memfd takes it all at once
+            fds = struct.pack(f"{2 + len(conn.fds)}i", conn.sock.fileno(), memfd, *conn.fds)
+            spare.ctl.sendmsg([struct.pack("!q", t0)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        except OSError as e:
+            log(f"cannot hand a request to the spare pid {spare.pid}: {e}")
+            self._kill_spare(spare)
+            return False
+        finally:
+            if memfd >= 0:
+                os.close(memfd)
+            spare.ctl.close()
+        conn.child, conn.pidfd = spare.pid, spare.pidfd
+        return True
+
+    def _spare_died(self) -> None:
+        spare, self.spare = self.spare, None
+        assert spare is not None
+        self.poll.unregister(spare.pidfd)
+        spare.ctl.close()
+        _, wstatus, _ = os.wait4(spare.pid, 0)
+        os.close(spare.pidfd)
+        self.spare_lost = time.monotonic()
+        log(f"the spare request process {spare.pid} ended before a request (exit {os.waitstatus_to_exitcode(wstatus)})")
+
+    def _end_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self.poll.unregister(spare.pidfd)
+            self._kill_spare(spare)
+
+    def _kill_spare(self, spare: Spare) -> None:
+        spare.ctl.close()
+        try:
+            os.kill(spare.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.wait4(spare.pid, 0)
+        os.close(spare.pidfd)
+
+    def _spare_main(self, ctl: socket.socket) -> None:
+        """In the spare: wait for a request, then become its process. Never returns."""
+        try:
+            data, ancillary, flags, _ = ctl.recvmsg(64, _CMSG_SPACE, socket.MSG_CMSG_CLOEXEC)
+            fds = _fds(ancillary)
+            if len(data) != 8 or len(fds) != 2 + client.NFDS or flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+                os._exit(0)  # the server ended this spare (closed its end) or is not the sender
+            (t0,) = struct.unpack("!q", data)
+            sock_fd, memfd, *caller_fds = fds
+            payload = os.pread(memfd, client.MAX_PAYLOAD + 1, 0)
+            os.close(memfd)
+            ctl.close()
+            umask, env = _decode(payload)
+            sock = socket.socket(fileno=sock_fd)
+        except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
+            os._exit(SETUP_FAILED)
+        self._become_request(sock, caller_fds, umask, env, t0, "spare")
 
     def _reap(self, conn: Conn) -> None:
         _, wstatus, usage = os.wait4(conn.child, 0)  # its CPU includes the children it waited for (IPAM)
@@ -434,6 +542,7 @@ class Server:
         if reply:
             _send(conn.sock, reply)
         self._drop(conn, "")
+        self._fork_spare()  # for the next request: after this one, not competing with it for CPU
 
     def _drop(self, conn: Conn, why: str) -> None:
         if why:
@@ -449,41 +558,48 @@ class Server:
         conn.sock.close()
 
     # ------------------------------------------------------- the request
-    def _become_request(self, conn: Conn, umask: int, env: dict[str, str], t0: int) -> None:
-        """In the forked child: become the caller, run the command, exit with its status."""
-        status = 70
+    def _leave_server(self, keep: list[int]) -> None:
+        """In a child just forked from the server: die with it, default signals, and none of its
+        descriptors but the standard ones and `keep` (a child holding another connection open
+        would keep its client from seeing the server close it)."""
         try:
             if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != self.pid:
-                os._exit(status)  # the server is already gone
+                os._exit(70)  # the server is already gone
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            low = 3
+            for fd in sorted(keep):
+                os.closerange(low, fd)
+                low = max(low, fd + 1)
+            os.closerange(low, _max_fd())
+        except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
+            os._exit(70)
+
+    def _become_request(self, sock: socket.socket, fds: list[int], umask: int, env: dict[str, str], t0: int, how: str) -> None:
+        """In the request's process: become the caller, run the command, exit with its status."""
+        status = 70
+        try:
             # The server's objects stay frozen: the collector never scans (nor copies) them here.
             from . import main, timing
 
             timing.start(env.get("NSVETH_TIMINGS"), (t0, 0))
-            timing.mark("fork")
-            mine = conn.sock.fileno()
-            for fd in [self.wake_r, self.wake_w, *self.conns, *self.children]:
-                if fd != mine:
-                    os.close(fd)
-            if self.listener is not None:
-                os.close(self.listener.fileno())
+            timing.mark(how)
             try:
-                stdin, stdout, stderr, cwd, net, mnt = conn.fds
+                stdin, stdout, stderr, cwd, net, mnt = fds
                 os.umask(umask)
                 _setns(mnt, CLONE_NEWNS)
                 _setns(net, CLONE_NEWNET)
                 os.fchdir(cwd)
                 for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                     os.dup2(fd, target)
-                for fd in conn.fds:
+                for fd in fds:
                     if fd > 2:
                         os.close(fd)
             except OSError as e:
-                conn.sock.setblocking(True)
-                _send(conn.sock, client.pack(b"F", f"cannot become the caller: {e}".encode()))
+                sock.setblocking(True)
+                _send(sock, client.pack(b"F", f"cannot become the caller: {e}".encode()))
                 os._exit(SETUP_FAILED)
             os.environ.clear()
             os.environ.update(env)
@@ -491,8 +607,8 @@ class Server:
             sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
             sys.stderr = open(2, "w", closefd=False, errors="backslashreplace", buffering=1)  # noqa: SIM115
             timing.mark("become caller")
-            conn.sock.setblocking(True)
-            conn.sock.sendall(client.pack(b"A"))  # accepted: from here on the request is never re-run
+            sock.setblocking(True)
+            sock.sendall(client.pack(b"A"))  # accepted: from here on the request is never re-run
             status = main.plugin(env)
         except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
             try:
@@ -502,6 +618,13 @@ class Server:
             finally:
                 os._exit(status)
         os._exit(status)
+
+
+def _max_fd() -> int:
+    try:
+        return max(os.sysconf("SC_OPEN_MAX"), 1024)
+    except (ValueError, OSError):
+        return 1 << 16
 
 
 def _setns(fd: int, kind: int) -> None:

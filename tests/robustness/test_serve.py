@@ -327,3 +327,55 @@ def test_the_announcement_sender_outlives_the_server(host_ns, pod_ns, net, serve
     assert advertise.start_time(sender["pid"]) == sender["start"], "the sender died with the server"
     dele = support.Plugin(host_ns, "exe").call(plugin.env("DEL", container_id="ctr-sender", netns=pod_ns.path), support.with_prev(conf, add.json))
     assert dele.status == 0 and advertise.start_time(sender["pid"]) is None
+
+
+# ------------------------------------------------------------------ the spare
+def server_children(srv: support.Server) -> list[int]:
+    with open(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def the_spare(srv: support.Server) -> int:
+    """The one idle child of a server with no request running: its spare request process."""
+    children: list[int] = []
+
+    def one() -> bool:
+        children[:] = server_children(srv)
+        return len(children) == 1
+
+    wait_for(one, timeout=10, what="the server's spare request process")
+    return children[0]
+
+
+def test_the_next_request_runs_in_the_spare_and_a_new_spare_follows(host_ns, pod_ns, net, server, slow_ipam):
+    """The server forks a request process ahead of its request; the spare holds no descriptor of
+    the server's but its own control socket (else a connection it held would never see a hangup)."""
+    spare = the_spare(server)
+    fds = sorted(os.listdir(f"/proc/{spare}/fd"), key=int)
+    assert fds[:3] == ["0", "1", "2"] and len(fds) == 4 and os.readlink(f"/proc/{spare}/fd/{fds[3]}").startswith("socket:")
+    proc, request_pid, conf, env = start_slow_add(host_ns, pod_ns, net, server, slow_ipam)
+    assert request_pid == spare
+    os.kill(int(open(os.path.join(slow_ipam, "ipam.pid")).read()), signal.SIGKILL)  # IPAM fails: the ADD undoes itself
+    finish(proc)
+    wait_for(lambda: "ADD ctr-slow/eth0 status 1" in server.log(), what="the ADD's log line")
+    assert the_spare(server) != spare
+    assert net.state_files() == [] and support.host_veths(host_ns) == []
+
+
+def test_a_spare_that_dies_is_replaced_and_requests_are_served_meanwhile(host_ns, net, server):
+    plugin = support.Plugin(host_ns, "served", server)
+    spare = the_spare(server)
+    os.kill(spare, signal.SIGKILL)
+    wait_for(lambda: f"spare request process {spare} ended before a request" in server.log(), what="the server's log line")
+    assert server_children(server) == []  # reaped; no new one within a second of the loss
+    assert plugin.run("VERSION", net.conf()).status == 0  # forked for it, as without a spare
+    assert server.log().count(" status 0 ") == 1
+    time.sleep(1.1)
+    assert plugin.run("VERSION", net.conf()).status == 0
+    assert the_spare(server) != spare
+
+
+def test_a_stopping_server_ends_its_spare(server):
+    spare = the_spare(server)
+    assert server.stop() == 0
+    assert not alive(spare)
