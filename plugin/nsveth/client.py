@@ -17,7 +17,7 @@ before reporting a status, the client prints a CNI error (code 11, try again
 later) and exits 1.
 """
 
-from __future__ import annotations
+# (No `from __future__ import annotations`: see main.py.)
 
 import os
 import sys

@@ -1,11 +1,12 @@
 """The executable's entry: the only reader of os.environ and stdin, and writer of stdout
 (client.py writes the one error of a served request that was lost)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` and no `types` here or in client.py and timing.py:
+# a plugin-mode client that hands its request to a server imports only these three modules,
+# and every module import is start-up time (the annotations here are valid at run time).
 
 import os
 import sys
-import types
 
 
 def main() -> None:
@@ -73,7 +74,7 @@ def _install_ctypes_hooks() -> None:
     pyimod03_ctypes.install()
 
 
-class _Deferred(types.ModuleType):
+class _Deferred(type(sys)):  # types.ModuleType
     """Stands in for a module until one of its attributes is used, then loads it."""
 
     def __getattr__(self, attr: str) -> object:

@@ -16,7 +16,7 @@ mark ("start", taken when this module is imported, first thing in main.py).
 At logLevel debug the same phases are logged as durations.
 """
 
-from __future__ import annotations
+# (No `from __future__ import annotations`: see main.py.)
 
 import os
 import time
