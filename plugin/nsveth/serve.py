@@ -4,7 +4,8 @@ The server imports everything the commands use (the rtnetlink message
 classes, jsonschema with the schema's validator built, every nsveth module)
 once, then serves plugin-mode clients (client.py) on a Unix socket, one
 process per request forked from itself: a request can never corrupt another
-or the server, and the fork (~1 ms) is all a request pays for start-up. The
+or the server. The next request's process is forked ahead of it (the spare,
+see Server._fork_spare), so not even the fork is on a request's path. The
 wire protocol is docs/serve-protocol.md.
 
 The request's process becomes the caller: it enters the caller's mount and
