@@ -398,6 +398,7 @@ def variants_for(args: argparse.Namespace, tmp: str) -> list[Variant]:
     candidates = {
         "onedir": [os.path.join(REPO, "dist", "nsveth", "nsveth")],
         "onefile": [os.path.join(REPO, "dist", "onefile", "nsveth")],
+        "portable": [os.path.join(REPO, "dist", "portable", "nsveth", "nsveth")],  # scripts/build-portable.sh
         "source": [VENV_PY, "-c", f"import sys; sys.path.insert(0, {os.path.join(REPO, 'plugin')!r}); from nsveth.main import main; main()"],
     }
     for extra in args.extra:
@@ -461,7 +462,7 @@ def main() -> int:
     ap.add_argument("--dual", type=int, default=8, help="dual-stack rounds (ptp waits ~1-2 s for DAD each; default 8)")
     ap.add_argument("--parallel", type=int, default=50, help="parallel ADDs then DELs (default 50, 0 skips)")
     ap.add_argument("--breakdown", type=int, default=15, help="runs for nsveth's phase breakdown (default 15)")
-    ap.add_argument("--variants", default="onedir,onefile", help="nsveth builds: onedir,onefile,source (default onedir,onefile)")
+    ap.add_argument("--variants", default="onedir,onefile", help="nsveth builds: onedir,onefile,portable,source (default onedir,onefile)")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)")
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="where to write the figures")
     args = ap.parse_args()
