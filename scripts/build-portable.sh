@@ -144,13 +144,17 @@ build_python() {  # $1: the root (holding the extracted source in /build/python-
     # Debian's CVE-2026-4224.patch makes pyexpat.c include an internal header
     # that only a built-in module may use.
     printf '%s\\n' 'pyexpat pyexpat.c -lexpat' '_elementtree _elementtree.c' > Modules/Setup.local
-    ./configure -q --prefix=$prefix --enable-shared --enable-ipv6 --with-computed-gotos \
+    # --enable-optimizations: profile-guided, as Debian builds its python3.11
+    # (the profile run is CPython's --pgo test selection; a few minutes).
+    ./configure -q --prefix=$prefix --enable-shared --enable-optimizations --enable-ipv6 --with-computed-gotos \
       --with-system-expat --with-system-ffi --without-ensurepip LDFLAGS=-Wl,-rpath,$prefix/lib
     make -s -j$(nproc)
     make -s install
-    # What a bundle never uses: the test suite, idle, tkinter, static archive.
+    # What a bundle never uses: the test suite, idle, tkinter, static archive,
+    # debug info (two thirds of libpython's size).
     rm -rf $prefix/lib/python3.11/test $prefix/lib/python3.11/idlelib $prefix/lib/python3.11/tkinter \
       $prefix/lib/python3.11/config-3.11-x86_64-linux-gnu/*.a
+    strip --strip-debug $prefix/bin/python3.11 $prefix/lib/libpython3.11.so.1.0 $prefix/lib/python3.11/lib-dynload/*.so
   " >&2
   unmount_all
 }
@@ -186,6 +190,8 @@ for v in "${versions[@]}"; do
   break
 done
 [ -n "$python_tar" ] || { echo "build-portable: no python3.11 source could be fetched" >&2; exit 1; }
+# Older recipes' results are dead weight (the root alone is ~170 MB).
+find "$cache" -maxdepth 1 -name '*.tar.zst' ! -path "$root_tar" ! -path "$python_tar" -delete
 t=$(stamp)
 mkdir -p "$root$prefix"
 restore "$python_tar" "$root$prefix"
