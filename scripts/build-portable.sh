@@ -53,7 +53,7 @@ root=$work/root
 # demo uses inside the root (Debian 12's needs glibc 2.34).
 root_packages="build-essential pkg-config libssl-dev zlib1g-dev libffi-dev libbz2-dev liblzma-dev uuid-dev libexpat1-dev containernetworking-plugins"
 
-./scripts/setup.sh
+./scripts/setup.sh portable
 for tool in debootstrap zstd dpkg-source; do
   command -v "$tool" >/dev/null || { echo "build-portable: $tool is missing (scripts/apt-packages.txt)" >&2; exit 1; }
 done
@@ -206,7 +206,7 @@ cp -a plugin nsveth.spec requirements.txt "$src/"
 find "$src/plugin" -name __pycache__ -prune -exec rm -rf {} +
 # A fresh id per build, as build.sh does (the validation cache trusts only its own build).
 printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$src/build/id/build_id"
-pyinstaller_pin=$(grep -E '^pyinstaller==' requirements-dev.txt)
+pyinstaller_pin=$(grep -E '^pyinstaller==' requirements-build.txt)
 # Binary wheels only, for CPython 3.11 on glibc <= 2.31, downloaded by the
 # host's pip (its index settings) and installed offline in the root. This pip
 # does not expand a manylinux tag to the older ones, so every tag a glibc 2.31
