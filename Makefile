@@ -1,5 +1,5 @@
 # Set-up and test entry points (run as root on Debian 12; see README.md).
-.PHONY: demo test build install uninstall bench clean
+.PHONY: demo test build portable install uninstall bench clean
 
 demo:            ## build the executable and run the ADD/CHECK/DEL demo
 	./build.sh --demo
@@ -13,6 +13,9 @@ install:         ## install dist/nsveth into /opt/cni/bin (scripts/install.sh; r
 uninstall:       ## remove what `make install` put there
 	./scripts/install.sh uninstall
 
+portable:        ## the portable bundle dist/portable/nsveth (glibc >= 2.31 nodes)
+	./scripts/build-portable.sh
+
 test:            ## install what is needed, build, run the whole test suite
 	./scripts/test.sh
 
@@ -20,4 +23,4 @@ bench:           ## side-by-side benchmark against the reference Go ptp plugin
 	./build.sh --onefile && .venv/bin/python bench/bench.py
 
 clean:
-	rm -rf build dist .venv .pytest_cache
+	rm -rf --one-file-system build dist .venv .pytest_cache  # never into a mount left in build/portable/root

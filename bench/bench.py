@@ -448,6 +448,7 @@ def variants_for(args: argparse.Namespace, tmp: str) -> list[Variant]:
     candidates = {
         "onedir": [os.path.join(REPO, "dist", "nsveth", "nsveth")],
         "onefile": [os.path.join(REPO, "dist", "onefile", "nsveth")],
+        "portable": [os.path.join(REPO, "dist", "portable", "nsveth", "nsveth")],  # scripts/build-portable.sh
         "source": [VENV_PY, "-c", f"import sys; sys.path.insert(0, {os.path.join(REPO, 'plugin')!r}); from nsveth.main import main; main()"],
     }
     for extra in args.extra:
@@ -564,7 +565,8 @@ def main() -> int:
     ap.add_argument(
         "--variants",
         default="onedir,onefile,served",
-        help="nsveth builds: onedir,onefile,source,served (served: the one-dir build as a client of a warm `nsveth serve`; default onedir,onefile,served)",
+        help="nsveth builds: onedir,onefile,portable,source,served (served: the one-dir build as a client"
+        " of a warm `nsveth serve`; portable: dist/portable/nsveth; default onedir,onefile,served)",
     )
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)")
     ap.add_argument("--extra-served", action="append", default=[], metavar="NAME=PATH", help="another one-dir build, as a client of its own warm server (A/B of served builds)")

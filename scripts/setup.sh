@@ -5,6 +5,7 @@
 #                            scripts/apt-packages.txt, a venv on Debian's
 #                            /usr/bin/python3 with requirements.txt + requirements-build.txt
 #   scripts/setup.sh demo    build, plus what demo.sh runs ([demo]: iproute2, host-local, ping)
+#   scripts/setup.sh portable  build, plus what scripts/build-portable.sh needs ([portable])
 #   scripts/setup.sh test    everything the test suite needs (all sections, and
 #                            requirements-dev.txt: pytest, hypothesis, kubernetes-validate...)
 #
@@ -20,8 +21,9 @@ mode=${1:-test}
 case "$mode" in
   build) sections="build" reqs="requirements.txt requirements-build.txt" ;;
   demo) sections="build demo" reqs="requirements.txt requirements-build.txt" ;;
-  test) sections="build demo test" reqs="requirements.txt requirements-build.txt requirements-dev.txt" ;;
-  *) echo "usage: $0 [build|demo|test]" >&2; exit 2 ;;
+  portable) sections="build portable" reqs="requirements.txt requirements-build.txt" ;;
+  test) sections="build demo test portable" reqs="requirements.txt requirements-build.txt requirements-dev.txt" ;;
+  *) echo "usage: $0 [build|demo|portable|test]" >&2; exit 2 ;;
 esac
 
 # The packages of the wanted sections; lines before any [section] count as [test].

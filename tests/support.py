@@ -180,19 +180,20 @@ class Plugin:
         env.update(extra)
         return env
 
-    def call(self, env: dict, stdin: bytes | dict | str) -> Reply:
+    def call(self, env: dict, stdin: bytes | dict | str, timeout: float = 120) -> Reply:
+        """`timeout` bounds the executable (exe, served); it raises subprocess.TimeoutExpired."""
         if isinstance(stdin, dict):
             stdin = json.dumps(stdin)
         if isinstance(stdin, str):
             stdin = stdin.encode()
         if self.mode != "inproc":
-            return self._exe(env, stdin)
+            return self._exe(env, stdin, timeout)
         return self._inproc(env, stdin)
 
     def run(self, command: str, conf: Any, **kw: str) -> Reply:
         return self.call(self.env(command, **kw), conf)
 
-    def _exe(self, env: dict, stdin: bytes) -> Reply:
+    def _exe(self, env: dict, stdin: bytes, timeout: float) -> Reply:
         if not os.access(EXECUTABLE, os.X_OK):
             raise AssertionError(f"{EXECUTABLE} is missing: run ./build.sh first")
         env = {"NSVETH_SOCKET": self.server.socket if self.server else "off", **env}
@@ -204,7 +205,7 @@ class Plugin:
             env=env,
         ) as proc:
             try:
-                out, err = proc.communicate(stdin, timeout=120)
+                out, err = proc.communicate(stdin, timeout=timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 raise

@@ -35,13 +35,11 @@ def run_bounded(plugin: support.Plugin, command: str, conf: dict, timeout: float
     """The plugin, failing the test (instead of hanging it) when it does not return in time."""
     env = plugin.env(command, **kw)
     stdin = json.dumps(conf).encode()
-    if plugin.mode == "exe":
+    if plugin.mode != "inproc":
         try:
-            proc = subprocess.run(["ip", "netns", "exec", plugin.host.name, support.EXECUTABLE],
-                                  input=stdin, env=env, capture_output=True, timeout=timeout)
+            return plugin.call(env, stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             pytest.fail(f"{command} hung for {timeout} s")
-        return support.Reply(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
     box: dict = {}
     t = threading.Thread(target=lambda: box.update(reply=plugin._inproc(env, stdin)), daemon=True)
     t.start()
@@ -52,7 +50,7 @@ def run_bounded(plugin: support.Plugin, command: str, conf: dict, timeout: float
 
 
 def stderr_of(plugin: support.Plugin, reply: support.Reply, capfd) -> str:
-    return reply.stderr if plugin.mode == "exe" else capfd.readouterr().err
+    return reply.stderr if plugin.mode != "inproc" else capfd.readouterr().err
 
 
 def record_path(net: support.Network, cid: str = CID) -> str:

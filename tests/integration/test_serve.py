@@ -67,8 +67,11 @@ def test_env_only_commands_are_byte_identical(host_ns, net, nsveth_server, env):
 def test_add_check_del_are_byte_identical(host_ns, pod_ns, net, nsveth_server):
     """Deterministic inputs (static IPAM, a fixed pod MAC): ADD, CHECK and DEL answer the same bytes both ways."""
     exe, served = both(host_ns, nsveth_server)
-    # macFromArgs: CNI_ARGS MAC= applies only when the config allows it.
-    conf = net.conf("1.1.0", macFromArgs=True, ipam={"type": "static", "addresses": [{"address": "10.77.0.9/24", "gateway": "10.77.0.1"}]})
+    conf = net.conf(
+        "1.1.0",
+        ipam={"type": "static", "addresses": [{"address": "10.77.0.9/24", "gateway": "10.77.0.1"}]},
+        macFromArgs=True,
+    )
     replies = []
     for plugin in (exe, served, served, exe):
         kw = {"container_id": "ctr-same", "netns": pod_ns.path, "CNI_ARGS": f"IgnoreUnknown=1;MAC={MAC}"}

@@ -89,10 +89,11 @@ def test_setup_modes_install_only_their_sections():
                              capture_output=True, text=True, check=True).stdout
         return set(out.split())
 
-    build, test = packages("build"), packages("build demo test")
+    build, portable, test = packages("build"), packages("build portable"), packages("build demo test portable")
     assert {"python3-venv", "binutils"} <= build
-    assert not build & {"golang-go", "containerd", "podman", "runc"}
-    assert {"golang-go", "containerd", "podman", "runc", "containernetworking-plugins"} <= test
+    assert not build & {"golang-go", "containerd", "podman", "runc", "debootstrap"}
+    assert {"debootstrap", "zstd", "dpkg-dev"} <= portable and not portable & {"golang-go", "containerd", "podman"}
+    assert {"golang-go", "containerd", "podman", "runc", "containernetworking-plugins", "debootstrap"} <= test
 
 
 def test_installed_versions_are_the_pins():
