@@ -119,7 +119,7 @@ def cri_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 class CriContainerd:
     """A private containerd with its CRI plugin, in a Sandbox on the env's host netns."""
 
-    def __init__(self, env: CniEnv, images: list[Path]) -> None:
+    def __init__(self, env: CniEnv, images: list[Path], serve_socket: str = "off") -> None:
         self.env = env
         self.root = env.root / "containerd"
         self.root.mkdir()
@@ -143,7 +143,10 @@ class CriContainerd:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pods: list[str] = []
         try:
-            self.proc = self.sandbox.popen("containerd", "--config", config, log=self.log)
+            # containerd hands its environment to the plugins it runs (libcni adds the CNI_* variables):
+            # NSVETH_SOCKET names the warm server that nsveth hands its requests to, or "off".
+            self.proc = self.sandbox.popen("containerd", "--config", config, log=self.log,
+                                           env={**os.environ, "NSVETH_SOCKET": serve_socket})
             self.socket = self.root / "containerd.sock"
             self.cri = RuntimeService(self.socket)
             self.cri.wait_ready()
@@ -270,8 +273,8 @@ class CriContainerd:
 def make_containerd(env: CniEnv, cri_images: list[Path]) -> Iterator[Any]:
     daemons: list[CriContainerd] = []
 
-    def make() -> CriContainerd:
-        daemons.append(CriContainerd(env, cri_images))
+    def make(serve_socket: str = "off") -> CriContainerd:
+        daemons.append(CriContainerd(env, cri_images, serve_socket))
         return daemons[-1]
 
     try:
@@ -355,12 +358,19 @@ def _assert_nothing_left(env: CniEnv, daemon: CriContainerd, pod: str, networks:
 
 # --------------------------------------------------------------------------- tests
 
+@pytest.mark.parametrize("mode", ["inproc", "served"])
 @pytest.mark.parametrize("variant", ["ptp", "bridge", "dual-stack", "tuning+portmap"])
-def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str) -> None:
+def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str, mode: str,
+                           request: pytest.FixtureRequest) -> None:
+    """kubelet's calls through containerd's CRI; `served`: every nsveth call is handed to a warm server."""
     conflist = variant_conflist(variant)
     env.write_conf(conflist)
     chain = [p["type"] for p in env.adapt(conflist)["plugins"]]  # nsveth, or NSVETH_E2E_PLUGIN
-    daemon = make_containerd()
+    if mode == "served" and chain[0] != "nsveth":
+        pytest.skip("the warm server is nsveth's")
+    server = request.getfixturevalue("nsveth_server") if mode == "served" else None
+    served_before = server.log().count(" pid=") if server else 0
+    daemon = make_containerd(server.socket if server else "off")
     fw_before = cnienv.firewall_snapshot(env.host_ns)
     mappings = [{"protocol": "TCP", "container_port": POD_PORT, "host_port": HOST_PORT}] \
         if "portmap" in chain else []
@@ -413,6 +423,11 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str) -> N
     assert [(bool(c.netns), "prevResult" in (c.stdin or {})) for c in dels] == [(True, True)] + [(False, False)] * 2
     _assert_nothing_left(env, daemon, pod, [conflist["name"]], [pod_ip, *additional], fw_before, [env.ipam_dir])
     assert not [n for n in os.listdir("/run/netns") if n.startswith("cni-")]  # nothing reached the machine's
+    if server is not None:
+        # ADD and the three DELs of this pod, each run by the server (one log line per request).
+        nsveth_calls = [c for c in calls if c.plugin == "nsveth"]
+        served = server.log().count(" pid=") - served_before
+        assert served >= len(nsveth_calls) == 4, (served, nsveth_calls, server.log()[-2000:])
 
 
 def _conflist_changed_under_running_pod(env: CniEnv, make_containerd: Any, plugin: str,
