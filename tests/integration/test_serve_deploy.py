@@ -91,7 +91,7 @@ def test_daemonset_runs_the_warm_server():
     (vol,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert vol["hostPath"]["path"] == "/run/nsveth"
     with open(os.path.join(REPO, "deploy", "Containerfile")) as f:
-        assert "COPY dist/nsveth/ /opt/nsveth/bundle/" in f.read()  # the bundle the command names
+        assert "COPY dist/portable/nsveth/ /opt/nsveth/bundle/" in f.read()  # the bundle the command names
 
 
 @pytest.fixture(autouse=True)
