@@ -17,12 +17,12 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import re
 import time
 import uuid
 from typing import Any

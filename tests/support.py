@@ -215,7 +215,8 @@ class Plugin:
         return Reply(proc.returncode, out, err.decode(errors="replace"))
 
     def _inproc(self, env: dict, stdin: bytes) -> Reply:
-        from nsveth import dispatch, netns as nsmod
+        from nsveth import dispatch
+        from nsveth import netns as nsmod
 
         fd = nsmod.open_path(self.host.path)
         try:

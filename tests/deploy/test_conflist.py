@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
 from deploy_support import REPO, configmap_data, configmap_template
 from nsveth_install import InstallError
-from nsveth_install.conflist import (NodeFacts, load_template, parse_cluster_cidrs, parse_pod_cidrs, render,
-                                     required_plugins)
+from nsveth_install.conflist import NodeFacts, load_template, parse_cluster_cidrs, parse_pod_cidrs, render, required_plugins
 
 SCHEMA = REPO / "plugin" / "nsveth" / "schema.json"
 

@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from deploy_support import REPO, make_bundle, make_node
 
 SCRIPT = REPO / "scripts" / "install.sh"

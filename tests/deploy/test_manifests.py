@@ -15,7 +15,6 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-
 from deploy_support import DEPLOY, REPO, manifest_docs
 from nsveth_install import cli
 

@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 import support
 from deploy_support import REPO, Node
 

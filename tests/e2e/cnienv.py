@@ -23,9 +23,10 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CNITOOL_DIR = REPO / "tools" / "cnitool"
@@ -209,7 +210,7 @@ class CniEnv:
     made_run_nsveth: bool = False
 
     @classmethod
-    def create(cls) -> "CniEnv":
+    def create(cls) -> CniEnv:
         if PLUGIN == "nsveth" and not NSVETH_BUNDLE.is_file():
             raise AssertionError(f"{NSVETH_BUNDLE} is missing: run ./build.sh first")
         root = Path(tempfile.mkdtemp(prefix="nsv-e2e-"))
@@ -299,7 +300,7 @@ class CniEnv:
     def cnitool(self, command: str, network: str, netns: str | None = None, *, ifname: str = "eth0",
                 cap_args: dict[str, Any] | None = None, cni_args: str = "", conf_dir: Path | None = None,
                 extra_env: dict[str, str] | None = None, check: bool = True,
-                sandbox: "Sandbox | None" = None) -> subprocess.CompletedProcess[str]:
+                sandbox: Sandbox | None = None) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
         env.update({
             "NETCONFPATH": str(conf_dir or self.conf_dir),

@@ -7,13 +7,13 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
-
-import pytest
+from typing import Any
 
 import cnienv
+import pytest
 from attachment_checks import assert_attached, assert_detached, assert_no_new_rules, ping
 from cnienv import CniEnv, Sandbox
 

@@ -22,14 +22,14 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-
-import grpc
-import pytest
+from typing import Any
 
 import cnienv
+import grpc
+import pytest
 from attachment_checks import assert_no_new_rules
 from cnienv import CniEnv, Sandbox
 from cri import RuntimeService

@@ -14,12 +14,12 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 import cnienv
+import pytest
 from attachment_checks import assert_container_view, assert_no_new_rules, container_expectations, inside_script, ping
 from cnienv import CniEnv, Sandbox
 

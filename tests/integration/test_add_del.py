@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import errno
-import os
 import json
+import os
 
 import pytest
-
 from support import Netns, Plugin, host_veths, netns, run_threads, with_prev
 
 

@@ -13,8 +13,8 @@ import contextlib
 import ipaddress
 import json
 import os
-import socket
 import signal
+import socket
 import struct
 import subprocess
 import threading
@@ -22,9 +22,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 import support
-from support import Netns, Plugin, host_veths, sh, unique
+from support import Netns, host_veths, sh, unique
 
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35
@@ -79,7 +78,7 @@ class Capture:
         while not self._stop.is_set():
             try:
                 data, anc, _flags, addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -491,7 +490,7 @@ class _Outgoing(Capture):
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -10,7 +10,6 @@ import re
 import time
 
 import pytest
-
 from nsveth.attachment import host_ifname
 from support import Netns, host_veths, netns, run_threads, sh, unique, with_prev
 

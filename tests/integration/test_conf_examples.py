@@ -17,7 +17,6 @@ import json
 import os
 
 import pytest
-
 from support import REPO, host_veths, with_prev
 
 EXAMPLES_DIR = os.path.join(REPO, "conf-examples")

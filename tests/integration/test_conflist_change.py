@@ -14,7 +14,6 @@ import json
 import os
 
 import pytest
-
 from support import host_veths, netns, unique
 
 CID = "ctr-conflist-change"

@@ -14,7 +14,6 @@ import os
 import stat
 
 import pytest
-
 from support import CNI_PATH, with_prev
 
 FAKE = r"""#!/usr/bin/python3 -IS

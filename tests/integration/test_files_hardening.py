@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -22,7 +21,6 @@ import threading
 import time
 
 import pytest
-
 import support
 from support import host_veths
 

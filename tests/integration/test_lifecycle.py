@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from support import host_veths, with_prev
 
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]

@@ -8,7 +8,6 @@ import os
 import re
 
 import pytest
-
 from support import Netns, netns, sh, unique, with_prev
 
 OUTSIDE = "192.168.77.2"

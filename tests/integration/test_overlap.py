@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from support import Netns, Network, host_veths
 
 SUBNETS = {4: ("10.77.0.0/24", "10.77.0.2", "10.77.0.1"), 6: ("fd00:77::/64", "fd00:77::2", "fd00:77::1")}

@@ -12,7 +12,6 @@ import json
 import os
 
 import pytest
-
 import support
 from support import Plugin, with_prev
 

@@ -8,9 +8,8 @@ import subprocess
 import time
 
 import pytest
-import yaml
-
 import support
+import yaml
 from support import REPO, Plugin, with_prev
 
 UNITS = os.path.join(REPO, "deploy", "systemd")

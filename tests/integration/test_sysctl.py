@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from support import REPO, host_veths, with_prev
 
 CID = "ctr-sysctl"

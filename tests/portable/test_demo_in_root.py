@@ -20,7 +20,6 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-
 import support
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chroot, mounts, netns)")

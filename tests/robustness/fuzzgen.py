@@ -19,7 +19,6 @@ import json
 from typing import Any
 
 from hypothesis import strategies as st
-
 from world import SUBNET4, SUBNET6, SUPPORTED, Case
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")

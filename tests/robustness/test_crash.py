@@ -38,9 +38,8 @@ import json
 import os
 import time
 
-import pytest
-
 import hoststate
+import pytest
 import support
 from nsveth import advertise, crashpoints
 

@@ -17,9 +17,8 @@ import sys
 import tempfile
 import time
 
-import pytest
-
 import hoststate
+import pytest
 import support
 from support import Netns, host_veths, run_threads, with_prev
 

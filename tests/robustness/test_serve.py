@@ -19,10 +19,9 @@ import subprocess
 import time
 
 import pytest
+import support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import support
 from nsveth import client
 
 SLOW_IPAM = """#!/bin/sh

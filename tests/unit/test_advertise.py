@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from nsveth import advertise, dispatch, senders
 
 MAC = "02:42:ac:11:00:02"

@@ -6,7 +6,6 @@ import ipaddress
 import json
 
 import pytest
-
 from nsveth import bridge, check, config, request
 from nsveth.attachment import Attachment
 from nsveth.errors import CNIError

@@ -6,7 +6,6 @@ import dataclasses
 import ipaddress as ipa
 
 import pytest
-
 from nsveth import check, config
 from nsveth.errors import CNIError, Code
 from nsveth.links import IFF_UP, Link

@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 from nsveth import commands, dispatch, versions
 from nsveth.errors import CNIError, Code
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from nsveth import ipam
 from nsveth.errors import CNIError, Code
 from nsveth.request import Request

@@ -6,7 +6,6 @@ import ipaddress
 import json
 
 import pytest
-
 from nsveth import masq
 from nsveth.errors import CNIError
 

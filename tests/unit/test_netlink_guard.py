@@ -14,7 +14,6 @@ import struct
 import time
 
 import pytest
-
 from nsveth import links, netlink
 from nsveth.errors import CNIError
 

@@ -7,7 +7,6 @@ import ipaddress as ipa
 import json
 
 import pytest
-
 from nsveth import result, versions
 from nsveth.errors import CNIError, Code
 from nsveth.result import DNS, Interface, IPConfig, Result, Route

@@ -9,7 +9,6 @@ import re
 
 import pytest
 from jsonschema import Draft202012Validator
-
 from nsveth import config, schema
 from nsveth.errors import CNIError
 

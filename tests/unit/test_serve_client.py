@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from nsveth import client, serve
 
 PLUGIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "plugin")

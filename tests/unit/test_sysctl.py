@@ -7,7 +7,6 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from nsveth import sysctl
 from nsveth.errors import CNIError, Code
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nsveth import versions
 from nsveth.errors import CNIError, Code
 
