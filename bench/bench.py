@@ -24,11 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CNI_PATH = "/usr/lib/cni"
+# The test suites' helpers (tests/support.py): netns, ip -j, the CNI network and the warm server.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+import support  # noqa: E402
+
+REPO = support.REPO
+CNI_PATH = support.CNI_PATH
 PTP = os.path.join(CNI_PATH, "ptp")
 VENV_PY = os.path.join(REPO, ".venv", "bin", "python")
 INNER = "NSVETH_BENCH_INNER"
@@ -44,30 +47,19 @@ class Variant:
         self.env = env or {}  # extra environment of every call (NSVETH_SOCKET)
         self.server_log: str | None = None  # served: the warm server's log (CPU of each request's process)
         self._log_pos = 0
-        self.net = f"bench-{label}"
         self.v4 = f"10.{200 + index}.0.0/16"
         self.v6 = f"fd00:b:{index}::/64"
-        self.ipam_dir = os.path.join(tmp, label, "ipam")
-        self.runtime_dir = os.path.join(tmp, label, "run")
+        self.network = support.Network(os.path.join(tmp, label), self.v4, name=f"bench-{label}")
+        self.net = self.network.name
 
     def conf(self, dual: bool, pad: int = 0) -> dict[str, Any]:
-        subnets = [self.v4, self.v6] if dual else [self.v4]
-        ipam = {
-            "type": "host-local",
-            "ranges": [[{"subnet": s}] for s in subnets],
-            "routes": [{"dst": "::/0" if ":" in s else "0.0.0.0/0"} for s in subnets],
-            "dataDir": self.ipam_dir,
-        }
-        conf: dict[str, Any] = {"cniVersion": SPEC, "name": self.net, "type": self.kind, "ipam": ipam}
-        if self.kind == "nsveth":
-            conf["runtimeDir"] = self.runtime_dir
+        conf = self.network.conf(SPEC, [self.v4, self.v6] if dual else [self.v4], type=self.kind)
+        if self.kind != "nsveth":
+            del conf["runtimeDir"]
         return conf
 
     def leases(self) -> int:
-        d = os.path.join(self.ipam_dir, self.net)
-        if not os.path.isdir(d):
-            return 0
-        return sum(1 for f in os.listdir(d) if f != "lock" and not f.startswith("last_reserved_ip"))
+        return len(self.network.leases())
 
     def served_cpu(self) -> dict[int, float]:
         """Client pid -> CPU ms of the request's process (and its IPAM child), from the server's
@@ -91,8 +83,7 @@ class Variant:
         return call
 
     def state_files(self) -> int:
-        d = os.path.join(self.runtime_dir, self.net)
-        return sum(1 for f in os.listdir(d) if f.endswith(".json")) if os.path.isdir(d) else 0
+        return len(self.network.state_files())
 
 
 class Call:
@@ -133,30 +124,24 @@ def invoke(argv: list[str], env: dict[str, str], stdin: bytes) -> Call:
     return Call(proc.returncode == 0, (t1 - t0) / 1e6, cpu, t0, t1, out, err, proc.pid)
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True)
-
-
 @contextlib.contextmanager
 def pod_netns(count: int = 1):
-    names = [f"nsvb-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    names: list[str] = []
     try:
-        for n in names:
-            sh("ip", "netns", "add", n)
-        yield [f"/run/netns/{n}" for n in names]
+        for _ in range(count):
+            names.append(support.netns_add("nsvb-"))
+        yield [support.netns_path(n) for n in names]
     finally:
         for n in names:
-            sh("ip", "netns", "delete", n, check=False)
+            support.netns_delete(n)
 
 
 def host_links() -> list[str]:
-    out = json.loads(sh("ip", "-j", "link", "show").stdout or "[]")
-    return [link["ifname"] for link in out if link["ifname"] != "lo"]
+    return [link["ifname"] for link in support.ip_json(None, "link", "show") if link["ifname"] != "lo"]
 
 
 def pod_links(path: str) -> list[str]:
-    out = json.loads(sh("ip", "-n", os.path.basename(path), "-j", "link", "show").stdout or "[]")
-    return [link["ifname"] for link in out if link["ifname"] != "lo"]
+    return [link["ifname"] for link in support.ip_json(os.path.basename(path), "link", "show") if link["ifname"] != "lo"]
 
 
 # -------------------------------------------------------------------- stats
@@ -181,7 +166,7 @@ def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str])
         order = variants[i % len(variants) :] + variants[: i % len(variants)]
         for v in order:
             conf = v.conf(dual)
-            cid = f"bench-{uuid.uuid4().hex[:12]}"
+            cid = support.unique("bench-")
             with pod_netns() as (path,):
                 add = v.invoke("ADD", cid, path, json.dumps(conf).encode())
                 if not add.ok:
@@ -231,7 +216,7 @@ def ratios(result: dict[str, Any], variants: list[Variant]) -> dict[str, dict[st
 # ---------------------------------------------------------------- parallel
 def parallel(v: Variant, count: int) -> dict[str, Any]:
     conf = v.conf(dual=False)
-    cids = [f"par-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    cids = [support.unique("par-") for _ in range(count)]
     with pod_netns(count) as paths:
         before = set(host_links())
 
@@ -279,7 +264,7 @@ def peak_rss(v: Variant, tmp: str, dual: bool = False) -> dict[str, Any]:
     conf = v.conf(dual)
     out = os.path.join(tmp, f"rss-{v.label}")
     timings = os.path.join(tmp, f"rss-timings-{v.label}")
-    cid = f"rss-{uuid.uuid4().hex[:12]}"
+    cid = support.unique("rss-")
     with pod_netns() as (path,):
         extra = {"NSVETH_TIMINGS": timings} if v.kind == "nsveth" else {}
         add = invoke(["/usr/bin/time", "-f", "%M", "-o", out, *v.argv], env_for("ADD", cid, path, {**v.env, **extra}), json.dumps(conf).encode())
@@ -318,7 +303,7 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
     totals: dict[str, list[float]] = {"ADD": [], "DEL": []}
     for i in range(n):
         conf = json.dumps(v.conf(dual)) + (" " * (i + 1) if cold else "")
-        cid = f"bd-{uuid.uuid4().hex[:12]}"
+        cid = support.unique("bd-")
         with pod_netns() as (path,):
             add_file, del_file = (os.path.join(tmp, f"t-{cid}-{c}") for c in ("add", "del"))
             add = v.invoke("ADD", cid, path, conf.encode(), {"NSVETH_TIMINGS": add_file})
@@ -490,29 +475,20 @@ def warm_server(variants: list[Variant]):
 def _one_server(v: Variant):
     sock = v.env["NSVETH_SOCKET"]
     os.makedirs(os.path.dirname(sock), mode=0o700)
-    v.server_log = os.path.join(os.path.dirname(sock), "serve.log")
-    with open(v.server_log, "w") as log:
-        proc = subprocess.Popen([v.argv[0], "serve", "--socket", sock], stderr=log, stdin=subprocess.DEVNULL)
+    server = support.Server(directory=os.path.dirname(sock), exe=v.argv[0])
+    assert server.socket == sock
+    v.server_log = server.log_path
+    server.start()
     try:
-        deadline = time.monotonic() + 60
-        while "serving " not in open(v.server_log).read():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench: nsveth serve did not start: {open(v.server_log).read()}")
-            time.sleep(0.05)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def inner(args: argparse.Namespace) -> int:
     tmp = tempfile.mkdtemp(prefix="nsveth-bench-")
     try:
-        sh("ip", "link", "set", "lo", "up")
+        support.sh("ip", "link", "set", "lo", "up")
         variants = variants_for(args, tmp)
         with warm_server(variants):
             return measure(args, tmp, variants)
@@ -580,13 +556,12 @@ def main() -> int:
         return 2
     if os.environ.get(INNER) == "1":
         return inner(args)
-    host = f"nsvbh-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", host)
+    host = support.netns_add("nsvbh-")
     try:
         env = dict(os.environ, **{INNER: "1"})
         return subprocess.run(["ip", "netns", "exec", host, sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env=env).returncode
     finally:
-        sh("ip", "netns", "delete", host, check=False)
+        support.netns_delete(host)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,19 @@ import os
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXECUTABLE = os.environ.get("NSVETH_EXE", os.path.join(REPO, "dist", "nsveth", "nsveth"))
 CNI_PATH = "/usr/lib/cni"
+CONF_EXAMPLES = os.path.join(REPO, "conf-examples")
+CNITOOL_DIR = os.path.join(REPO, "tools", "cnitool")
+CNITOOL = os.path.join(CNITOOL_DIR, "bin", "cnitool")
 
 
 def unique(prefix: str) -> str:
+    """A name unique across concurrent runs; prefix + 8 hex chars (<= 15 bytes for links)."""
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
@@ -31,23 +35,72 @@ def sh(*args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Like sh, for long argument lists: a failure raises with the command's output in the message."""
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def netns_path(name: str) -> str:
+    return f"/run/netns/{name}"
+
+
+def netns_add(prefix: str) -> str:
+    """A new named netns with a unique name; returns the name."""
+    name = unique(prefix)
+    sh("ip", "netns", "add", name)
+    return name
+
+
+def netns_delete(name: str) -> None:
+    sh("ip", "netns", "delete", name, check=False)
+
+
+def ip_json(ns: str | None, *args: str) -> Any:
+    """`ip -j ARGS` in netns ns (None: this one), parsed; [] for no output."""
+    out = sh("ip", *(["-n", ns] if ns else []), "-j", *args).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def load_example(name: str) -> dict[str, Any]:
+    """A network config of conf-examples/ (a file name there, or a path)."""
+    with open(os.path.join(CONF_EXAMPLES, name)) as f:
+        conf: dict[str, Any] = json.load(f)
+    return conf
+
+
+def build_cnitool() -> str:
+    """tools/cnitool/bin/cnitool, built from its pinned source (a no-op when it is up to date)."""
+    run([os.path.join(CNITOOL_DIR, "build.sh")], timeout=600)
+    return CNITOOL
+
+
 class Netns:
     """A named network namespace under /run/netns."""
 
     def __init__(self, prefix: str = "nsvt-") -> None:
-        self.name = unique(prefix)
-        sh("ip", "netns", "add", self.name)
-        self.path = f"/run/netns/{self.name}"
+        self.name = netns_add(prefix)
+        self.path = netns_path(self.name)
 
     def delete(self) -> None:
-        sh("ip", "netns", "delete", self.name, check=False)
+        netns_delete(self.name)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return sh("ip", "netns", "exec", self.name, *args, check=check)
 
     def ip_json(self, *args: str) -> Any:
-        out = sh("ip", "-n", self.name, "-j", *args).stdout
-        return json.loads(out) if out.strip() else []
+        return ip_json(self.name, *args)
 
     def links(self) -> dict[str, dict]:
         return {link["ifname"]: link for link in self.ip_json("-d", "link", "show")}
@@ -230,8 +283,8 @@ class Plugin:
 class Network:
     """A CNI network for one test: unique name, private IPAM and runtime dirs."""
 
-    def __init__(self, tmp: str, subnet: str = "10.77.0.0/24", **fields: Any) -> None:
-        self.name = unique("nt-")
+    def __init__(self, tmp: str, subnet: str = "10.77.0.0/24", name: str | None = None, **fields: Any) -> None:
+        self.name = name or unique("nt-")
         self.tmp = tmp
         self.ipam_dir = os.path.join(tmp, "ipam")
         self.runtime_dir = os.path.join(tmp, "run")
@@ -252,11 +305,28 @@ class Network:
         conf.update(fields)
         return conf
 
+    def from_example(self, filename: str) -> dict:
+        """The one plugin entry of the conflist conf-examples/<filename> as a runtime passes it, on
+        this network: its name, with IPAM and runtime state in this network's dirs."""
+        doc = load_example(filename)
+        (entry,) = doc["plugins"]
+        conf = {**entry, "cniVersion": doc["cniVersion"], "name": self.name, "runtimeDir": self.runtime_dir}
+        conf["ipam"] = {**conf["ipam"], "dataDir": self.ipam_dir}
+        return conf
+
     def leases(self) -> list[str]:
         d = os.path.join(self.ipam_dir, self.name)
         if not os.path.isdir(d):
             return []
         return sorted(f for f in os.listdir(d) if f not in ("lock",) and not f.startswith("last_reserved_ip"))
+
+    def record_path(self, container_id: str, ifname: str = "eth0") -> str:
+        """Where nsveth keeps the state record of one attachment of this network."""
+        return os.path.join(self.runtime_dir, self.name, f"{container_id}:{ifname}.json")
+
+    def record(self, container_id: str, ifname: str = "eth0") -> dict:
+        with open(self.record_path(container_id, ifname)) as f:
+            return json.load(f)
 
     def state_files(self) -> list[str]:
         d = os.path.join(self.runtime_dir, self.name)

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import cnienv
+import support
 from cnienv import CniEnv
 
 BUSYBOX = str(cnienv.BUSYBOX)
@@ -15,7 +16,7 @@ BUSYBOX = str(cnienv.BUSYBOX)
 
 def ping(ns: str, addr: str) -> None:
     """One echo request from inside netns ns to addr (an address inside our own netns)."""
-    cnienv.run(cnienv.in_ns(ns, BUSYBOX, "ping", "-c", "1", "-W", "3", addr))
+    support.run(cnienv.in_ns(ns, BUSYBOX, "ping", "-c", "1", "-W", "3", addr))
 
 
 def _norm_dst(dst: str) -> str:
@@ -32,7 +33,7 @@ def assert_attached(env: CniEnv, conf: dict[str, Any], result: dict[str, Any], n
     """The pod side, host side, lease and cache match the ADD result. Returns facts for later checks."""
     ns = netns.rsplit("/", 1)[-1]
     idx, iface = cnienv.pod_iface(result, ifname, netns)
-    [link] = cnienv.ip_json(ns, "link", "show", "dev", ifname)
+    [link] = support.ip_json(ns, "-d", "link", "show", "dev", ifname)
     assert link["linkinfo"]["info_kind"] == "veth", link
     assert "UP" in link["flags"], link
     assert link["address"] == iface["mac"].lower(), (link["address"], iface)
@@ -67,7 +68,7 @@ def assert_attached(env: CniEnv, conf: dict[str, Any], result: dict[str, Any], n
         [host_name] = host_names
         master = veths[host_name].get("master")
         assert master and master in {h["name"] for h in cnienv.host_ifaces(result)}, veths[host_name]
-        [br] = cnienv.ip_json(env.host_ns, "link", "show", "dev", master)
+        [br] = support.ip_json(env.host_ns, "-d", "link", "show", "dev", master)
         assert br["linkinfo"]["info_kind"] == "bridge", br
     if not bridge_mode or main.get("isGateway") or main.get("isDefaultGateway"):
         # L3: the host answers as the gateway and reaches the pod. (A pure L2 bridge has no

@@ -20,6 +20,7 @@ from typing import Any
 
 import cnienv
 import pytest
+import support
 from attachment_checks import assert_container_view, assert_no_new_rules, container_expectations, inside_script, ping
 from cnienv import CniEnv, Sandbox
 
@@ -28,38 +29,15 @@ pytestmark = pytest.mark.e2e
 SUBNET = "10.204.0.0/24"
 GATEWAY = "10.204.0.1"
 
-_CONFIG = """\
-version = 2
-root = "{root}/root"
-state = "{root}/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-[grpc]
-  address = "{root}/containerd.sock"
-[ttrpc]
-  address = "{root}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"""
-
 
 class Containerd:
     def __init__(self, env: CniEnv, sandbox: Sandbox) -> None:
         self.root = env.root / "containerd"
         self.root.mkdir()
         self.socket = self.root / "containerd.sock"
-        self.namespace = cnienv.unique("nsve2e-")
+        self.namespace = support.unique("nsve2e-")
         config = self.root / "config.toml"
-        config.write_text(_CONFIG.format(root=self.root))
+        config.write_text(cnienv.containerd_config(self.root))
         self.log = self.root / "containerd.log"
         self.sandbox = sandbox
         self.proc = sandbox.popen("containerd", "--config", config, log=self.log)
@@ -74,7 +52,7 @@ class Containerd:
         return self.sandbox.cmd("ctr", "--address", self.socket, "--namespace", self.namespace, *args)
 
     def ctr(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return cnienv.run(self.ctr_argv(*args), check=check)
+        return support.run(self.ctr_argv(*args), check=check)
 
     def stop(self) -> None:
         # Best effort: remove what a failed test may have left, then stop the daemon.
@@ -159,10 +137,10 @@ def _wait_same_netns(pid: int, other: int, timeout: float = 10) -> None:
 
 def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[Path, str]) -> None:
     archive, ref = busybox_image
-    conf = _conf(env, cnienv.unique("ctr-"))
+    conf = _conf(env, support.unique("ctr-"))
     env.write_conf(conf)
     containerd.ctr("image", "import", archive)
-    container = cnienv.unique("c-")
+    container = support.unique("c-")
     fw_before = cnienv.firewall_snapshot(env.host_ns)
 
     proc = subprocess.Popen(containerd.ctr_argv("run", "--rm", "--cni", ref, container,
@@ -200,7 +178,7 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
         proc.stdin.write("done\n")
         proc.stdin.flush()
         out2, err = proc.communicate(timeout=60)
-        pod_links = cnienv.run(["nsenter", f"--net=/proc/{holder.pid}/ns/net", "ip", "-j", "link"]).stdout
+        pod_links = support.run(["nsenter", f"--net=/proc/{holder.pid}/ns/net", "ip", "-j", "link"]).stdout
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -233,7 +211,7 @@ def test_ctr_conf_example(env: CniEnv, containerd: Containerd, busybox_image: tu
     containerd.ctr("image", "import", archive)
     fw_before = cnienv.firewall_snapshot(env.host_ns)
 
-    proc = cnienv.run(containerd.ctr_argv("run", "--rm", "--cni", ref, cnienv.unique("c-"),
+    proc = support.run(containerd.ctr_argv("run", "--rm", "--cni", ref, support.unique("c-"),
                                           "sh", "-c", inside_script(expect)))
     assert_container_view(proc.stdout, expect)
 

@@ -30,7 +30,6 @@ SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
 MAC_A = "02:aa:00:00:00:0a"
 MAC_B = "02:bb:00:00:00:0b"
-REPO = support.REPO
 
 
 # ------------------------------------------------------------------ capture
@@ -162,13 +161,8 @@ def assert_spacing(frames: list[Frame], interval_s: float) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-def record(net: support.Network, cid: str, ifname: str = "eth0") -> dict:
-    with open(os.path.join(net.runtime_dir, net.name, f"{cid}:{ifname}.json")) as f:
-        return json.load(f)
-
-
 def sender_pid(net: support.Network, cid: str) -> int:
-    adv = record(net, cid).get("advertiser")
+    adv = net.record(cid).get("advertiser")
     assert adv and adv["pid"] > 1 and adv["start"] > 0, adv
     return adv["pid"]
 
@@ -246,7 +240,7 @@ def test_count_is_the_number_of_rounds(inproc, pod_ns, net, count, sender_guard)
         add = inproc.run("ADD", conf, container_id="c-count", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         if count == 1:
-            assert record(net, "c-count")["advertiser"] is None, "one round needs no sender"
+            assert net.record("c-count")["advertiser"] is None, "one round needs no sender"
         else:
             sender_guard.append(sender_pid(net, "c-count"))
         time.sleep(0.6)
@@ -280,7 +274,7 @@ def test_count_zero_sends_nothing(plugin, pod_ns, net):
         # The capture does see the pod: its ARP request for the gateway.
         pod_ns.run("ping", "-c1", "-W1", "10.77.0.1", check=False)
         time.sleep(0.1)
-    assert record(net, "c-zero")["advertiser"] is None
+    assert net.record("c-zero")["advertiser"] is None
     assert any(f.is_arp and f.src == pod_mac(add) for f in cap.frames)
     assert cap.announcements(pod_mac(add)) == ([], [])
     assert plugin.run("DEL", conf, container_id="c-zero", netns=pod_ns.path).status == 0
@@ -318,23 +312,9 @@ def test_add_through_a_real_client_does_not_wait_for_the_sender(exe, pod_ns, net
     assert not alive(pid)
 
 
-def _cnitool() -> str | None:
-    """tools/cnitool (a libcni client, built on demand), or NSVETH_CNITOOL; None if neither exists."""
-    explicit = os.environ.get("NSVETH_CNITOOL")
-    if explicit:
-        return explicit
-    build = os.path.join(REPO, "tools", "cnitool", "build.sh")
-    if not os.access(build, os.X_OK):
-        return None
-    subprocess.run([build], check=True, capture_output=True, timeout=300)
-    return os.path.join(REPO, "tools", "cnitool", "bin", "cnitool")
-
-
 def test_add_through_cnitool_returns_at_once(exe, pod_ns, net, tmp_path, sender_guard):
     """The same through libcni itself (cnitool reads the plugin's stdout until EOF)."""
-    tool = _cnitool()
-    if tool is None:
-        pytest.skip("no tools/cnitool in this checkout")
+    tool = os.environ.get("NSVETH_CNITOOL") or support.build_cnitool()
     conf = dual(net, advertise={"count": 3, "intervalMs": 2000})
     confdir, bindir = tmp_path / "netconf", tmp_path / "bin"
     confdir.mkdir()
@@ -618,12 +598,7 @@ def test_ptp_host_end_learns_the_new_mac(inproc, net, count, sender_guard):
 # ------------------------------------------------------------ conf example
 def test_conf_example_advertises(plugin, pod_ns, net, tmp_path, sender_guard):
     """conf-examples/dualstack.conflist (announcements tuned), as a runtime would pass its plugin entry."""
-    with open(os.path.join(REPO, "conf-examples", "dualstack.conflist")) as f:
-        conflist = json.load(f)
-    (entry,) = conflist["plugins"]
-    conf = {"cniVersion": conflist["cniVersion"], "name": net.name, **entry}
-    conf["runtimeDir"] = net.runtime_dir
-    conf["ipam"] = {**conf["ipam"], "dataDir": net.ipam_dir}
+    conf = net.from_example("dualstack.conflist")
     interval = conf["advertise"]["intervalMs"] / 1000
     with capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-example", netns=pod_ns.path)
@@ -662,7 +637,7 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
     with capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-fail", netns=pod_ns.path)
         assert add.status == 0, add.stdout
-        if record(net, "c-fail")["advertiser"]:
+        if net.record("c-fail")["advertiser"]:
             sender_guard.append(sender_pid(net, "c-fail"))
             assert wait_dead(sender_guard[0], 1.0)
     logged = log_file.read_text()

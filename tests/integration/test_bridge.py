@@ -397,13 +397,7 @@ def test_ptp_mode_unchanged(inproc, net, pod_ns, with_masq):
 
 def test_bridge_conflist_example_end_to_end(exe, net):
     """conf-examples/bridge.conflist as libcni would run it: two pods, v4+v6, masquerade, CHECK, DEL, GC."""
-    from support import REPO
-
-    with open(f"{REPO}/conf-examples/bridge.conflist") as f:
-        doc = json.load(f)
-    (entry,) = doc["plugins"]
-    conf = {**entry, "name": net.name, "cniVersion": doc["cniVersion"], "runtimeDir": net.runtime_dir}
-    conf["ipam"] = {**conf["ipam"], "dataDir": net.ipam_dir}
+    conf = net.from_example("bridge.conflist")
     br = conf["bridge"]
     host = exe.host
     with netns("nsvp-") as a, netns("nsvp-") as b:

@@ -51,13 +51,9 @@ def stderr_of(plugin: support.Plugin, reply: support.Reply, capfd) -> str:
     return reply.stderr if plugin.mode != "inproc" else capfd.readouterr().err
 
 
-def record_path(net: support.Network, cid: str = CID) -> str:
-    return os.path.join(net.runtime_dir, net.name, f"{cid}:eth0.json")
-
-
 def forged_record(net: support.Network, pod_ns: support.Netns, cid: str = CID, **extra) -> dict:
     """A record as ADD writes it, plus a sysctl "original" DEL would write into the pod netns."""
-    with open(record_path(net, cid)) as f:
+    with open(net.record_path(cid)) as f:
         record = json.load(f)
     record["sysctlOriginals"] = [{"path": ["net", "core", "somaxconn"], "value": MARK}]
     record.update(extra)
@@ -67,7 +63,7 @@ def forged_record(net: support.Network, pod_ns: support.Netns, cid: str = CID, *
 def assert_cleaned_by_name(plugin: support.Plugin, pod_ns: support.Netns, net: support.Network, cid: str = CID) -> None:
     assert host_veths(plugin.host) == []
     assert net.leases() == []
-    assert not os.path.lexists(record_path(net, cid))
+    assert not os.path.lexists(net.record_path(cid))
     assert pod_ns.sysctl("net/core/somaxconn") != MARK, "DEL acted on an untrusted record"
 
 
@@ -221,7 +217,7 @@ def test_unusable_record_del_cleans_up_by_name(plugin, pod_ns, net, tmp_path, pr
     conf = net.conf()
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    path = record_path(net, CID)
+    path = net.record_path(CID)
     forged = forged_record(net, pod_ns)
     os.unlink(path)
     elsewhere = tmp_path / "elsewhere.json"
@@ -262,7 +258,7 @@ def test_unusable_record_del_cleans_up_by_name(plugin, pod_ns, net, tmp_path, pr
 def test_unusable_record_makes_add_fail_then_del_recovers(inproc, pod_ns, net):
     conf = net.conf()
     assert inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path).status == 0
-    path = record_path(net)
+    path = net.record_path(CID)
     os.chown(path, 65534, 65534)
     again = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert again.code in (4, 5), again.stdout  # eth0 exists (4) or the record is unusable (5)
@@ -281,7 +277,7 @@ def test_unusable_record_makes_add_fail_then_del_recovers(inproc, pod_ns, net):
 def test_gc_releases_an_attachment_with_an_unusable_record_by_name(inproc, pod_ns, net):
     conf = net.conf("1.1.0")
     assert inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path).status == 0
-    with open(record_path(net), "w") as f:
+    with open(net.record_path(CID), "w") as f:
         f.write("[" * 100000)
     gc = inproc.run("GC", {**conf, "cni.dev/valid-attachments": []})
     assert gc.status == 0, gc.stdout
@@ -369,7 +365,7 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def _sender(net: support.Network, cid: str) -> int:
-    with open(record_path(net, cid)) as f:
+    with open(net.record_path(cid)) as f:
         adv = json.load(f)["advertiser"]
     assert adv and adv["pid"] > 1, adv
     return adv["pid"]
@@ -389,7 +385,7 @@ def test_sender_runs_unprivileged(plugin, pod_ns, net):
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
         from nsveth import senders
 
-        assert senders.lock_holder(record_path(net, CID)[: -len(".json")] + ".sender") == pid
+        assert senders.lock_holder(net.record_path(CID)[: -len(".json")] + ".sender") == pid
     finally:
         assert plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     assert not os.path.exists(f"/proc/{pid}/status") or _status(pid)["State"].startswith("Z")
@@ -430,7 +426,7 @@ def test_del_never_kills_a_process_the_record_merely_names(plugin, pod_ns, net, 
     try:
         record = forged_record(net, pod_ns, advertiser={"pid": bystander.pid, "start": advertise.start_time(bystander.pid)})
         record["sysctlOriginals"] = []
-        with open(record_path(net), "w") as f:
+        with open(net.record_path(CID), "w") as f:
             json.dump(record, f)
         if command == "DEL":
             rep = plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path)

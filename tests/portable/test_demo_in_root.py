@@ -86,8 +86,7 @@ def test_demo_add_check_del_inside_the_root(root: str, bundle: str) -> None:
         assert version.status == 0, version.stderr
         assert "0.4.0" in version.json["supportedVersions"]
 
-        with open(os.path.join(support.REPO, "conf-examples", "ptp.conf")) as f:
-            conf = json.load(f)
+        conf = support.load_example("ptp.conf")
         conf["cniVersion"] = "0.4.0"  # Debian 11's host-local speaks up to 0.4.0
         conf["ipam"]["dataDir"] = d + "/ipam"
         conf["runtimeDir"] = d + "/run"

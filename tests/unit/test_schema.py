@@ -11,12 +11,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from nsveth import config, schema
 from nsveth.errors import CNIError
+from support import CONF_EXAMPLES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Network configs only (conf-examples/ also holds e.g. a sysctl allowlist, *.txt).
-EXAMPLES = sorted(
-    p for p in glob.glob(os.path.join(ROOT, "conf-examples", "*")) if p.endswith((".conf", ".conflist", ".json"))
-)
+EXAMPLES = sorted(p for p in glob.glob(os.path.join(CONF_EXAMPLES, "*")) if p.endswith((".conf", ".conflist", ".json")))
 
 
 def _nsveth_entries(path: str) -> list[tuple[str, dict]]:

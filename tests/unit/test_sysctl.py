@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import support
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nsveth import sysctl
 from nsveth.errors import CNIError, Code
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def rejected(fn, *args) -> str:
@@ -203,7 +202,7 @@ def test_args_with_allowlist_follow_the_allowlist():
 
 
 def test_k8s_safe_example_file_is_the_k8s_safe_set():
-    path = os.path.join(REPO, "conf-examples", "allowlist-k8s-safe.txt")
+    path = os.path.join(support.CONF_EXAMPLES, "allowlist-k8s-safe.txt")
     with open(path) as f:
         assert sysctl.parse_allowlist(f.read(), path).patterns == sysctl.K8S_SAFE
 
@@ -357,8 +356,7 @@ def test_unreadable_allowlist_is_an_error(tmp_path, monkeypatch):
 
 
 def test_shipped_k8s_allowlist_parses():
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, "..", "..", "conf-examples", "allowlist-k8s-safe.txt")
+    path = os.path.join(support.CONF_EXAMPLES, "allowlist-k8s-safe.txt")
     with open(path) as f:
         a = sysctl.parse_allowlist(f.read(), path)
     assert "net.ipv4.ip_local_port_range" in a.patterns and "net.ipv4.tcp_keepalive_time" in a.patterns
