@@ -28,6 +28,8 @@ from typing import Any
 
 # The test suites' helpers (tests/support.py): netns, ip -j, the CNI network and the warm server.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from itertools import pairwise
+
 import support  # noqa: E402
 
 REPO = support.REPO
@@ -154,7 +156,8 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def fail_text(label: str, what: str, call: Call) -> str:
-    return f"{label} {what} failed: {call.stdout.decode(errors='replace').strip()[:300]} {call.stderr.decode(errors='replace').strip()[-300:]}"
+    out, err = call.stdout.decode(errors="replace").strip(), call.stderr.decode(errors="replace").strip()
+    return f"{label} {what} failed: {out[:300]} {err[-300:]}"
 
 
 # --------------------------------------------------------------- side by side
@@ -223,7 +226,7 @@ def parallel(v: Variant, count: int) -> dict[str, Any]:
         def run_all(command: str, confs: list[bytes]) -> tuple[float, list[Call]]:
             t0 = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-                calls = list(pool.map(lambda a: v.invoke(command, a[0], a[1], a[2]), zip(cids, paths, confs)))
+                calls = list(pool.map(lambda a: v.invoke(command, a[0], a[1], a[2]), zip(cids, paths, confs, strict=True)))
             return (time.monotonic() - t0) * 1e3, calls
 
         add_ms, adds = run_all("ADD", [json.dumps(conf).encode()] * count)
@@ -267,7 +270,9 @@ def peak_rss(v: Variant, tmp: str, dual: bool = False) -> dict[str, Any]:
     cid = support.unique("rss-")
     with pod_netns() as (path,):
         extra = {"NSVETH_TIMINGS": timings} if v.kind == "nsveth" else {}
-        add = invoke(["/usr/bin/time", "-f", "%M", "-o", out, *v.argv], env_for("ADD", cid, path, {**v.env, **extra}), json.dumps(conf).encode())
+        add = invoke(
+            ["/usr/bin/time", "-f", "%M", "-o", out, *v.argv], env_for("ADD", cid, path, {**v.env, **extra}), json.dumps(conf).encode()
+        )
         with open(out) as f:
             tree_kb = int(f.read().split()[-1])
         dele = v.invoke("DEL", cid, path, json.dumps(conf).encode())
@@ -319,11 +324,11 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
                 else:
                     marks = records[0]["marks"]
                     seq = [("interpreter start", marks[0][1] - call.t0)]
-                    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in zip(marks, marks[1:])]
+                    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in pairwise(marks)]
                     seq.append(("process exit", call.t1 - marks[-1][1]))
                     # CPU: before the first mark = the whole process's CPU at its first mark.
                     cpus = [("interpreter start", marks[0][2])]
-                    cpus += [(name, c - prev) for (_, _, prev), (name, _, c) in zip(marks, marks[1:])]
+                    cpus += [(name, c - prev) for (_, _, prev), (name, _, c) in pairwise(marks)]
                 for name, ns in seq:
                     phases[cmd].setdefault(name, []).append(ns / 1e6)
                 for name, ns in cpus:
@@ -356,13 +361,16 @@ def served_timeline(records: list[dict[str, Any]], call: Call) -> tuple[list[tup
     environment), then the command's own marks, exit."""
     client = next(r for r in records if r["command"].startswith("client "))
     request = next(r for r in records if not r["command"].startswith("client "))
-    events = sorted([("client " + n, t, c) for n, t, c in client["marks"]] + [("request " + n, t, c) for n, t, c in request["marks"]], key=lambda e: e[1])
+    events = sorted(
+        [("client " + n, t, c) for n, t, c in client["marks"]] + [("request " + n, t, c) for n, t, c in request["marks"]],
+        key=lambda e: e[1],
+    )
     seq = [("client interpreter start", events[0][1] - call.t0)]
-    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in zip(events, events[1:])]
+    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in pairwise(events)]
     seq.append(("client process exit", call.t1 - events[-1][1]))
     cpus = [("client interpreter start", client["marks"][0][2])]
     for prefix, marks in (("client ", client["marks"]), ("request ", request["marks"])):
-        cpus += [(prefix + name, c - prev) for (_, _, prev), (name, _, c) in zip(marks, marks[1:])]
+        cpus += [(prefix + name, c - prev) for (_, _, prev), (name, _, c) in pairwise(marks)]
     return seq, cpus
 
 
@@ -372,7 +380,7 @@ def spawn_floor(n: int = 30) -> dict[str, float]:
 
 
 def fmt_row(cols: list[Any], widths: list[int]) -> str:
-    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cols, widths, strict=True)))
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -419,7 +427,8 @@ def print_table(report: dict[str, Any]) -> None:
         for label, b in (report.get(key) or {}).items():
             for cmd in ("ADD", "DEL"):
                 bd = b[cmd]
-                print(f"\n== {label} {cmd} phases, {title}, median of {report['params']['breakdown_n']}: total {bd['total_median_ms']:.1f} ms ==")
+                n = report["params"]["breakdown_n"]
+                print(f"\n== {label} {cmd} phases, {title}, median of {n}: total {bd['total_median_ms']:.1f} ms ==")
                 print("  " + "  ".join(f"{k} {v:.1f}" for k, v in bd["phases_ms"].items()))
                 print("  -> " + "; ".join(f"{k} {v:.1f}" for k, v in bd["categories_ms"].items()))
                 print("  cpu: " + "  ".join(f"{k} {v:.1f}" for k, v in bd["phases_cpu_ms"].items()))
@@ -434,7 +443,11 @@ def variants_for(args: argparse.Namespace, tmp: str) -> list[Variant]:
         "onedir": [os.path.join(REPO, "dist", "nsveth", "nsveth")],
         "onefile": [os.path.join(REPO, "dist", "onefile", "nsveth")],
         "portable": [os.path.join(REPO, "dist", "portable", "nsveth", "nsveth")],  # scripts/build-portable.sh
-        "source": [VENV_PY, "-c", f"import sys; sys.path.insert(0, {os.path.join(REPO, 'plugin')!r}); from nsveth.main import main; main()"],
+        "source": [
+            VENV_PY,
+            "-c",
+            f"import sys; sys.path.insert(0, {os.path.join(REPO, 'plugin')!r}); from nsveth.main import main; main()",
+        ],
     }
     for extra in args.extra:
         name, _, path = extra.partition("=")
@@ -502,7 +515,13 @@ def measure(args: argparse.Namespace, tmp: str, variants: list[Variant]) -> int:
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": {"kernel": os.uname().release, "cpus": os.cpu_count()},
-        "params": {"single_stack_n": args.n, "dual_stack_n": args.dual, "parallel": args.parallel, "breakdown_n": args.breakdown, "cniVersion": SPEC},
+        "params": {
+            "single_stack_n": args.n,
+            "dual_stack_n": args.dual,
+            "parallel": args.parallel,
+            "breakdown_n": args.breakdown,
+            "cniVersion": SPEC,
+        },
         "variants": {v.label: v.argv[0] for v in variants},
         "spawn_floor": spawn_floor(),
     }
@@ -544,8 +563,16 @@ def main() -> int:
         help="nsveth builds: onedir,onefile,portable,source,served (served: the one-dir build as a client"
         " of a warm `nsveth serve`; portable: dist/portable/nsveth; default onedir,onefile,served)",
     )
-    ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)")
-    ap.add_argument("--extra-served", action="append", default=[], metavar="NAME=PATH", help="another one-dir build, as a client of its own warm server (A/B of served builds)")
+    ap.add_argument(
+        "--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)"
+    )
+    ap.add_argument(
+        "--extra-served",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="another one-dir build, as a client of its own warm server (A/B of served builds)",
+    )
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="where to write the figures")
     args = ap.parse_args()
     if os.geteuid() != 0:

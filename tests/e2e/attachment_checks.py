@@ -101,7 +101,7 @@ def assert_detached(env: CniEnv, conf: dict[str, Any], netns: str | None, facts:
     """Nothing of the attachment remains: pod iface, host veth, lease, cache entry."""
     if netns:
         ns = netns.rsplit("/", 1)[-1]
-        names = [l["ifname"] for l in cnienv.links(ns)]
+        names = [link["ifname"] for link in cnienv.links(ns)]
         assert ifname not in names, names
     left = [v["ifname"] for v in env.host_veths()]
     assert not set(facts["host_veths"]) & set(left), left
@@ -151,8 +151,8 @@ def assert_no_new_rules(before: dict[str, list[str]], after: dict[str, list[str]
     plugin's CNI-FORWARD/CNI-ADMIN chains (they never remove them; per-pod rules in them count),
     tables and built-in chains that merely exist, and empty nft tables."""
     for tool in ("iptables-save", "ip6tables-save"):
-        new = [l for l in after[tool] if l not in before[tool] and "CNI-HOSTPORT-" not in l
-               and not _BOOKKEEPING.match(l) and not _FIREWALL_SHARED.match(l)]
+        new = [line for line in after[tool] if line not in before[tool] and "CNI-HOSTPORT-" not in line
+               and not _BOOKKEEPING.match(line) and not _FIREWALL_SHARED.match(line)]
         assert not new, (tool, new)
     assert _nft_tables(after["nft"]) == _nft_tables(before["nft"]), after["nft"]
 

@@ -69,7 +69,7 @@ def links(ns: str) -> list[dict[str, Any]]:
 
 
 def veths(ns: str) -> list[dict[str, Any]]:
-    return [l for l in links(ns) if l.get("linkinfo", {}).get("info_kind") == "veth"]
+    return [link for link in links(ns) if link.get("linkinfo", {}).get("info_kind") == "veth"]
 
 
 # --------------------------------------------------------------------------- firewall
@@ -82,16 +82,16 @@ def firewall_snapshot(ns: str) -> dict[str, list[str]]:
     snap: dict[str, list[str]] = {}
     for tool in ("iptables-save", "ip6tables-save"):
         out = run(in_ns(ns, tool), check=False).stdout
-        snap[tool] = [_COUNTERS.sub("", l).rstrip() for l in out.splitlines() if l and not l.startswith("#")]
+        snap[tool] = [_COUNTERS.sub("", line).rstrip() for line in out.splitlines() if line and not line.startswith("#")]
     out = run(in_ns(ns, "nft", "list", "ruleset"), check=False).stdout
-    snap["nft"] = [re.sub(r"counter packets \d+ bytes \d+", "counter", l).strip() for l in out.splitlines()
-                   if l.strip()]
+    snap["nft"] = [re.sub(r"counter packets \d+ bytes \d+", "counter", line).strip() for line in out.splitlines()
+                   if line.strip()]
     return snap
 
 
 def firewall_lines_mentioning(snap: dict[str, list[str]], *needles: str) -> list[str]:
-    return [f"{tool}: {l}" for tool, lines in snap.items() for l in lines
-            if any(n and n in l for n in needles)]
+    return [f"{tool}: {line}" for tool, lines in snap.items() for line in lines
+            if any(n and n in line for n in needles)]
 
 
 # --------------------------------------------------------------------------- configs

@@ -144,7 +144,7 @@ def test_chain_tuning_portmap_bandwidth(env: CniEnv, make_pod: Callable[[], str]
     pod = make_pod()
     ns = pod.rsplit("/", 1)[-1]
     fw_before = cnienv.firewall_snapshot(env.host_ns)
-    links_before = {l["ifname"] for l in cnienv.links(env.host_ns)}
+    links_before = {link["ifname"] for link in cnienv.links(env.host_ns)}
 
     result = env.add(name, pod, cap_args=cap)
     facts = assert_attached(env, conf, result, pod)
@@ -158,21 +158,21 @@ def test_chain_tuning_portmap_bandwidth(env: CniEnv, make_pod: Callable[[], str]
     assert cnienv.read_sysctl(ns, TUNING_SYSCTL[0], "eth0") == TUNING_SYSCTL[1]
     # portmap saw the capability and the pod IP from prevResult.
     fw = cnienv.firewall_snapshot(env.host_ns)
-    dnat = [l for l in fw["iptables-save"] if "DNAT" in l and f"{pod_ip}:80" in l]
-    assert any(f"--dport {HOST_PORT}" in l for l in dnat), fw["iptables-save"]
+    dnat = [line for line in fw["iptables-save"] if "DNAT" in line and f"{pod_ip}:80" in line]
+    assert any(f"--dport {HOST_PORT}" in line for line in dnat), fw["iptables-save"]
     assert cnienv.firewall_lines_mentioning(fw, cid)
     # bandwidth found the host veth in prevResult: tbf on it (ingress) and an ifb (egress).
     [host_veth] = facts["host_veths"]
     qdiscs = support.run(["tc", "-n", env.host_ns, "qdisc", "show", "dev", host_veth]).stdout
     assert "tbf" in qdiscs, qdiscs
-    new_links = {l["ifname"] for l in cnienv.links(env.host_ns)} - links_before
+    new_links = {link["ifname"] for link in cnienv.links(env.host_ns)} - links_before
     assert any(n.startswith("bwp") for n in new_links), new_links
 
     env.cnitool("check", name, pod, conf_dir=check_dir)
 
     env.cnitool("del", name, pod, cap_args=cap)
     assert_detached(env, conf, pod, facts)
-    assert {l["ifname"] for l in cnienv.links(env.host_ns)} == links_before
+    assert {link["ifname"] for link in cnienv.links(env.host_ns)} == links_before
     fw_after = cnienv.firewall_snapshot(env.host_ns)
     assert not cnienv.firewall_lines_mentioning(fw_after, cid, pod_ip, host_veth)
     assert_no_new_rules(fw_before, fw_after)
@@ -214,7 +214,7 @@ def test_gc_removes_attachment_unknown_to_runtime(env: CniEnv, make_pod: Callabl
     veths = {v["ifname"] for v in env.host_veths()}
     assert set(facts_a["host_veths"]) <= veths, veths
     assert not set(facts_b["host_veths"]) & veths, veths
-    assert "eth0" not in {l["ifname"] for l in cnienv.links(pod_b.rsplit("/", 1)[-1])}
+    assert "eth0" not in {link["ifname"] for link in cnienv.links(pod_b.rsplit("/", 1)[-1])}
     leases = env.leases(conf["name"])
     assert facts_a["ips"][0] in leases
     assert facts_b["ips"][0] not in leases, ("GC left the stale attachment's lease", leases)
@@ -231,7 +231,7 @@ def test_gc_without_valid_attachments_cleans_everything(env: CniEnv, make_pod: C
     env.cache_file(conf["name"], facts[1]["cid"]).unlink()  # one known to libcni, one only to the plugin
     env.cnitool("gc", conf["name"], conf_dir=dir11)
     assert env.host_veths() == []
-    for pod, f in zip(pods, facts):
+    for pod, f in zip(pods, facts, strict=True):
         assert_detached(env, conf, pod, f)
 
 
@@ -314,12 +314,12 @@ def test_concurrent_adds_and_dels(env: CniEnv, make_pod: Callable[[], str]) -> N
     pods = [make_pod() for _ in range(6)]
     with ThreadPoolExecutor(len(pods)) as pool:
         results = list(pool.map(lambda p: env.add(conf["name"], p), pods))
-    facts = [assert_attached(env, conf, r, p) for r, p in zip(results, pods)]
+    facts = [assert_attached(env, conf, r, p) for r, p in zip(results, pods, strict=True)]
     assert len({f["ips"][0] for f in facts}) == len(pods)
     assert len(env.host_veths()) == len(pods)
     with ThreadPoolExecutor(len(pods)) as pool:
         list(pool.map(lambda p: env.cnitool("del", conf["name"], p), pods))
-    for p, f in zip(pods, facts):
+    for p, f in zip(pods, facts, strict=True):
         assert_detached(env, conf, p, f)
     assert env.host_veths() == []
 
@@ -335,7 +335,7 @@ def test_failed_add_leaves_nothing(env: CniEnv, make_pod: Callable[[], str]) -> 
     assert proc.returncode != 0, proc.stdout
     assert "no IP addresses available" in proc.stderr, proc.stderr
     assert {v["ifname"] for v in env.host_veths()} == veths_before
-    assert "eth0" not in {l["ifname"] for l in cnienv.links(second.rsplit("/", 1)[-1])}
+    assert "eth0" not in {link["ifname"] for link in cnienv.links(second.rsplit("/", 1)[-1])}
     assert not env.cache_file(conf["name"], env.container_id(second)).exists()
     assert not [r for r in env.records(conf["name"]) if r.startswith(env.container_id(second))]
     # The runtime still sends DEL after a failed ADD; it must succeed and not touch the first pod.
@@ -476,10 +476,10 @@ def test_add_into_the_plugins_own_netns_is_refused(env: CniEnv) -> None:
     links_before = cnienv.links(env.host_ns)
     proc = env.cnitool("add", conf["name"], support.netns_path(env.host_ns), check=False)
     assert proc.returncode != 0, proc.stdout
-    assert [l["ifname"] for l in cnienv.links(env.host_ns)] == [l["ifname"] for l in links_before]
+    assert [link["ifname"] for link in cnienv.links(env.host_ns)] == [link["ifname"] for link in links_before]
     assert env.leases(conf["name"]) == {}
     env.cnitool("del", conf["name"], support.netns_path(env.host_ns))
-    assert [l["ifname"] for l in cnienv.links(env.host_ns)] == [l["ifname"] for l in links_before]
+    assert [link["ifname"] for link in cnienv.links(env.host_ns)] == [link["ifname"] for link in links_before]
 
 
 def test_ips_capability_reaches_ipam(env: CniEnv, make_pod: Callable[[], str]) -> None:

@@ -188,7 +188,7 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
             holder.wait()
     assert proc.returncode == 0, (out2, err)
     assert "BYE" in out2
-    assert "eth0" not in {l["ifname"] for l in json.loads(pod_links)}, pod_links
+    assert "eth0" not in {link["ifname"] for link in json.loads(pod_links)}, pod_links
 
     # After exit ctr ran DEL with an empty CNI_NETNS: nothing may remain.
     assert env.host_veths() == []

@@ -267,8 +267,8 @@ def make_containerd(env: CniEnv, cri_images: list[Path]) -> Iterator[Any]:
             # NSVETH_E2E_CONTAINERD_LOG=1: every line, not only warnings and errors.
             everything = bool(os.environ.get("NSVETH_E2E_CONTAINERD_LOG"))
             print(f"--- {d.log}")
-            print("\n".join(l for l in d.log.read_text(errors="replace").splitlines()
-                            if everything or "level=warn" in l or "level=error" in l)[-20000:])
+            print("\n".join(line for line in d.log.read_text(errors="replace").splitlines()
+                            if everything or "level=warn" in line or "level=error" in line)[-20000:])
             d.close()
 
 

@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from nsveth.errors import Code
 from support import Netns, Plugin, host_veths, netns, run_threads, with_prev
 
 
@@ -18,7 +19,7 @@ def test_rollback_after_mid_add_failure(inproc, pod_ns, net, monkeypatch):
 
     monkeypatch.setattr(ptp, "setup_pod", broken)
     reply = inproc.run("ADD", net.conf(), container_id="ctr-rollback", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 100
+    assert reply.status == 1 and reply.json["code"] == Code.KERNEL
     assert "injected failure" in reply.json["msg"]  # the original error, not a rollback error
     assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
     assert net.leases() == [] and net.state_files() == []
@@ -30,7 +31,7 @@ def test_rollback_when_ipam_returns_no_gateway(inproc, pod_ns, net):
     # host-local defaults the gateway; a 'static' IPAM with no gateway shows the ptp refusal.
     conf["ipam"] = {"type": "static", "addresses": [{"address": "10.77.0.9/24"}]}
     reply = inproc.run("ADD", conf, container_id="ctr-nogw", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 7 and "gateway" in reply.json["msg"]
+    assert reply.status == 1 and reply.json["code"] == Code.INVALID_CONFIG and "gateway" in reply.json["msg"]
     assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
 
 
@@ -141,7 +142,7 @@ def test_check_reports_each_difference(inproc, pod_ns, net):
     pod_ns.run("ip", "link", "set", "eth0", "address", "0a:00:00:00:00:99")
     pod_ns.run("ip", "route", "del", "default")
     reply = inproc.run("CHECK", with_prev(conf, res), container_id="ctr-chk", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 101
+    assert reply.status == 1 and reply.json["code"] == Code.CHECK_FAILED
     msg = reply.json["msg"]
     assert "MAC 0a:00:00:00:00:99" in msg and "route 0.0.0.0/0" in msg
     inproc.run("DEL", conf, container_id="ctr-chk", netns=pod_ns.path)
@@ -167,7 +168,7 @@ def test_gc_releases_attachments_not_listed(inproc, net):
 def test_status(inproc, net, tmp_path):
     assert inproc.run("STATUS", net.conf("1.1.0")).status == 0
     reply = inproc.run("STATUS", net.conf("1.1.0", ipam={"type": "no-such-ipam"}))
-    assert reply.status == 1 and reply.json["code"] == 50 and "no-such-ipam" in reply.json["msg"]
+    assert reply.status == 1 and reply.json["code"] == Code.NOT_AVAILABLE and "no-such-ipam" in reply.json["msg"]
 
 
 def test_result_validates_as_cni_result(plugin, pod_ns, net):
@@ -190,7 +191,7 @@ def test_rollback_when_the_new_veth_cannot_be_brought_up(inproc, pod_ns, net, mo
 
     monkeypatch.setattr(links, "set_up", broken)
     reply = inproc.run("ADD", net.conf(), container_id="ctr-upfail", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 100 and "injected" in reply.json["msg"]
+    assert reply.status == 1 and reply.json["code"] == Code.KERNEL and "injected" in reply.json["msg"]
     assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
     assert net.leases() == [] and net.state_files() == []
 
@@ -202,7 +203,7 @@ def test_check_reports_host_side_differences(plugin, pod_ns, net):
     plugin.host.run("ip", "route", "del", f"{pod_ip}/32", "dev", host_name)
     plugin.host.run("ip", "addr", "flush", "dev", host_name)
     reply = plugin.run("CHECK", with_prev(conf, res), container_id="ctr-hostchk", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 101, reply.stdout
+    assert reply.status == 1 and reply.json["code"] == Code.CHECK_FAILED, reply.stdout
     assert f"host route to {pod_ip}" in reply.json["msg"] and "lacks gateway address 10.77.0.1/32" in reply.json["msg"]
     assert plugin.run("DEL", conf, container_id="ctr-hostchk", netns=pod_ns.path).status == 0
 
@@ -219,7 +220,7 @@ def test_del_releases_the_lease_when_link_removal_fails(inproc, pod_ns, net, mon
 
     monkeypatch.setattr(links, "delete", broken)
     reply = inproc.run("DEL", conf, container_id="ctr-linkfail", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 100 and "injected" in reply.json["msg"]
+    assert reply.status == 1 and reply.json["code"] == Code.KERNEL and "injected" in reply.json["msg"]
     assert net.leases() == []  # released even so
     monkeypatch.setattr(links, "delete", real_delete)
     assert inproc.run("DEL", conf, container_id="ctr-linkfail", netns=pod_ns.path).status == 0
@@ -245,7 +246,7 @@ def test_del_releases_everything_when_the_runtime_dir_is_unusable(plugin, pod_ns
         assert reply.status == 0, reply.stdout
         assert host_veths(plugin.host) == [] and net.leases() == []
         add = plugin.run("ADD", conf, container_id="ctr-baddir2", netns=pod_ns.path)
-        assert add.status == 1 and add.json["code"] == 5 and net.runtime_dir in add.json["msg"]
+        assert add.status == 1 and add.json["code"] == Code.IO_FAILURE and net.runtime_dir in add.json["msg"]
         assert host_veths(plugin.host) == [] and net.leases() == []
     finally:
         os.chmod(net.runtime_dir, 0o700)
@@ -268,7 +269,7 @@ def test_gc_without_attachment_list_is_refused(plugin, pod_ns, net):
     try:
         assert plugin.run("ADD", conf, container_id="ctr-gcnokey", netns=pod_ns.path).status == 0
         reply = plugin.run("GC", conf)
-        assert reply.status != 0 and reply.json["code"] == 7, reply.stdout
+        assert reply.status != 0 and reply.json["code"] == Code.INVALID_CONFIG, reply.stdout
         assert "cni.dev/valid-attachments" in reply.json["msg"]
         assert len(host_veths(plugin.host)) == 1 and net.leases() == ["10.77.0.2"]
         assert net.state_files() == ["ctr-gcnokey:eth0.json"]

@@ -294,8 +294,7 @@ def test_add_through_a_real_client_does_not_wait_for_the_sender(exe, pod_ns, net
         ["ip", "netns", "exec", exe.host.name, support.EXECUTABLE],
         input=json.dumps(conf).encode(),
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         timeout=30,
     )
     elapsed = time.monotonic() - started

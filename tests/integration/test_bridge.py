@@ -11,6 +11,7 @@ import time
 
 import pytest
 from nsveth.attachment import host_ifname
+from nsveth.errors import Code
 from support import Netns, host_veths, netns, run_threads, sh, unique, with_prev
 
 
@@ -188,7 +189,7 @@ def test_bad_netns_creates_nothing(plugin, net, tmp_path):
     conf = bridge_conf(net, br, isGateway=True, ipMasq=True)
     for bad in ("/run/netns/does-not-exist-" + unique(""), str(tmp_path)):
         reply = plugin.run("ADD", conf, container_id="ctr-bad", netns=bad)
-        assert reply.status != 0 and reply.code in (3, 4), reply.stdout
+        assert reply.status != 0 and reply.code in (Code.UNKNOWN_CONTAINER, Code.INVALID_ENV), reply.stdout
     assert br not in plugin.host.links()
     assert host_veths(plugin.host) == []
     assert net.leases() == [] and net.state_files() == []
@@ -216,7 +217,7 @@ def test_existing_non_bridge_link_is_an_error(inproc, net, pod_ns):
     inproc.host.run("ip", "link", "add", name, "type", "veth", "peer", "name", name + "p")
     conf = bridge_conf(net, name, isGateway=True)
     reply = inproc.run("ADD", conf, container_id="ctr-nb", netns=pod_ns.path)
-    assert reply.code == 7 and "not a bridge" in reply.json["msg"], reply.stdout
+    assert reply.code == Code.INVALID_CONFIG and "not a bridge" in reply.json["msg"], reply.stdout
     # The failed ADD rolled back: no host veth of ours, no lease, no pod interface.
     assert [n for n in host_veths(inproc.host) if n not in (name, name + "p")] == []
     assert net.leases() == [] and net.state_files() == [] and "eth0" not in pod_ns.links()
@@ -240,7 +241,7 @@ def test_existing_bridge_with_a_different_address(inproc, net, pod_ns):
     host.run("ip", "addr", "add", "10.99.0.1/24", "dev", br)  # another subnet: untouched
     conf = bridge_conf(net, br, isGateway=True)
     reply = inproc.run("ADD", conf, container_id="ctr-fa", netns=pod_ns.path)
-    assert reply.code == 7 and "10.77.0.254/24" in reply.json["msg"] and "forceAddress" in reply.json["msg"]
+    assert reply.code == Code.INVALID_CONFIG and "10.77.0.254/24" in reply.json["msg"] and "forceAddress" in reply.json["msg"]
     assert net.leases() == [] and host_veths(host) == [br]
 
     forced = bridge_conf(net, br, isGateway=True, forceAddress=True)
@@ -321,7 +322,7 @@ def test_vlan_without_kernel_support_is_a_clear_error(inproc, net, pod_ns, vlan_
         pytest.skip("this kernel has bridge VLAN filtering")
     br = unique("nsvb")
     reply = inproc.run("ADD", bridge_conf(net, br, vlan=10), container_id="ctr-novlan", netns=pod_ns.path)
-    assert reply.code == 100 and "CONFIG_BRIDGE_VLAN_FILTERING" in reply.json["msg"], reply.stdout
+    assert reply.code == Code.KERNEL and "CONFIG_BRIDGE_VLAN_FILTERING" in reply.json["msg"], reply.stdout
     assert br not in inproc.host.links() and net.leases() == [] and "eth0" not in pod_ns.links()
 
 

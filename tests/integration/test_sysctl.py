@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from nsveth.errors import Code
 from support import CONF_EXAMPLES, host_veths, with_prev
 
 CID = "ctr-sysctl"
@@ -151,7 +152,7 @@ def test_dot_form_splits_a_dotted_interface_name(inproc, pod_ns, net):
     """In dot form eth0.100 is two segments (as in runc and Kubernetes): refused, nothing written."""
     conf = net.conf(sysctl={"net.ipv4.conf.eth0.100.rp_filter": "2"})
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path, ifname="eth0.100")
-    assert rep.code == 7 and "net.ipv4.conf.eth0.100.rp_filter" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "net.ipv4.conf.eth0.100.rp_filter" in rep.json["msg"], rep.stdout
     assert_refused_up_front(inproc, pod_ns, net)
 
 
@@ -188,7 +189,7 @@ def test_rejected_before_anything_is_written(inproc, pod_ns, net, sysctls, why):
     # A good key first: it must not be written either.
     conf = net.conf(sysctl={"net.core.somaxconn": "999", **sysctls})
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     msg = rep.json["msg"]
     assert why in msg
     key = next(iter(sysctls))
@@ -205,7 +206,7 @@ def test_netfilter_conntrack_max_is_refused_when_not_per_netns(inproc, pod_ns, n
     before = snapshot(inproc, pod_ns)
     rep = inproc.run("ADD", net.conf(sysctl={"net.netfilter.nf_conntrack_max": "1000"}), container_id=CID,
                      netns=pod_ns.path)
-    assert rep.code == 7 and "net.netfilter.nf_conntrack_max" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "net.netfilter.nf_conntrack_max" in rep.json["msg"], rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -215,7 +216,7 @@ def test_crafted_cni_ifname_cannot_traverse(plugin, pod_ns, net, ifname):
     before = snapshot(plugin, pod_ns)
     conf = net.conf(sysctl={"net.ipv4.conf.IFNAME.rp_filter": "1"})
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path, ifname=ifname)
-    assert rep.code in (4, 7), rep.stdout
+    assert rep.code in (Code.INVALID_ENV, Code.INVALID_CONFIG), rep.stdout
     assert snapshot(plugin, pod_ns) == before
     assert_refused_up_front(plugin, pod_ns, net)
 
@@ -225,7 +226,7 @@ def test_traversing_cni_ifname_is_refused_by_the_env_check(inproc, pod_ns, net, 
     before = snapshot(inproc, pod_ns)
     rep = inproc.run("ADD", net.conf(sysctl={"net.ipv4.conf.IFNAME.rp_filter": "1"}), container_id=CID,
                      netns=pod_ns.path, ifname=ifname)
-    assert rep.code == 4, rep.stdout
+    assert rep.code == Code.INVALID_ENV, rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -243,8 +244,8 @@ def test_duplicate_keys_are_refused(plugin, pod_ns, net, body):
     before = snapshot(plugin, pod_ns)
     raw = json.dumps(net.conf())[:-1] + ", " + body + "}"
     rep = plugin.call(plugin.env("ADD", container_id=CID, netns=pod_ns.path), raw)
-    assert rep.code == 7 and "duplicate" in rep.json["msg"] and "somaxconn" in rep.json["msg"] or \
-        rep.code == 7 and "rp_filter" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "duplicate" in rep.json["msg"] and "somaxconn" in rep.json["msg"] or \
+        rep.code == Code.INVALID_CONFIG and "rp_filter" in rep.json["msg"], rep.stdout
     assert snapshot(plugin, pod_ns) == before
     assert_refused_up_front(plugin, pod_ns, net)
 
@@ -265,7 +266,7 @@ def test_allowlist_allows_and_refuses(plugin, pod_ns, net, tmp_path):
     denied = net.conf(sysctlAllowlist=str(allow), sysctl={"net.core.somaxconn": "1002",
                                                            "net.ipv4.tcp_keepalive_time": "60"})
     rep = plugin.run("ADD", denied, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     msg = rep.json["msg"]
     assert '"net.ipv4.tcp_keepalive_time" not allowed by ' + str(allow) in msg
     assert "allowed: net.core.somaxconn, net.ipv4.conf.*" in msg
@@ -286,7 +287,7 @@ def test_bad_allowlist_is_an_error_not_no_policy(inproc, pod_ns, net, tmp_path, 
     before = snapshot(inproc, pod_ns)
     rep = inproc.run("ADD", net.conf(sysctlAllowlist=str(path), sysctl={"net.core.somaxconn": "1003"}),
                      container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and str(path) in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and str(path) in rep.json["msg"], rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -298,7 +299,7 @@ def test_default_allowlist_applies_when_present(inproc, pod_ns, net, tmp_path, m
     default.write_text("net.ipv4.tcp_keepalive_time\n")
     monkeypatch.setattr(sysctl, "DEFAULT_ALLOWLIST", str(default))
     rep = inproc.run("ADD", net.conf(sysctl={"net.core.somaxconn": "1004"}), container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and str(default) in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and str(default) in rep.json["msg"], rep.stdout
     assert_nothing_left(inproc, pod_ns, net)
     monkeypatch.setattr(sysctl, "DEFAULT_ALLOWLIST", str(tmp_path / "absent.conf"))
     conf = net.conf(sysctl={"net.core.somaxconn": "1004"})
@@ -316,7 +317,7 @@ def test_dangling_default_allowlist_is_an_error_not_no_policy(inproc, pod_ns, ne
     monkeypatch.setattr(sysctl, "DEFAULT_ALLOWLIST", str(default))
     before = snapshot(inproc, pod_ns)
     rep = inproc.run("ADD", net.conf(sysctl={"net.core.somaxconn": "1004"}), container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and str(default) in rep.json["msg"] and "symbolic link" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and str(default) in rep.json["msg"] and "symbolic link" in rep.json["msg"], rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -334,7 +335,7 @@ def test_allowlist_shared_with_the_kubelet_may_name_ipc_sysctls(inproc, pod_ns, 
     # An IPC key is still refused as such (the allowlist does not make it a network plugin's business).
     rep = inproc.run("ADD", net.conf(sysctlAllowlist=str(allow), sysctl={"kernel.shmmax": "1"}),
                      container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and "IPC-namespaced" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "IPC-namespaced" in rep.json["msg"], rep.stdout
     assert_nothing_left(inproc, pod_ns, net)
 
 
@@ -348,7 +349,7 @@ def test_k8s_safe_allowlist_example(inproc, pod_ns, net):
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     rep = inproc.run("ADD", net.conf(sysctlAllowlist=path, sysctl={"net.core.somaxconn": "1"}), container_id=CID,
                      netns=pod_ns.path)
-    assert rep.code == 7 and "net.ipv4.tcp_keepalive_time" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "net.ipv4.tcp_keepalive_time" in rep.json["msg"], rep.stdout
     assert_nothing_left(inproc, pod_ns, net)
 
 
@@ -362,7 +363,7 @@ def test_failed_write_restores_earlier_writes_and_rolls_back(plugin, pod_ns, net
         "net.ipv4.ip_local_port_range": "40000 30000",  # the kernel refuses an inverted range
     })
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     assert 'failed to set sysctl "net.ipv4.ip_local_port_range" to "40000 30000"' in rep.json["msg"]
     assert snapshot(plugin, pod_ns) == before
     assert_nothing_left(plugin, pod_ns, net)
@@ -420,7 +421,7 @@ def test_per_interface_keys_of_the_new_interface_are_probed_up_front(inproc, pod
     before = snapshot(inproc, pod_ns)
     conf = net.conf(sysctl={"net.core.somaxconn": "1009", "net.ipv4.neigh.IFNAME.gc_thresh1": "64"})
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and '"net.ipv4.neigh.IFNAME.gc_thresh1" does not exist' in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and '"net.ipv4.neigh.IFNAME.gc_thresh1" does not exist' in rep.json["msg"], rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -445,7 +446,7 @@ def test_non_string_values_name_the_key(inproc, pod_ns, net, value, where):
     body = {"net.ipv4.tcp_keepalive_time": value}
     conf = net.conf(sysctl=body) if where == "sysctl" else net.conf(args={"cni": {"sysctl": body}})
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     assert '["net.ipv4.tcp_keepalive_time"]' in rep.json["msg"] and "string" in rep.json["msg"]
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -457,7 +458,7 @@ def test_check_catches_a_value_changed_by_hand(plugin, pod_ns, net):
     try:
         pod_ns.run("sh", "-c", "echo 77 > /proc/sys/net/core/somaxconn; echo 0 > /proc/sys/net/ipv4/conf/eth0/rp_filter")
         chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
-        assert chk.code == 101, chk.stdout
+        assert chk.code == Code.CHECK_FAILED, chk.stdout
         assert 'sysctl net.core.somaxconn is "77", expected "1006"' in chk.json["msg"]
         assert 'sysctl net.ipv4.conf.IFNAME.rp_filter is "0", expected "2"' in chk.json["msg"]
     finally:
@@ -477,7 +478,7 @@ def test_check_accepts_the_kernels_normalised_value(plugin, pod_ns, net):
         assert chk.status == 0, chk.stdout
         pod_ns.run("sh", "-c", "echo 1000 > /proc/sys/net/core/somaxconn")
         chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
-        assert chk.code == 101 and chk.json["msg"] == 'sysctl net.core.somaxconn is "1000", expected "0x400"', chk.stdout
+        assert chk.code == Code.CHECK_FAILED and chk.json["msg"] == 'sysctl net.core.somaxconn is "1000", expected "0x400"', chk.stdout
         assert shown in ("12345", "12348", "12344", "12350", "12340")  # HZ-dependent rounding
     finally:
         assert plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0

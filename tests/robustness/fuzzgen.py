@@ -270,7 +270,11 @@ _args_keys = st.sampled_from(["IgnoreUnknown", "MAC", "IP", "K8S_POD_NAME", "K8S
 cni_args = st.one_of(
     env_text,
     st.lists(
-        st.tuples(_args_keys | st.text(_env_chars, max_size=8), st.sampled_from(["=", "", "=="]), env_text | st.sampled_from(["1", "true", "0a:58:0a:c7:00:07"])),
+        st.tuples(
+            _args_keys | st.text(_env_chars, max_size=8),
+            st.sampled_from(["=", "", "=="]),
+            env_text | st.sampled_from(["1", "true", "0a:58:0a:c7:00:07"]),
+        ),
         max_size=5,
     ).map(lambda items: ";".join(k + sep + v for k, sep, v in items)),
 )

@@ -111,7 +111,7 @@ def test_gc_waits_for_add_and_spares_attachments_added_meanwhile(exe, need_exe, 
         # The stale one is gone, the fresh ones are intact and pass CHECK.
         assert sorted(net.state_files()) == [f"fresh{i}:eth0.json" for i in range(4)]
         assert len(net.leases()) == 4 and len(host_veths(exe.host)) == 4
-        for i, (ns, a) in enumerate(zip(fresh, adds)):
+        for i, (ns, a) in enumerate(zip(fresh, adds, strict=True)):
             chk = exe.run("CHECK", with_prev(conf, a.json), container_id=f"fresh{i}", netns=ns.path)
             assert chk.status == 0, chk.stdout
             assert exe.run("DEL", with_prev(conf, a.json), container_id=f"fresh{i}", netns=ns.path).status == 0
@@ -134,7 +134,7 @@ def test_concurrent_add_check_del_gc_of_different_containers(inproc, net):
         inproc.host.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
         before = hoststate.snapshot(inproc.host.name)
         adds = run_threads([
-            (lambda c=c, ns=ns: inproc.run("ADD", conf, container_id=c, netns=ns.path)) for c, ns in zip(cids, namespaces)
+            (lambda c=c, ns=ns: inproc.run("ADD", conf, container_id=c, netns=ns.path)) for c, ns in zip(cids, namespaces, strict=True)
         ])
         assert all(a.status == 0 for a in adds), [a.stdout for a in adds]
         assert len({tuple(ip["address"] for ip in a.json["ips"]) for a in adds}) == 12  # no address handed out twice
@@ -172,14 +172,14 @@ def test_concurrent_first_adds_race_to_set_up_the_bridge(inproc, net):
         assert all(a.status == 0 for a in adds), [a.stdout for a in adds]
         links = inproc.host.links()
         if bridge not in links:
-            for i, (ns, a) in enumerate(zip(namespaces, adds)):
+            for i, (ns, a) in enumerate(zip(namespaces, adds, strict=True)):
                 inproc.run("DEL", with_prev(conf, a.json), container_id=f"br{i}", netns=ns.path)
             pytest.skip("bridge mode has not landed in this build (no bridge was created)")
         veths = [n for n in host_veths(inproc.host)]
         assert len(veths) == 8
         assert all(links[v].get("master") == bridge for v in veths), {v: links[v].get("master") for v in veths}
         assert [n for n in links if links[n].get("linkinfo", {}).get("info_kind") == "bridge"] == [bridge]
-        for i, (ns, a) in enumerate(zip(namespaces, adds)):
+        for i, (ns, a) in enumerate(zip(namespaces, adds, strict=True)):
             assert inproc.run("DEL", with_prev(conf, a.json), container_id=f"br{i}", netns=ns.path).status == 0
         assert host_veths(inproc.host) == [] and net.leases() == [] and net.state_files() == []
     finally:

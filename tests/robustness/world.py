@@ -37,10 +37,11 @@ from typing import Any
 
 import hoststate
 import support
+from nsveth import versions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
-SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+SUPPORTED = versions.SUPPORTED
 # CNI well-known codes plus nsveth's documented own ones; 999 (internal) and 0 are bugs.
 WELL_KNOWN = {1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, 100, 101, 102}
 TIMEOUT = 30.0

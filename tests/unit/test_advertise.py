@@ -13,6 +13,7 @@ import time
 
 import pytest
 from nsveth import advertise, dispatch, senders
+from nsveth.errors import Code
 
 MAC = "02:42:ac:11:00:02"
 MAC_BYTES = bytes.fromhex("0242ac110002")
@@ -210,7 +211,7 @@ ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/run/netns/no
 def test_out_of_range_is_code_7_naming_the_field(field, name):
     out, status = dispatch.run(ENV, _conf(field))
     err = json.loads(out)
-    assert status == 1 and err["code"] == 7, err
+    assert status == 1 and err["code"] == Code.INVALID_CONFIG, err
     assert name in err["msg"]
 
 

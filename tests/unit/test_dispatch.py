@@ -58,7 +58,9 @@ def test_version_ignores_stdin(stdin):
     assert one_object(out) == {"cniVersion": "1.1.0", "supportedVersions": list(versions.SUPPORTED)}
 
 
-@pytest.mark.parametrize("junk", [{}, {"CNI_ARGS": "FOO=1"}, {"CNI_CONTAINERID": "/x"}, {"CNI_IFNAME": "a:b"}], ids=["clean", "args", "cid", "ifname"])
+@pytest.mark.parametrize(
+    "junk", [{}, {"CNI_ARGS": "FOO=1"}, {"CNI_CONTAINERID": "/x"}, {"CNI_IFNAME": "a:b"}], ids=["clean", "args", "cid", "ifname"]
+)
 def test_version_with_full_env(junk):
     out, status = dispatch.run(env("VERSION", **junk), no_stdin)
     assert status == 0
@@ -123,7 +125,7 @@ def test_config_errors_carry_config_version(stdin, code, version):
 def test_check_refused_for_old_config():
     out, status = dispatch.run(env("CHECK"), conf("0.3.1"))
     body = error_reply(out, status)
-    assert body["code"] == 1
+    assert body["code"] == Code.INCOMPATIBLE_VERSION
     assert body["cniVersion"] == "0.3.1"
 
 
@@ -138,7 +140,7 @@ def test_stdin_read_failure_is_io_error():
 
 
 # ------------------------------------------------- commands (patched out)
-@pytest.mark.parametrize("version", ["0.3.1", "1.0.0", "1.1.0"])
+@pytest.mark.parametrize("version", versions.SUPPORTED)
 def test_unexpected_exception_is_internal_error(monkeypatch, capsys, version):
     def boom(req, conf):
         raise KeyError("surprise")
@@ -164,7 +166,7 @@ def test_unexpected_exception_in_parsing_is_internal_error(monkeypatch):
     monkeypatch.setattr(request, "parse", boom)
     out, status = dispatch.run(env("ADD"), no_stdin)
     body = error_reply(out, status)
-    assert body["code"] == 999
+    assert body["code"] == Code.INTERNAL
     assert "ZeroDivisionError" in body["msg"]
 
 
@@ -263,6 +265,6 @@ def test_light_paths_do_not_import_heavy_modules(e, stdin, status):
 def test_schema_errors_do_not_import_pyroute2():
     got = probe(env("ADD"), conf(bogus=1).decode())
     assert got["status"] == 1
-    assert json.loads(got["out"])["code"] == 2
+    assert json.loads(got["out"])["code"] == Code.UNSUPPORTED_FIELD
     assert "jsonschema" in got["heavy"]  # the probe does see the modules it looks for
     assert not [m for m in got["heavy"] if m.startswith("pyroute2") or m == "nsveth.netlink"]

@@ -76,7 +76,15 @@ def test_round_trip_110_extras():
         "socketPath": "/run/vhost.sock",
         "pciID": "0000:00:1f.6",
     }
-    assert wire["routes"][0] == {"dst": "10.3.0.0/16", "gw": "10.1.0.1", "mtu": 1400, "advmss": 1360, "priority": 100, "table": 100, "scope": 0}
+    assert wire["routes"][0] == {
+        "dst": "10.3.0.0/16",
+        "gw": "10.1.0.1",
+        "mtu": 1400,
+        "advmss": 1360,
+        "priority": 100,
+        "table": 100,
+        "scope": 0,
+    }
     assert wire["routes"][1] == {"dst": "10.1.0.1/32", "scope": 253}
 
 
@@ -104,7 +112,12 @@ def test_wire_shape(version):
     assert "interface" not in wire["ips"][2] and "gateway" not in wire["ips"][2]
     assert wire["routes"][0] == {"dst": "0.0.0.0/0"}
     assert wire["routes"][1] == {"dst": "10.2.0.0/16", "gw": "10.1.0.1"}
-    assert wire["dns"] == {"nameservers": ["10.1.0.1"], "domain": "example.org", "search": ["example.org", "b.example.org"], "options": ["ndots:2"]}
+    assert wire["dns"] == {
+        "nameservers": ["10.1.0.1"],
+        "domain": "example.org",
+        "search": ["example.org", "b.example.org"],
+        "options": ["ndots:2"],
+    }
 
 
 @pytest.mark.parametrize("version", ALL)

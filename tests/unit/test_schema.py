@@ -10,7 +10,7 @@ import re
 import pytest
 from jsonschema import Draft202012Validator
 from nsveth import config, schema
-from nsveth.errors import CNIError
+from nsveth.errors import CNIError, Code
 from support import CONF_EXAMPLES
 
 # Network configs only (conf-examples/ also holds e.g. a sysctl allowlist, *.txt).
@@ -123,7 +123,7 @@ def test_validate_reports_at_most_five():
     bad = {**BASE, "mtu": 1, "vlan": -1, "logLevel": "x", "runtimeDir": "r", "logFile": "l", "mode": "m", "ipMasq": 1}
     with pytest.raises(CNIError) as info:
         schema.validate(bad)
-    assert info.value.code == 7
+    assert info.value.code == Code.INVALID_CONFIG
     assert len(info.value.msg.split("; ")) == 5
 
 
@@ -136,5 +136,5 @@ def test_validate_long_messages_shortened():
 def test_unsupported_details_bounded():
     with pytest.raises(CNIError) as info:
         schema.validate({**BASE, "bogus": "x" * 10000})
-    assert info.value.code == 2
+    assert info.value.code == Code.UNSUPPORTED_FIELD
     assert len(info.value.details) <= 2000
