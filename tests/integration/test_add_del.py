@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from nsveth import versions
 from nsveth.errors import Code
 from support import Netns, Plugin, host_veths, netns, run_threads, with_prev
 
@@ -171,15 +172,26 @@ def test_status(inproc, net, tmp_path):
     assert reply.status == 1 and reply.json["code"] == Code.NOT_AVAILABLE and "no-such-ipam" in reply.json["msg"]
 
 
-def test_result_validates_as_cni_result(plugin, pod_ns, net):
-    """The 1.1.0 result carries only fields of the spec, interface indexes in range."""
-    res = plugin.run("ADD", net.conf("1.1.0"), container_id="ctr-res", netns=pod_ns.path).json
+@pytest.mark.parametrize("version", versions.SUPPORTED)
+def test_result_validates_as_cni_result(plugin, pod_ns, net, version):
+    """Each version's result carries only fields of that version's spec, interface indexes in range:
+    an IP's "version" only before 1.0.0; interface and route extras (mtu, ...) only from 1.1.0."""
+    conf = net.conf(version, subnets=["10.77.0.0/24", "fd77::/64"])
+    res = plugin.run("ADD", conf, container_id="ctr-res", netns=pod_ns.path).json
+    assert res["cniVersion"] == version
     assert set(res) <= {"cniVersion", "interfaces", "ips", "routes", "dns"}
+    modern, extras = versions.at_least(version, "1.0.0"), versions.at_least(version, "1.1.0")
     for ip in res["ips"]:
-        assert set(ip) <= {"address", "gateway", "interface"} and 0 <= ip["interface"] < len(res["interfaces"])
-    assert res["interfaces"][1]["mtu"] > 0
+        assert set(ip) <= {"address", "gateway", "interface"} | (set() if modern else {"version"})
+        assert 0 <= ip["interface"] < len(res["interfaces"])
+    assert [ip.get("version") for ip in res["ips"]] == ([None, None] if modern else ["4", "6"])
+    for iface in res["interfaces"]:
+        assert set(iface) <= {"name", "mac", "sandbox"} | ({"mtu", "socketPath", "pciID"} if extras else set())
+    assert ("mtu" in res["interfaces"][1]) == extras
+    route_extras = {"mtu", "advmss", "priority", "table", "scope"} if extras else set()
+    assert all(set(r) <= {"dst", "gw"} | route_extras for r in res.get("routes", []))
     json.dumps(res)
-    plugin.run("DEL", net.conf("1.1.0"), container_id="ctr-res", netns=pod_ns.path)
+    assert plugin.run("DEL", with_prev(conf, res), container_id="ctr-res", netns=pod_ns.path).status == 0
 
 
 def test_rollback_when_the_new_veth_cannot_be_brought_up(inproc, pod_ns, net, monkeypatch):

@@ -101,18 +101,18 @@ def test_env_errors(e, fragment):
 @pytest.mark.parametrize(
     "stdin,code,version",
     [
-        (b"", 6, "1.1.0"),
-        (b"{", 6, "1.1.0"),
-        (b"\xff", 6, "1.1.0"),
-        (b"[1]", 6, "1.1.0"),
-        (b'{"cniVersion": "0.4.0", "x": NaN}', 6, "0.4.0"),  # refused, but its version is still legible
-        (b"[" * 50000, 6, "1.1.0"),
-        (b'{"cniVersion": "0.4.0", "cniVersion": "0.4.0"}', 7, "0.4.0"),
-        (conf("9.9.9"), 1, "1.1.0"),
-        (conf("0.3.1", bogus=1), 2, "0.3.1"),
-        (conf("0.4.0", mtu=1), 7, "0.4.0"),
-        (conf("1.0.0", name="bad name"), 7, "1.0.0"),
-        (json.dumps({"name": "n", "type": "nsveth"}).encode(), 1, "1.1.0"),
+        (b"", Code.DECODE_FAILURE, versions.CURRENT),
+        (b"{", Code.DECODE_FAILURE, versions.CURRENT),
+        (b"\xff", Code.DECODE_FAILURE, versions.CURRENT),
+        (b"[1]", Code.DECODE_FAILURE, versions.CURRENT),
+        (b'{"cniVersion": "0.4.0", "x": NaN}', Code.DECODE_FAILURE, "0.4.0"),  # refused, but its version is still legible
+        (b"[" * 50000, Code.DECODE_FAILURE, versions.CURRENT),
+        (b'{"cniVersion": "0.4.0", "cniVersion": "0.4.0"}', Code.INVALID_CONFIG, "0.4.0"),
+        (conf("9.9.9"), Code.INCOMPATIBLE_VERSION, versions.CURRENT),
+        (conf("0.3.1", bogus=1), Code.UNSUPPORTED_FIELD, "0.3.1"),
+        (conf("0.4.0", mtu=1), Code.INVALID_CONFIG, "0.4.0"),
+        (conf("1.0.0", name="bad name"), Code.INVALID_CONFIG, "1.0.0"),
+        (json.dumps({"name": "n", "type": "nsveth"}).encode(), Code.INCOMPATIBLE_VERSION, versions.CURRENT),
     ],
 )
 def test_config_errors_carry_config_version(stdin, code, version):
