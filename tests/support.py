@@ -13,9 +13,11 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +51,51 @@ def run(
         raise AssertionError(
             f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15) -> int | None:
+    """Ends a child process: SIGTERM, SIGKILL if it is still there after timeout; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def remove_cgroups(pattern: str) -> None:
+    """Removes the (empty) cgroup directories matching pattern under /sys/fs/cgroup, deepest first;
+    one still in use stays."""
+    for cg in sorted(Path("/sys/fs/cgroup").glob(pattern), key=lambda p: len(p.parts), reverse=True):
+        try:
+            cg.rmdir()
+        except OSError:
+            pass
+
+
+# How lock_holder holds its file: flock (nsveth's network lock), lockf (a sender's POSIX lock), or not at all.
+_LOCKS = {
+    "flock-ex": "fcntl.flock(fd, fcntl.LOCK_EX)",
+    "flock-sh": "fcntl.flock(fd, fcntl.LOCK_SH)",
+    "lockf": "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+    "open": "pass",
+}
+
+
+def lock_holder(path: str, lock: str) -> subprocess.Popen:
+    """Another process that opens path (creating it), holds it as `lock` says and sleeps until killed."""
+    code = (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        f"{_LOCKS[lock]}\n"
+        "sys.stdout.write('held\\n'); sys.stdout.flush()\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
     return proc
 
 
@@ -193,16 +240,7 @@ class Server:
         return f" pid={pid}\n" in self.log()
 
     def stop(self, timeout: float = 30) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop(self.proc, timeout) if self.proc is not None else None
 
     def remove(self) -> None:
         import shutil

@@ -65,20 +65,10 @@ class Containerd:
                     self.ctr("task", "delete", "-f", item, check=False)
                 else:
                     self.ctr("container", "delete", item, check=False)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        support.stop(self.proc)
         # Mounts of the daemon's snapshots live in the sandbox's mount namespace and go with it.
         # runc leaves the (empty) parent cgroup named after the containerd namespace.
-        for cg in Path("/sys/fs/cgroup").glob(f"*/{self.namespace}"):
-            try:
-                cg.rmdir()
-            except OSError:
-                pass
+        support.remove_cgroups(f"*/{self.namespace}")
 
 
 @pytest.fixture

@@ -217,13 +217,8 @@ class CriContainerd:
             if hasattr(self, "cri"):
                 self.cri.close()
         finally:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            if self.proc is not None:
+                support.stop(self.proc)
             # Shims run in their own session and outlive containerd: end those of this daemon.
             for line in self.processes_mentioning(str(self.root)):
                 try:
@@ -243,12 +238,8 @@ class CriContainerd:
                     break
                 time.sleep(0.2)
             self.sandbox.close()  # its mount namespace (snapshots, pod netns mounts) goes with it
-            for cg in sorted(Path("/sys/fs/cgroup").glob(f"*{self.cgroup_parent}/**"), reverse=True) + \
-                    list(Path("/sys/fs/cgroup").glob(f"*{self.cgroup_parent}")):
-                try:
-                    cg.rmdir()
-                except OSError:
-                    pass
+            support.remove_cgroups(f"*{self.cgroup_parent}/**")
+            support.remove_cgroups(f"*{self.cgroup_parent}")
 
 
 @pytest.fixture

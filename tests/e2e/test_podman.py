@@ -71,12 +71,8 @@ graphroot = "{root}/storage"
 
 def _remove_libpod_cgroups() -> None:
     """podman's cgroupfs manager leaves libpod_parent/conmon behind in every hierarchy."""
-    for parent in Path("/sys/fs/cgroup").glob("*/libpod_parent"):
-        for cg in (parent / "conmon", parent):
-            try:
-                cg.rmdir()
-            except OSError:
-                pass
+    support.remove_cgroups("*/libpod_parent/conmon")
+    support.remove_cgroups("*/libpod_parent")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -25,20 +24,6 @@ from support import Netns, host_veths, run_threads, with_prev
 
 def _lock_path(net: support.Network) -> str:
     return os.path.join(net.runtime_dir, net.name, "lock")
-
-
-def _holder(path: str, exclusive: bool) -> subprocess.Popen:
-    """Another process holding the network lock until killed."""
-    code = (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
-        f"fcntl.flock(fd, {'fcntl.LOCK_EX' if exclusive else 'fcntl.LOCK_SH'})\n"
-        "sys.stdout.write('held\\n'); sys.stdout.flush()\n"
-        "time.sleep(600)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
-    return proc
 
 
 def _start(exe: support.Plugin, env: dict, conf: dict) -> subprocess.Popen:
@@ -56,7 +41,7 @@ def test_killed_lock_holder_never_blocks(exe, need_exe, pod_ns, net):
     conf = net.conf()
     # The lock file appears with the first command of the network.
     assert exe.run("DEL", conf, container_id="warmup").status == 0
-    holder = _holder(_lock_path(net), exclusive=True)
+    holder = support.lock_holder(_lock_path(net), "flock-ex")
     add = _start(exe, exe.env("ADD", container_id="ctr-lock", netns=pod_ns.path), conf)
     try:
         time.sleep(1.5)
@@ -87,7 +72,7 @@ def test_gc_waits_for_add_and_spares_attachments_added_meanwhile(exe, need_exe, 
         assert exe.call(env, conf).status == -9
         assert net.state_files() == ["stale:eth0.json"] and net.leases()
 
-        in_flight = _holder(_lock_path(net), exclusive=False)  # an ADD of some other container, in progress
+        in_flight = support.lock_holder(_lock_path(net), "flock-sh")  # an ADD of some other container, in progress
         lock_mtime = os.stat(_lock_path(net)).st_mtime_ns
         gc = _start(exe, exe.env("GC"), {**conf, "cni.dev/valid-attachments": []})
         deadline = time.monotonic() + 20
