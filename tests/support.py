@@ -172,6 +172,19 @@ def netns(prefix: str = "nsvt-") -> Iterator[Netns]:
         ns.delete()
 
 
+@contextlib.contextmanager
+def netns_many(count: int, prefix: str = "nsvp-") -> Iterator[list[Netns]]:
+    """count namespaces, all deleted on exit (also when making one of them fails)."""
+    made: list[Netns] = []
+    try:
+        for _ in range(count):
+            made.append(Netns(prefix))
+        yield made
+    finally:
+        for ns in made:
+            ns.delete()
+
+
 @dataclasses.dataclass
 class Reply:
     status: int

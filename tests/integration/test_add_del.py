@@ -9,7 +9,7 @@ import os
 import pytest
 from nsveth import versions
 from nsveth.errors import Code
-from support import Netns, Plugin, host_veths, netns, run_threads, with_prev
+from support import Plugin, host_veths, netns, netns_many, run_threads, with_prev
 
 
 def test_rollback_after_mid_add_failure(inproc, pod_ns, net, monkeypatch):
@@ -39,8 +39,7 @@ def test_rollback_when_ipam_returns_no_gateway(inproc, pod_ns, net):
 def test_concurrent_adds_then_dels(net, tmp_path):
     n = 20
     with netns("nsvh-") as host:
-        pods = [Netns("nsvp-") for _ in range(n)]
-        try:
+        with netns_many(n, "nsvp-") as pods:
             plugin = Plugin(host, "exe")
             conf = net.conf(subnets=["10.60.0.0/16"])
             adds = run_threads(
@@ -60,9 +59,6 @@ def test_concurrent_adds_then_dels(net, tmp_path):
             assert [r.status for r in dels] == [0] * n, [r.stdout for r in dels if r.status]
             assert host_veths(host) == [] and net.leases() == [] and net.state_files() == []
             assert all("eth0" not in p.links() for p in pods)
-        finally:
-            for p in pods:
-                p.delete()
 
 
 @pytest.mark.parametrize("source", ["CNI_ARGS", "args", "runtimeConfig"])

@@ -12,7 +12,7 @@ import time
 import pytest
 from nsveth.attachment import host_ifname
 from nsveth.errors import Code
-from support import Netns, host_veths, netns, run_threads, sh, unique, with_prev
+from support import Netns, host_veths, netns, netns_many, run_threads, sh, unique, with_prev
 
 
 def bridge_conf(net, br, **fields):
@@ -82,8 +82,7 @@ def test_two_pods_ping_each_other_and_the_gateway(plugin, net):
 def test_concurrent_adds_on_a_fresh_bridge(inproc, net):
     br = unique("nsvb")
     conf = bridge_conf(net, br, isGateway=True)
-    pods = [Netns("nsvp-") for _ in range(20)]
-    try:
+    with netns_many(20, "nsvp-") as pods:
         replies = run_threads(
             [lambda i=i, p=p: inproc.run("ADD", conf, container_id=f"race-{i}", netns=p.path) for i, p in enumerate(pods)]
         )
@@ -103,17 +102,13 @@ def test_concurrent_adds_on_a_fresh_bridge(inproc, net):
         assert [r.status for r in dels] == [0] * 20
         assert [n for n, link in host.links().items() if link.get("master") == br] == []
         assert net.leases() == []
-    finally:
-        for p in pods:
-            p.delete()
 
 
 def test_concurrent_adds_as_executables(exe, net):
     """Separate processes racing on the bridge and its gateway address (the lock file, not threads)."""
     br = unique("nsvb")
     conf = bridge_conf(net, br, isGateway=True)
-    pods = [Netns("nsvp-") for _ in range(20)]
-    try:
+    with netns_many(20, "nsvp-") as pods:
         replies = run_threads(
             [lambda i=i, p=p: exe.run("ADD", conf, container_id=f"prace-{i}", netns=p.path) for i, p in enumerate(pods)]
         )
@@ -121,9 +116,6 @@ def test_concurrent_adds_as_executables(exe, net):
         assert [x for x in exe.host.addresses(br) if ":" not in x] == ["10.77.0.1/24"]
         for i, p in enumerate(pods):
             assert exe.run("DEL", conf, container_id=f"prace-{i}", netns=p.path).status == 0
-    finally:
-        for p in pods:
-            p.delete()
 
 
 _LOCKED_FILE = re.compile(r"[0-9a-f]+:[0-9a-f]+:(\d+)")  # /proc/locks: major:minor:inode

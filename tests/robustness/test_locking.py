@@ -19,7 +19,7 @@ import time
 import hoststate
 import pytest
 import support
-from support import Netns, host_veths, run_threads, with_prev
+from support import Netns, host_veths, netns_many, run_threads, with_prev
 
 
 def _lock_path(net: support.Network) -> str:
@@ -112,8 +112,7 @@ def test_gc_waits_for_add_and_spares_attachments_added_meanwhile(exe, need_exe, 
 def test_concurrent_add_check_del_gc_of_different_containers(inproc, net):
     """8 at a time: ADDs, then CHECKs of half racing DELs of the other half and a GC listing the live ones."""
     conf = net.conf("1.1.0", subnets=["10.97.0.0/24", "fd00:97::/64"])
-    namespaces = [Netns("nsvc-") for _ in range(12)]
-    try:
+    with netns_many(12, "nsvc-") as namespaces:
         cids = [f"conc{i}" for i in range(12)]
         # A node: forwarding already on (ADD switches it on once and deliberately leaves it).
         inproc.host.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
@@ -140,17 +139,13 @@ def test_concurrent_add_check_del_gc_of_different_containers(inproc, net):
             assert inproc.run("DEL", with_prev(conf, adds[i].json), container_id=cids[i], netns=namespaces[i].path).status == 0
         assert net.state_files() == [] and net.leases() == []
         assert hoststate.diff(before, hoststate.snapshot(inproc.host.name)) == []
-    finally:
-        for ns in namespaces:
-            ns.delete()
 
 
 def test_concurrent_first_adds_race_to_set_up_the_bridge(inproc, net):
     """8 ADDs at once in bridge mode with no bridge yet: all succeed, one bridge, every host veth enslaved to it."""
     bridge = support.unique("nsb")
     conf = net.conf("1.0.0", mode="bridge", bridge=bridge, isGateway=True)
-    namespaces = [Netns("nsvb-") for _ in range(8)]
-    try:
+    with netns_many(8, "nsvb-") as namespaces:
         adds = run_threads([
             (lambda i=i, ns=ns: inproc.run("ADD", conf, container_id=f"br{i}", netns=ns.path)) for i, ns in enumerate(namespaces)
         ])
@@ -167,6 +162,3 @@ def test_concurrent_first_adds_race_to_set_up_the_bridge(inproc, net):
         for i, (ns, a) in enumerate(zip(namespaces, adds, strict=True)):
             assert inproc.run("DEL", with_prev(conf, a.json), container_id=f"br{i}", netns=ns.path).status == 0
         assert host_veths(inproc.host) == [] and net.leases() == [] and net.state_files() == []
-    finally:
-        for ns in namespaces:
-            ns.delete()

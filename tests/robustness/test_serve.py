@@ -219,8 +219,7 @@ def test_non_root_clients_are_not_served(server):
 def test_fifty_parallel_adds_and_dels_through_one_server(net, server):
     n = 50
     with support.netns("nsvh-") as host:
-        pods = [support.Netns("nsvp-") for _ in range(n)]
-        try:
+        with support.netns_many(n, "nsvp-") as pods:
             plugin = support.Plugin(host, "served", server)
             conf = net.conf(subnets=["10.61.0.0/16"])
             adds = support.run_threads(
@@ -237,9 +236,6 @@ def test_fifty_parallel_adds_and_dels_through_one_server(net, server):
             assert [r.status for r in dels] == [0] * n, [r.stdout for r in dels if r.status]
             assert support.host_veths(host) == [] and net.leases() == [] and net.state_files() == []
             assert server.log().count(" status 0 ") == 2 * n
-        finally:
-            for p in pods:
-                p.delete()
 
 
 # ------------------------------------------------------------------ fuzzing
