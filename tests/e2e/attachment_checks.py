@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import cnienv
@@ -177,6 +178,23 @@ def container_expectations(conf: dict[str, Any]) -> dict[str, Any]:
     return {"subnets": subnets, "gateway": gateway, "mtu": main.get("mtu"),
             "default4": "0.0.0.0/0" in dsts or bool(main.get("isDefaultGateway")) and bool(v4),
             "outside": None}  # an address beyond the host the container must reach (set by the test)
+
+
+def example_for_container(env: CniEnv, example: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An example as shipped, written into the env's config dir, the host prepared for it (see
+    cnienv.prepare_host), and what a container attached with it must see."""
+    conf = cnienv.example_conflist(env, example)
+    expect = container_expectations(conf)
+    expect["outside"] = cnienv.prepare_host(env, conf)
+    return conf, expect
+
+
+def assert_container_gone(env: CniEnv, conf: dict[str, Any], fw_before: dict[str, list[str]]) -> None:
+    """After the runtime removed the container: no host veth, lease, state record or new firewall rule is left."""
+    assert env.host_veths() == []
+    assert env.leases(conf["name"]) == {}
+    assert env.records(conf["name"]) == []
+    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))
 
 
 INSIDE_SCRIPT = ("echo '--- addr'; ip addr show eth0; echo '--- route'; ip route; "

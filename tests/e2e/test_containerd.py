@@ -21,7 +21,13 @@ from typing import Any
 import cnienv
 import pytest
 import support
-from attachment_checks import assert_container_view, assert_no_new_rules, container_expectations, inside_script, ping
+from attachment_checks import (
+    assert_container_gone,
+    assert_container_view,
+    example_for_container,
+    inside_script,
+    ping,
+)
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -194,9 +200,7 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
 def test_ctr_conf_example(env: CniEnv, containerd: Containerd, busybox_image: tuple[Path, str],
                           example: Path | None) -> None:
     """Every example network, as shipped, works under containerd, outbound access included."""
-    conf = cnienv.example_conflist(env, example)
-    expect = container_expectations(conf)
-    expect["outside"] = cnienv.prepare_host(env, conf)
+    conf, expect = example_for_container(env, example)
     archive, ref = busybox_image
     containerd.ctr("image", "import", archive)
     fw_before = cnienv.firewall_snapshot(env.host_ns)
@@ -205,8 +209,5 @@ def test_ctr_conf_example(env: CniEnv, containerd: Containerd, busybox_image: tu
                                           "sh", "-c", inside_script(expect)))
     assert_container_view(proc.stdout, expect)
 
-    assert env.host_veths() == []
-    assert env.leases(conf["name"]) == {}
-    assert env.records(conf["name"]) == []
+    assert_container_gone(env, conf, fw_before)
     assert list((env.cache_dir / "results").iterdir()) == []
-    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))

@@ -21,7 +21,14 @@ from typing import Any
 import cnienv
 import pytest
 import support
-from attachment_checks import assert_container_view, assert_no_new_rules, container_expectations, inside_script, ping
+from attachment_checks import (
+    assert_container_gone,
+    assert_container_view,
+    assert_no_new_rules,
+    example_for_container,
+    inside_script,
+    ping,
+)
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -271,9 +278,7 @@ def test_podman_network_reload(env: CniEnv, podman: Podman, busybox_image: tuple
 def test_podman_conf_example(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str],
                              example: Path | None) -> None:
     """Every example network, as shipped, works under podman, outbound access included."""
-    conf = cnienv.example_conflist(env, example)
-    expect = container_expectations(conf)
-    expect["outside"] = cnienv.prepare_host(env, conf)
+    conf, expect = example_for_container(env, example)
     archive, ref = busybox_image
     podman("load", "-i", archive)
     fw_before = cnienv.firewall_snapshot(env.host_ns)
@@ -288,10 +293,7 @@ def test_podman_conf_example(env: CniEnv, podman: Podman, busybox_image: tuple[P
             ping(env.host_ns, a)
 
     podman("rm", "--force", "--time", "0", name)
-    assert env.host_veths() == []
-    assert env.leases(conf["name"]) == {}
-    assert env.records(conf["name"]) == []
-    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))
+    assert_container_gone(env, conf, fw_before)
 
 
 def test_podman_bridge_mode_pod_to_pod(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
