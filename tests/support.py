@@ -24,6 +24,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXECUTABLE = os.environ.get("NSVETH_EXE", os.path.join(REPO, "dist", "nsveth", "nsveth"))
 CNI_PATH = "/usr/lib/cni"
 CONF_EXAMPLES = os.path.join(REPO, "conf-examples")
+# The sysctl allowlist an install puts at /etc/cni/nsveth/allowlist.conf (the Kubernetes safe set).
+SHIPPED_ALLOWLIST = os.path.join(CONF_EXAMPLES, "allowlist-k8s-safe.txt")
 CNITOOL_DIR = os.path.join(REPO, "tools", "cnitool")
 CNITOOL = os.path.join(CNITOOL_DIR, "bin", "cnitool")
 

@@ -147,7 +147,7 @@ class CniEnv:
             d.mkdir(parents=True, exist_ok=True)
         # What the README's install puts there: the Kubernetes safe set, root-owned, 0644.
         allowlist = self.etc_dir / "allowlist.conf"
-        shutil.copyfile(CONF_EXAMPLES / "allowlist-k8s-safe.txt", allowlist)
+        shutil.copyfile(support.SHIPPED_ALLOWLIST, allowlist)
         allowlist.chmod(0o644)
         for plugin in sorted(SYSTEM_PLUGIN_DIR.iterdir()):
             (self.plugin_dir / plugin.name).symlink_to(plugin)

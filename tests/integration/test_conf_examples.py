@@ -17,11 +17,11 @@ import json
 import os
 
 import pytest
-from support import CONF_EXAMPLES, host_veths, load_example, with_prev
+from support import CONF_EXAMPLES, SHIPPED_ALLOWLIST, host_veths, load_example, with_prev
 
 EXAMPLES_DIR = CONF_EXAMPLES
 EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.conflist")))
-ALLOWLIST = os.path.join(EXAMPLES_DIR, "allowlist-k8s-safe.txt")
+ALLOWLIST = SHIPPED_ALLOWLIST
 # Where the README's install puts allowlist-k8s-safe.txt (nsveth's default path).
 INSTALLED_ALLOWLIST = "/etc/cni/nsveth/allowlist.conf"
 # Default networks of the runtimes: podman's "podman" network, containerd's

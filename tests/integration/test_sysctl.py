@@ -7,7 +7,7 @@ import os
 
 import pytest
 from nsveth.errors import Code
-from support import CONF_EXAMPLES, host_veths, with_prev
+from support import SHIPPED_ALLOWLIST, host_veths, with_prev
 
 CID = "ctr-sysctl"
 
@@ -340,7 +340,7 @@ def test_allowlist_shared_with_the_kubelet_may_name_ipc_sysctls(inproc, pod_ns, 
 
 
 def test_k8s_safe_allowlist_example(inproc, pod_ns, net):
-    path = os.path.join(CONF_EXAMPLES, "allowlist-k8s-safe.txt")
+    path = SHIPPED_ALLOWLIST
     conf = net.conf(sysctlAllowlist=path, sysctl={"net.ipv4.tcp_keepalive_time": "200",
                                                   "net.ipv4.ip_unprivileged_port_start": "80"})
     add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
@@ -541,7 +541,7 @@ def test_sysctl_conflist_example_end_to_end(plugin, pod_ns, net):
     conf = net.from_example("sysctl.conflist")
     # The example names the allowlist where an install puts conf-examples/allowlist-k8s-safe.txt.
     assert conf["sysctlAllowlist"] == "/etc/cni/nsveth/allowlist.conf"
-    conf["sysctlAllowlist"] = os.path.join(CONF_EXAMPLES, "allowlist-k8s-safe.txt")
+    conf["sysctlAllowlist"] = SHIPPED_ALLOWLIST
     before = snapshot(plugin, pod_ns)
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout

@@ -284,8 +284,7 @@ class World:
 
 
 def hoststate_links(ns_name: str) -> list[str]:
-    out = support.sh("ip", "-n", ns_name, "-j", "link", "show").stdout
-    return [link["ifname"] for link in json.loads(out or "[]")]
+    return [link["ifname"] for link in support.ip_json(ns_name, "link", "show")]
 
 
 def check_reply(env: dict[str, str], stdin: bytes, reply: support.Reply, mode: str) -> list[str]:

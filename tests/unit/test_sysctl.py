@@ -202,7 +202,7 @@ def test_args_with_allowlist_follow_the_allowlist():
 
 
 def test_k8s_safe_example_file_is_the_k8s_safe_set():
-    path = os.path.join(support.CONF_EXAMPLES, "allowlist-k8s-safe.txt")
+    path = support.SHIPPED_ALLOWLIST
     with open(path) as f:
         assert sysctl.parse_allowlist(f.read(), path).patterns == sysctl.K8S_SAFE
 
@@ -372,7 +372,7 @@ def test_unreadable_allowlist_is_an_error(tmp_path, monkeypatch):
 
 
 def test_shipped_k8s_allowlist_parses():
-    path = os.path.join(support.CONF_EXAMPLES, "allowlist-k8s-safe.txt")
+    path = support.SHIPPED_ALLOWLIST
     with open(path) as f:
         a = sysctl.parse_allowlist(f.read(), path)
     assert "net.ipv4.ip_local_port_range" in a.patterns and "net.ipv4.tcp_keepalive_time" in a.patterns
