@@ -19,7 +19,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from typing import Self
 
 import pytest
 import support
@@ -95,21 +95,18 @@ class Capture:
         self._thread.join()
         self.sock.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def announcements(self, mac: str) -> tuple[list[Frame], list[Frame]]:
         """(gratuitous ARP frames, multicast NA frames) sent from `mac`; the
         pod's ordinary ARP requests and solicited NAs are not counted."""
         mine = [f for f in self.frames if f.src == mac]
         arps = [f for f in mine if f.is_arp and f.payload[14:18] == f.payload[24:28]]
         return arps, [f for f in mine if f.is_na and f.dst.startswith("33:33:")]
-
-
-@contextlib.contextmanager
-def capture(ns: Netns) -> Iterator[Capture]:
-    c = Capture(ns)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 # ------------------------------------------------------------- field checks
@@ -209,7 +206,7 @@ def test_every_field_count_and_spacing(plugin, pod_ns, net, sender_guard):
     # 1 s apart: the executable's own exit (interpreter teardown) can take a
     # few hundred ms on a loaded machine, and ADD has returned only after it.
     conf = dual(net, advertise={"count": 3, "intervalMs": 1000})
-    with capture(plugin.host) as cap:
+    with Capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-fields", netns=pod_ns.path)
         returned = time.time()
         assert add.status == 0, add.stdout
@@ -236,7 +233,7 @@ def test_every_field_count_and_spacing(plugin, pod_ns, net, sender_guard):
 @pytest.mark.parametrize("count", [1, 2])
 def test_count_is_the_number_of_rounds(inproc, pod_ns, net, count, sender_guard):
     conf = dual(net, advertise={"count": count, "intervalMs": 100})
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-count", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         if count == 1:
@@ -252,7 +249,7 @@ def test_count_is_the_number_of_rounds(inproc, pod_ns, net, count, sender_guard)
 def test_ipv4_only_and_default_interval(inproc, pod_ns, net, sender_guard):
     """Defaults: 3 rounds, 1000 ms apart; no NA for an IPv4-only pod."""
     conf = net.conf()
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-v4", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         sender_guard.append(sender_pid(net, "c-v4"))
@@ -267,7 +264,7 @@ def test_ipv4_only_and_default_interval(inproc, pod_ns, net, sender_guard):
 
 def test_count_zero_sends_nothing(plugin, pod_ns, net):
     conf = dual(net, advertise={"count": 0})
-    with capture(plugin.host) as cap:
+    with Capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-zero", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         time.sleep(0.5)
@@ -402,7 +399,7 @@ def test_deleting_the_interface_stops_the_sender(inproc, pod_ns, net, sender_gua
 
 def test_mac_change_stops_the_sender(inproc, pod_ns, net, sender_guard):
     conf = dual(net, advertise={"count": 3, "intervalMs": 500})
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-mac", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         pid = sender_pid(net, "c-mac")
@@ -477,15 +474,6 @@ class _Outgoing(Capture):
                 self.frames.append(Frame(time.time(), addr[0], data))
 
 
-@contextlib.contextmanager
-def _outgoing(ns: Netns) -> Iterator[_Outgoing]:
-    c = _Outgoing(ns)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def _concerns(frame: Frame, ips: tuple[str, ...]) -> bool:
     """An ARP for, an IPv6 packet to, or an NS about one of `ips`."""
     p = frame.payload
@@ -537,7 +525,7 @@ def test_ip_reuse_in_bridge_mode(plugin, net, count, sender_guard):
             assert entry and entry.get("lladdr") == MAC_A, entry
         assert plugin.run("DEL", conf(1, MAC_A), container_id="c-old", netns=pod_a.path).status == 0
 
-        with _outgoing(nbr) as sent:
+        with _Outgoing(nbr) as sent:
             add_b = plugin.run("ADD", conf(count, MAC_B), container_id="c-new", netns=pod_b.path)
             assert add_b.status == 0, add_b.stdout
             if count:
@@ -599,7 +587,7 @@ def test_conf_example_advertises(plugin, pod_ns, net, tmp_path, sender_guard):
     """conf-examples/dualstack.conflist (announcements tuned), as a runtime would pass its plugin entry."""
     conf = net.from_example("dualstack.conflist")
     interval = conf["advertise"]["intervalMs"] / 1000
-    with capture(plugin.host) as cap:
+    with Capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-example", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         sender_guard.append(sender_pid(net, "c-example"))
@@ -633,7 +621,7 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
     monkeypatch.setattr(ptp, "settle", settle_then_down)
     log_file = tmp_path / "nsveth.log"
     conf = dual(net, advertise={"count": 2, "intervalMs": 100}, logFile=str(log_file))
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-fail", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         if net.record("c-fail")["advertiser"]:
@@ -649,7 +637,7 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
 def test_addresses_a_sysctl_removed_are_not_announced(inproc, pod_ns, net, sender_guard):
     """Announcements come after the sysctls: IPv6 disabled by one leaves no address to advertise."""
     conf = dual(net, advertise={"count": 2, "intervalMs": 100}, sysctl={"net.ipv6.conf.eth0.disable_ipv6": "1"})
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-sysctl", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         assert [ip["address"] for ip in add.json["ips"]] == ["10.77.0.2/24"]
@@ -663,7 +651,7 @@ def test_addresses_a_sysctl_removed_are_not_announced(inproc, pod_ns, net, sende
 def test_every_address_is_announced(inproc, pod_ns, net):
     """Two IPv4 and two IPv6 addresses: one announcement each per round."""
     conf = net.conf(subnets=["10.77.0.0/24", "10.78.0.0/24", "fd00:77::/64", "fd00:78::/64"], advertise={"count": 1})
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-many", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         time.sleep(0.2)
