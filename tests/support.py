@@ -299,6 +299,16 @@ class Plugin:
     def run(self, command: str, conf: Any, **kw: str) -> Reply:
         return self.call(self.env(command, **kw), conf)
 
+    def run_each(self, command: str, conf: Any, pods: list[Netns], prefix: str) -> list[Reply]:
+        """command for container f"{prefix}{i}" in each pods[i], all at once (threads), each of which
+        must succeed; the replies in pod order. conf: one for all, or a list of one per pod."""
+        confs = conf if isinstance(conf, list) else [conf] * len(pods)
+        replies = run_threads(
+            [lambda i=i, p=p: self.run(command, confs[i], container_id=f"{prefix}{i}", netns=p.path) for i, p in enumerate(pods)]
+        )
+        assert [r.status for r in replies] == [0] * len(pods), [r.stdout for r in replies if r.status]
+        return replies
+
     def _exe(self, env: dict, stdin: bytes, timeout: float) -> Reply:
         if not os.access(EXECUTABLE, os.X_OK):
             raise AssertionError(f"{EXECUTABLE} is missing: run ./build.sh first")

@@ -9,7 +9,7 @@ import os
 import pytest
 from nsveth import versions
 from nsveth.errors import Code
-from support import Plugin, host_veths, netns, netns_many, run_threads, with_prev
+from support import Plugin, host_veths, netns, netns_many, with_prev
 
 
 def test_rollback_after_mid_add_failure(inproc, pod_ns, net, monkeypatch):
@@ -42,21 +42,12 @@ def test_concurrent_adds_then_dels(net, tmp_path):
         with netns_many(n, "nsvp-") as pods:
             plugin = Plugin(host, "exe")
             conf = net.conf(subnets=["10.60.0.0/16"])
-            adds = run_threads(
-                [lambda i=i: plugin.run("ADD", conf, container_id=f"ctr-{i}", netns=pods[i].path) for i in range(n)]
-            )
-            assert [r.status for r in adds] == [0] * n, [r.stdout for r in adds if r.status]
+            adds = plugin.run_each("ADD", conf, pods, "ctr-")
             names = {r.json["interfaces"][0]["name"] for r in adds}
             addrs = {r.json["ips"][0]["address"] for r in adds}
             assert len(names) == n and len(addrs) == n
             assert host_veths(host) == sorted(names)
-            dels = run_threads(
-                [
-                    lambda i=i: plugin.run("DEL", with_prev(conf, adds[i].json), container_id=f"ctr-{i}", netns=pods[i].path)
-                    for i in range(n)
-                ]
-            )
-            assert [r.status for r in dels] == [0] * n, [r.stdout for r in dels if r.status]
+            plugin.run_each("DEL", [with_prev(conf, a.json) for a in adds], pods, "ctr-")
             assert host_veths(host) == [] and net.leases() == [] and net.state_files() == []
             assert all("eth0" not in p.links() for p in pods)
 

@@ -12,7 +12,7 @@ import time
 import pytest
 from nsveth.attachment import host_ifname
 from nsveth.errors import Code
-from support import Netns, host_veths, netns, netns_many, run_threads, sh, unique, with_prev
+from support import Netns, host_veths, netns, netns_many, sh, unique, with_prev
 
 
 def bridge_conf(net, br, **fields):
@@ -83,10 +83,7 @@ def test_concurrent_adds_on_a_fresh_bridge(inproc, net):
     br = unique("nsvb")
     conf = bridge_conf(net, br, isGateway=True)
     with netns_many(20, "nsvp-") as pods:
-        replies = run_threads(
-            [lambda i=i, p=p: inproc.run("ADD", conf, container_id=f"race-{i}", netns=p.path) for i, p in enumerate(pods)]
-        )
-        assert [r.status for r in replies] == [0] * 20, [r.stdout for r in replies if r.status]
+        replies = inproc.run_each("ADD", conf, pods, "race-")
         addrs = {r.json["ips"][0]["address"] for r in replies}
         assert len(addrs) == 20
         host = inproc.host
@@ -96,10 +93,7 @@ def test_concurrent_adds_on_a_fresh_bridge(inproc, net):
         assert len({r.json["interfaces"][0]["mac"] for r in replies}) == 1
         for p in pods[:3]:
             assert p.run("ping", "-c1", "-W2", "10.77.0.1").returncode == 0
-        dels = run_threads(
-            [lambda i=i, p=p: inproc.run("DEL", conf, container_id=f"race-{i}", netns=p.path) for i, p in enumerate(pods)]
-        )
-        assert [r.status for r in dels] == [0] * 20
+        inproc.run_each("DEL", conf, pods, "race-")
         assert [n for n, link in host.links().items() if link.get("master") == br] == []
         assert net.leases() == []
 
@@ -109,10 +103,7 @@ def test_concurrent_adds_as_executables(exe, net):
     br = unique("nsvb")
     conf = bridge_conf(net, br, isGateway=True)
     with netns_many(20, "nsvp-") as pods:
-        replies = run_threads(
-            [lambda i=i, p=p: exe.run("ADD", conf, container_id=f"prace-{i}", netns=p.path) for i, p in enumerate(pods)]
-        )
-        assert [r.status for r in replies] == [0] * 20, [r.stdout for r in replies if r.status]
+        exe.run_each("ADD", conf, pods, "prace-")
         assert [x for x in exe.host.addresses(br) if ":" not in x] == ["10.77.0.1/24"]
         for i, p in enumerate(pods):
             assert exe.run("DEL", conf, container_id=f"prace-{i}", netns=p.path).status == 0

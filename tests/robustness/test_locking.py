@@ -82,10 +82,7 @@ def test_gc_waits_for_add_and_spares_attachments_added_meanwhile(exe, need_exe, 
         assert gc.poll() is None, "GC did not wait for the ADD holding the lock"
 
         # ADDs of other containers run (shared lock) while GC waits.
-        adds = run_threads([
-            (lambda ns=ns, i=i: exe.run("ADD", conf, container_id=f"fresh{i}", netns=ns.path)) for i, ns in enumerate(fresh)
-        ])
-        assert all(a.status == 0 for a in adds), [a.stdout for a in adds]
+        adds = exe.run_each("ADD", conf, fresh, "fresh")
         assert gc.poll() is None
 
         in_flight.kill()
@@ -146,10 +143,7 @@ def test_concurrent_first_adds_race_to_set_up_the_bridge(inproc, net):
     bridge = support.unique("nsb")
     conf = net.conf("1.0.0", mode="bridge", bridge=bridge, isGateway=True)
     with netns_many(8, "nsvb-") as namespaces:
-        adds = run_threads([
-            (lambda i=i, ns=ns: inproc.run("ADD", conf, container_id=f"br{i}", netns=ns.path)) for i, ns in enumerate(namespaces)
-        ])
-        assert all(a.status == 0 for a in adds), [a.stdout for a in adds]
+        adds = inproc.run_each("ADD", conf, namespaces, "br")
         links = inproc.host.links()
         if bridge not in links:
             for i, (ns, a) in enumerate(zip(namespaces, adds, strict=True)):

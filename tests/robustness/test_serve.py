@@ -222,18 +222,9 @@ def test_fifty_parallel_adds_and_dels_through_one_server(net, server):
         with support.netns_many(n, "nsvp-") as pods:
             plugin = support.Plugin(host, "served", server)
             conf = net.conf(subnets=["10.61.0.0/16"])
-            adds = support.run_threads(
-                [lambda i=i: plugin.run("ADD", conf, container_id=f"ctr-{i}", netns=pods[i].path) for i in range(n)]
-            )
-            assert [r.status for r in adds] == [0] * n, [r.stdout for r in adds if r.status]
+            adds = plugin.run_each("ADD", conf, pods, "ctr-")
             assert len({r.json["ips"][0]["address"] for r in adds}) == n
-            dels = support.run_threads(
-                [
-                    lambda i=i: plugin.run("DEL", support.with_prev(conf, adds[i].json), container_id=f"ctr-{i}", netns=pods[i].path)
-                    for i in range(n)
-                ]
-            )
-            assert [r.status for r in dels] == [0] * n, [r.stdout for r in dels if r.status]
+            plugin.run_each("DEL", [support.with_prev(conf, a.json) for a in adds], pods, "ctr-")
             assert support.host_veths(host) == [] and net.leases() == [] and net.state_files() == []
             assert server.log().count(" status 0 ") == 2 * n
 
