@@ -122,6 +122,11 @@ def ip_json(ns: str | None, *args: str) -> Any:
     return json.loads(out) if out.strip() else []
 
 
+def examples(*suffixes: str) -> list[str]:
+    """The paths of conf-examples/ files ending in one of suffixes, sorted."""
+    return sorted(os.path.join(CONF_EXAMPLES, f) for f in os.listdir(CONF_EXAMPLES) if f.endswith(suffixes))
+
+
 def load_example(name: str) -> dict[str, Any]:
     """A network config of conf-examples/ (a file name there, or a path)."""
     with open(os.path.join(CONF_EXAMPLES, name)) as f:

@@ -100,7 +100,7 @@ def example_params() -> list[Any]:
     """pytest params for the network configs in conf-examples/ (conflists only: podman reads nothing else)."""
     import pytest
 
-    files = sorted(p for p in CONF_EXAMPLES.glob("*.conflist") if p.is_file())
+    files = [Path(p) for p in support.examples(".conflist")]
     if not files:
         # No example at all must not turn these tests into silent no-ops.
         return [pytest.param(None, id="no-examples")]

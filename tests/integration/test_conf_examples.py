@@ -11,16 +11,14 @@ unchanged, whole chains included, through cnitool, containerd and podman.)
 
 from __future__ import annotations
 
-import glob
 import ipaddress
 import json
 import os
 
 import pytest
-from support import CONF_EXAMPLES, SHIPPED_ALLOWLIST, host_veths, load_example, with_prev
+from support import SHIPPED_ALLOWLIST, examples, host_veths, load_example, with_prev
 
-EXAMPLES_DIR = CONF_EXAMPLES
-EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.conflist")))
+EXAMPLES = examples(".conflist")
 ALLOWLIST = SHIPPED_ALLOWLIST
 # Where the README's install puts allowlist-k8s-safe.txt (nsveth's default path).
 INSTALLED_ALLOWLIST = "/etc/cni/nsveth/allowlist.conf"
@@ -47,8 +45,7 @@ def allowed_patterns() -> list[str]:
 
 
 def test_examples_are_conflists_only():
-    others = [os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES_DIR, "*"))
-              if not p.endswith(".conflist") and p != ALLOWLIST]
+    others = [os.path.basename(p) for p in examples("") if not p.endswith(".conflist") and p != ALLOWLIST]
     # podman ignores *.conf; a *.json or *.conf next to them would be loaded by libcni as a network.
     assert others == []
     assert len(EXAMPLES) >= 5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -11,10 +10,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from nsveth import config, schema
 from nsveth.errors import CNIError, Code
-from support import CONF_EXAMPLES
+from support import examples
 
 # Network configs only (conf-examples/ also holds e.g. a sysctl allowlist, *.txt).
-EXAMPLES = sorted(p for p in glob.glob(os.path.join(CONF_EXAMPLES, "*")) if p.endswith((".conf", ".conflist", ".json")))
+EXAMPLES = examples(".conf", ".conflist", ".json")
 
 
 def _nsveth_entries(path: str) -> list[tuple[str, dict]]:
