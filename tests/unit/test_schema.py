@@ -103,11 +103,15 @@ def test_validate_accepts_minimal():
 @pytest.mark.parametrize(
     "extra,code,names",
     [
-        ({"bogus": 1}, 2, ["bogus"]),
-        ({"bogus": 1, "mtu": 1}, 2, ["bogus"]),  # unknown fields are reported first
-        ({"mtu": 1}, 7, ["mtu"]),
-        ({"advertise": {"count": 9}}, 7, ["advertise.count"]),
-        ({"cni.dev/valid-attachments": [{"containerID": "", "ifname": "eth0"}]}, 7, ["cni.dev/valid-attachments[0].containerID"]),
+        ({"bogus": 1}, Code.UNSUPPORTED_FIELD, ["bogus"]),
+        ({"bogus": 1, "mtu": 1}, Code.UNSUPPORTED_FIELD, ["bogus"]),  # unknown fields are reported first
+        ({"mtu": 1}, Code.INVALID_CONFIG, ["mtu"]),
+        ({"advertise": {"count": 9}}, Code.INVALID_CONFIG, ["advertise.count"]),
+        (
+            {"cni.dev/valid-attachments": [{"containerID": "", "ifname": "eth0"}]},
+            Code.INVALID_CONFIG,
+            ["cni.dev/valid-attachments[0].containerID"],
+        ),
     ],
 )
 def test_validate_error_names_path(extra, code, names):
