@@ -95,16 +95,7 @@ class Call:
 
 
 def env_for(command: str, cid: str, netns: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": cid,
-        "CNI_NETNS": netns,
-        "CNI_IFNAME": "eth0",
-        "CNI_PATH": CNI_PATH,
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    }
-    env.update(extra or {})
-    return env
+    return support.cni_env(command, cid, netns, PATH="/usr/sbin:/usr/bin:/sbin:/bin", **(extra or {}))
 
 
 def invoke(argv: list[str], env: dict[str, str], stdin: bytes) -> Call:

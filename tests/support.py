@@ -269,6 +269,19 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def cni_env(command: str, container_id: str = "", netns: str = "", ifname: str = "eth0", **extra: str) -> dict:
+    """The environment of one plugin call, as a runtime sets it (CNI_IFNAME only where the spec has it)."""
+    env = {"CNI_COMMAND": command, "CNI_PATH": CNI_PATH, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if container_id:
+        env["CNI_CONTAINERID"] = container_id
+    if netns:
+        env["CNI_NETNS"] = netns
+    if ifname and command in ("ADD", "DEL", "CHECK"):
+        env["CNI_IFNAME"] = ifname
+    env.update(extra)
+    return env
+
+
 class Plugin:
     """Runs nsveth in the host netns: in-process (`dispatch.run`), as the built executable
     (with the warm server off), or as the built executable handing the request to `server`."""
@@ -280,16 +293,7 @@ class Plugin:
         self.mode = mode
         self.server = server
 
-    def env(self, command: str, container_id: str = "", netns: str = "", ifname: str = "eth0", **extra: str) -> dict:
-        env = {"CNI_COMMAND": command, "CNI_PATH": CNI_PATH, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        if container_id:
-            env["CNI_CONTAINERID"] = container_id
-        if netns:
-            env["CNI_NETNS"] = netns
-        if ifname and command in ("ADD", "DEL", "CHECK"):
-            env["CNI_IFNAME"] = ifname
-        env.update(extra)
-        return env
+    env = staticmethod(cni_env)
 
     def call(self, env: dict, stdin: bytes | dict | str, timeout: float = 120) -> Reply:
         """`timeout` bounds the executable (exe, served); it raises subprocess.TimeoutExpired."""

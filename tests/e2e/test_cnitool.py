@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -255,8 +254,7 @@ def test_del_with_empty_netns_cleans_up(env: CniEnv, make_pod: Callable[[], str]
     stdin = _plugin_stdin(env, conf, pod)
     proc = subprocess.run(
         cnienv.in_ns(env.host_ns, env.plugin_dir / cnienv.PLUGIN), input=stdin, capture_output=True,
-        env={"CNI_COMMAND": "DEL", "CNI_CONTAINERID": facts["cid"], "CNI_NETNS": "", "CNI_IFNAME": "eth0",
-             "CNI_PATH": str(env.plugin_dir), "PATH": os.environ["PATH"]}, timeout=60)
+        env=support.cni_env("DEL", facts["cid"], CNI_NETNS="", CNI_PATH=str(env.plugin_dir)), timeout=60)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     env.cache_file(conf["name"], facts["cid"]).unlink()  # the runtime's part of DEL
     assert_detached(env, conf, pod, facts)
