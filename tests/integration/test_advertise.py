@@ -179,10 +179,26 @@ def wait_dead(pid: int, timeout: float) -> bool:
     return True
 
 
+class Senders(list[int]):
+    """The announcement senders a test started, by pid."""
+
+    def track(self, net: support.Network, cid: str) -> int:
+        """The pid of the sender of attachment cid (from its record, just made), tracked."""
+        pid = sender_pid(net, cid)
+        self.append(pid)
+        return pid
+
+    def add(self, plugin: support.Plugin, conf: dict, cid: str, pod: Netns, net: support.Network) -> tuple[support.Reply, int]:
+        """ADD, which must succeed, and the pid of its sender, tracked."""
+        add = plugin.run("ADD", conf, container_id=cid, netns=pod.path)
+        assert add.status == 0, add.stdout
+        return add, self.track(net, cid)
+
+
 @pytest.fixture
 def sender_guard():
     """Kill any sender a failing test leaves behind (never one it did not start)."""
-    pids: list[int] = []
+    pids = Senders()
     yield pids
     for pid in pids:
         # Only pids a test took from a record it just made (its sender, or gone).
@@ -210,7 +226,7 @@ def test_every_field_count_and_spacing(plugin, pod_ns, net, sender_guard):
         add = plugin.run("ADD", conf, container_id="c-fields", netns=pod_ns.path)
         returned = time.time()
         assert add.status == 0, add.stdout
-        sender_guard.append(sender_pid(net, "c-fields"))
+        sender_guard.track(net, "c-fields")
         mac = pod_mac(add)
         host_if = add.json["interfaces"][0]["name"]
         assert wait_dead(sender_guard[0], 4.0), "the sender must exit after its last round"
@@ -239,7 +255,7 @@ def test_count_is_the_number_of_rounds(inproc, pod_ns, net, count, sender_guard)
         if count == 1:
             assert net.record("c-count")["advertiser"] is None, "one round needs no sender"
         else:
-            sender_guard.append(sender_pid(net, "c-count"))
+            sender_guard.track(net, "c-count")
         time.sleep(0.6)
     arps, nas = cap.announcements(pod_mac(add))
     assert (len(arps), len(nas)) == (count, count)
@@ -252,7 +268,7 @@ def test_ipv4_only_and_default_interval(inproc, pod_ns, net, sender_guard):
     with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-v4", netns=pod_ns.path)
         assert add.status == 0, add.stdout
-        sender_guard.append(sender_pid(net, "c-v4"))
+        sender_guard.track(net, "c-v4")
         assert wait_dead(sender_guard[0], 3.5)
     arps, nas = cap.announcements(pod_mac(add))
     assert len(arps) == 3 and nas == []
@@ -296,8 +312,7 @@ def test_add_through_a_real_client_does_not_wait_for_the_sender(exe, pod_ns, net
     )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout
-    pid = sender_pid(net, "c-client")
-    sender_guard.append(pid)
+    pid = sender_guard.track(net, "c-client")
     assert elapsed < 3.0, f"ADD took {elapsed:.2f}s: the sender kept the output pipe open?"
     assert alive(pid), "the sender must still be running after ADD returned"
     fds = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
@@ -334,8 +349,7 @@ def test_add_through_cnitool_returns_at_once(exe, pod_ns, net, tmp_path, sender_
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     (name,) = net.state_files()
-    pid = sender_pid(net, name.split(":")[0])
-    sender_guard.append(pid)
+    pid = sender_guard.track(net, name.split(":")[0])
     assert elapsed < 3.0, f"cnitool add took {elapsed:.2f}s"
     assert alive(pid)
     proc = cnitool("del")
@@ -345,10 +359,7 @@ def test_add_through_cnitool_returns_at_once(exe, pod_ns, net, tmp_path, sender_
 
 def test_del_stops_a_running_sender(plugin, pod_ns, net, sender_guard):
     conf = dual(net, advertise={"count": 3, "intervalMs": 1000})
-    add = plugin.run("ADD", conf, container_id="c-del", netns=pod_ns.path)
-    assert add.status == 0, add.stdout
-    pid = sender_pid(net, "c-del")
-    sender_guard.append(pid)
+    _, pid = sender_guard.add(plugin, conf, "c-del", pod_ns, net)
     assert alive(pid)
     dele = plugin.run("DEL", conf, container_id="c-del", netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
@@ -358,10 +369,7 @@ def test_del_stops_a_running_sender(plugin, pod_ns, net, sender_guard):
 
 def test_gc_stops_the_sender_of_a_released_attachment(inproc, pod_ns, net, sender_guard):
     conf = dual(net, "1.1.0", advertise={"count": 3, "intervalMs": 1000})
-    add = inproc.run("ADD", conf, container_id="c-gc", netns=pod_ns.path)
-    assert add.status == 0, add.stdout
-    pid = sender_pid(net, "c-gc")
-    sender_guard.append(pid)
+    _, pid = sender_guard.add(inproc, conf, "c-gc", pod_ns, net)
     gc = inproc.run("GC", {**conf, "cni.dev/valid-attachments": []})
     assert gc.status == 0, gc.stdout
     assert not alive(pid) and host_veths(inproc.host) == []
@@ -370,10 +378,7 @@ def test_gc_stops_the_sender_of_a_released_attachment(inproc, pod_ns, net, sende
 def test_sender_holds_no_lock(inproc, pod_ns, net, sender_guard):
     """GC takes the network's lock exclusively: it must not wait for the sender."""
     conf = dual(net, "1.1.0", advertise={"count": 3, "intervalMs": 2000})
-    add = inproc.run("ADD", conf, container_id="c-lock", netns=pod_ns.path)
-    assert add.status == 0, add.stdout
-    pid = sender_pid(net, "c-lock")
-    sender_guard.append(pid)
+    _, pid = sender_guard.add(inproc, conf, "c-lock", pod_ns, net)
     started = time.monotonic()
     gc = inproc.run("GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "c-lock", "ifname": "eth0"}]})
     assert gc.status == 0, gc.stdout
@@ -384,10 +389,7 @@ def test_sender_holds_no_lock(inproc, pod_ns, net, sender_guard):
 
 def test_deleting_the_interface_stops_the_sender(inproc, pod_ns, net, sender_guard):
     conf = dual(net, advertise={"count": 3, "intervalMs": 1000})
-    add = inproc.run("ADD", conf, container_id="c-gone", netns=pod_ns.path)
-    assert add.status == 0, add.stdout
-    pid = sender_pid(net, "c-gone")
-    sender_guard.append(pid)
+    _, pid = sender_guard.add(inproc, conf, "c-gone", pod_ns, net)
     first = time.monotonic()
     pod_ns.run("ip", "link", "del", "eth0")
     # It notices at its second round (1 s); a sender that ignored the link
@@ -400,10 +402,7 @@ def test_deleting_the_interface_stops_the_sender(inproc, pod_ns, net, sender_gua
 def test_mac_change_stops_the_sender(inproc, pod_ns, net, sender_guard):
     conf = dual(net, advertise={"count": 3, "intervalMs": 500})
     with Capture(inproc.host) as cap:
-        add = inproc.run("ADD", conf, container_id="c-mac", netns=pod_ns.path)
-        assert add.status == 0, add.stdout
-        pid = sender_pid(net, "c-mac")
-        sender_guard.append(pid)
+        add, pid = sender_guard.add(inproc, conf, "c-mac", pod_ns, net)
         pod_ns.run("ip", "link", "set", "eth0", "address", MAC_B)
         assert wait_dead(pid, 1.0)
         time.sleep(0.7)  # past where round 3 would have been
@@ -532,7 +531,7 @@ def test_ip_reuse_in_bridge_mode(plugin, net, count, sender_guard):
                 # Right after ADD the first round has already landed.
                 for ip in ("10.77.0.2", "fd00:77::2"):
                     assert _neigh(nbr, ip, "eth0").get("lladdr") == MAC_B, ip
-                sender_guard.append(sender_pid(net, "c-new"))
+                sender_guard.track(net, "c-new")
                 assert wait_dead(sender_guard[0], 2.0)
             else:
                 time.sleep(1.0)
@@ -570,7 +569,7 @@ def test_ptp_host_end_learns_the_new_mac(inproc, net, count, sender_guard):
         add_b = inproc.run("ADD", conf_b, container_id="c-new", netns=pod_b.path)
         assert add_b.status == 0, add_b.stdout
         if count:
-            sender_guard.append(sender_pid(net, "c-new"))
+            sender_guard.track(net, "c-new")
         host_if = add_b.json["interfaces"][0]["name"]
         time.sleep(0.3)
         for ip in ("10.77.0.2", "fd00:77::2"):
@@ -590,7 +589,7 @@ def test_conf_example_advertises(plugin, pod_ns, net, tmp_path, sender_guard):
     with Capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-example", netns=pod_ns.path)
         assert add.status == 0, add.stdout
-        sender_guard.append(sender_pid(net, "c-example"))
+        sender_guard.track(net, "c-example")
         assert wait_dead(sender_guard[0], interval * conf["advertise"]["count"] + 1)
     mac = pod_mac(add)
     arps, nas = cap.announcements(mac)
@@ -625,7 +624,7 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
         add = inproc.run("ADD", conf, container_id="c-fail", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         if net.record("c-fail")["advertiser"]:
-            sender_guard.append(sender_pid(net, "c-fail"))
+            sender_guard.track(net, "c-fail")
             assert wait_dead(sender_guard[0], 1.0)
     logged = log_file.read_text()
     assert "unsolicited announcement failed: ARP for 10.77.0.2: Network is down" in logged, logged
@@ -641,7 +640,7 @@ def test_addresses_a_sysctl_removed_are_not_announced(inproc, pod_ns, net, sende
         add = inproc.run("ADD", conf, container_id="c-sysctl", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         assert [ip["address"] for ip in add.json["ips"]] == ["10.77.0.2/24"]
-        sender_guard.append(sender_pid(net, "c-sysctl"))
+        sender_guard.track(net, "c-sysctl")
         assert wait_dead(sender_guard[0], 1.0)
     arps, nas = cap.announcements(pod_mac(add))
     assert len(arps) == 2 and nas == []
