@@ -1,4 +1,6 @@
-"""Shared test helpers: throwaway network namespaces and a way to run the plugin.
+"""The test helpers of every suite (and of bench/bench.py): unique names, throwaway network
+namespaces, `ip -j`, the plugin run in-process / as the executable / served, a warm server, a
+test network, the conf examples and cnitool. Look here before writing a helper.
 
 Every namespace and temp dir made here has a unique name and is removed by
 the fixture that made it, pass or fail. The plugin always runs from inside a
