@@ -360,6 +360,9 @@ def test_gc_removes_host_links_of_stale_attachments(inproc, net):
     with netns("nsvp-") as a, netns("nsvp-") as b:
         ra = add(inproc, conf, "ctr-keep", a)
         rb = add(inproc, conf, "ctr-stale", b)
+        # GC leaves a record stamped in its own file-system clock tick (a few ms, coarse) for the next
+        # GC, as possibly added while it waited for the lock: a stale one is older than that.
+        time.sleep(0.05)
         gc_conf = {**conf, "cni.dev/valid-attachments": [{"containerID": "ctr-keep", "ifname": "eth0"}]}
         reply = inproc.run("GC", gc_conf)
         assert reply.status == 0, reply.stdout
