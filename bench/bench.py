@@ -17,18 +17,23 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import re
 import time
-import uuid
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CNI_PATH = "/usr/lib/cni"
+# The test suites' helpers (tests/support.py): netns, ip -j, the CNI network and the warm server.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from itertools import pairwise
+
+import support  # noqa: E402
+
+REPO = support.REPO
+CNI_PATH = support.CNI_PATH
 PTP = os.path.join(CNI_PATH, "ptp")
 VENV_PY = os.path.join(REPO, ".venv", "bin", "python")
 INNER = "NSVETH_BENCH_INNER"
@@ -44,30 +49,19 @@ class Variant:
         self.env = env or {}  # extra environment of every call (NSVETH_SOCKET)
         self.server_log: str | None = None  # served: the warm server's log (CPU of each request's process)
         self._log_pos = 0
-        self.net = f"bench-{label}"
         self.v4 = f"10.{200 + index}.0.0/16"
         self.v6 = f"fd00:b:{index}::/64"
-        self.ipam_dir = os.path.join(tmp, label, "ipam")
-        self.runtime_dir = os.path.join(tmp, label, "run")
+        self.network = support.Network(os.path.join(tmp, label), self.v4, name=f"bench-{label}")
+        self.net = self.network.name
 
     def conf(self, dual: bool, pad: int = 0) -> dict[str, Any]:
-        subnets = [self.v4, self.v6] if dual else [self.v4]
-        ipam = {
-            "type": "host-local",
-            "ranges": [[{"subnet": s}] for s in subnets],
-            "routes": [{"dst": "::/0" if ":" in s else "0.0.0.0/0"} for s in subnets],
-            "dataDir": self.ipam_dir,
-        }
-        conf: dict[str, Any] = {"cniVersion": SPEC, "name": self.net, "type": self.kind, "ipam": ipam}
-        if self.kind == "nsveth":
-            conf["runtimeDir"] = self.runtime_dir
+        conf = self.network.conf(SPEC, [self.v4, self.v6] if dual else [self.v4], type=self.kind)
+        if self.kind != "nsveth":
+            del conf["runtimeDir"]
         return conf
 
     def leases(self) -> int:
-        d = os.path.join(self.ipam_dir, self.net)
-        if not os.path.isdir(d):
-            return 0
-        return sum(1 for f in os.listdir(d) if f != "lock" and not f.startswith("last_reserved_ip"))
+        return len(self.network.leases())
 
     def served_cpu(self) -> dict[int, float]:
         """Client pid -> CPU ms of the request's process (and its IPAM child), from the server's
@@ -91,8 +85,7 @@ class Variant:
         return call
 
     def state_files(self) -> int:
-        d = os.path.join(self.runtime_dir, self.net)
-        return sum(1 for f in os.listdir(d) if f.endswith(".json")) if os.path.isdir(d) else 0
+        return len(self.network.state_files())
 
 
 class Call:
@@ -102,16 +95,7 @@ class Call:
 
 
 def env_for(command: str, cid: str, netns: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": cid,
-        "CNI_NETNS": netns,
-        "CNI_IFNAME": "eth0",
-        "CNI_PATH": CNI_PATH,
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    }
-    env.update(extra or {})
-    return env
+    return support.cni_env(command, cid, netns, PATH="/usr/sbin:/usr/bin:/sbin:/bin", **(extra or {}))
 
 
 def invoke(argv: list[str], env: dict[str, str], stdin: bytes) -> Call:
@@ -133,30 +117,24 @@ def invoke(argv: list[str], env: dict[str, str], stdin: bytes) -> Call:
     return Call(proc.returncode == 0, (t1 - t0) / 1e6, cpu, t0, t1, out, err, proc.pid)
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True)
-
-
 @contextlib.contextmanager
 def pod_netns(count: int = 1):
-    names = [f"nsvb-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    names: list[str] = []
     try:
-        for n in names:
-            sh("ip", "netns", "add", n)
-        yield [f"/run/netns/{n}" for n in names]
+        for _ in range(count):
+            names.append(support.netns_add("nsvb-"))
+        yield [support.netns_path(n) for n in names]
     finally:
         for n in names:
-            sh("ip", "netns", "delete", n, check=False)
+            support.netns_delete(n)
 
 
 def host_links() -> list[str]:
-    out = json.loads(sh("ip", "-j", "link", "show").stdout or "[]")
-    return [link["ifname"] for link in out if link["ifname"] != "lo"]
+    return [link["ifname"] for link in support.ip_json(None, "link", "show") if link["ifname"] != "lo"]
 
 
 def pod_links(path: str) -> list[str]:
-    out = json.loads(sh("ip", "-n", os.path.basename(path), "-j", "link", "show").stdout or "[]")
-    return [link["ifname"] for link in out if link["ifname"] != "lo"]
+    return [link["ifname"] for link in support.ip_json(os.path.basename(path), "link", "show") if link["ifname"] != "lo"]
 
 
 # -------------------------------------------------------------------- stats
@@ -169,7 +147,8 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def fail_text(label: str, what: str, call: Call) -> str:
-    return f"{label} {what} failed: {call.stdout.decode(errors='replace').strip()[:300]} {call.stderr.decode(errors='replace').strip()[-300:]}"
+    out, err = call.stdout.decode(errors="replace").strip(), call.stderr.decode(errors="replace").strip()
+    return f"{label} {what} failed: {out[:300]} {err[-300:]}"
 
 
 # --------------------------------------------------------------- side by side
@@ -181,7 +160,7 @@ def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str])
         order = variants[i % len(variants) :] + variants[: i % len(variants)]
         for v in order:
             conf = v.conf(dual)
-            cid = f"bench-{uuid.uuid4().hex[:12]}"
+            cid = support.unique("bench-")
             with pod_netns() as (path,):
                 add = v.invoke("ADD", cid, path, json.dumps(conf).encode())
                 if not add.ok:
@@ -231,14 +210,14 @@ def ratios(result: dict[str, Any], variants: list[Variant]) -> dict[str, dict[st
 # ---------------------------------------------------------------- parallel
 def parallel(v: Variant, count: int) -> dict[str, Any]:
     conf = v.conf(dual=False)
-    cids = [f"par-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    cids = [support.unique("par-") for _ in range(count)]
     with pod_netns(count) as paths:
         before = set(host_links())
 
         def run_all(command: str, confs: list[bytes]) -> tuple[float, list[Call]]:
             t0 = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-                calls = list(pool.map(lambda a: v.invoke(command, a[0], a[1], a[2]), zip(cids, paths, confs)))
+                calls = list(pool.map(lambda a: v.invoke(command, a[0], a[1], a[2]), zip(cids, paths, confs, strict=True)))
             return (time.monotonic() - t0) * 1e3, calls
 
         add_ms, adds = run_all("ADD", [json.dumps(conf).encode()] * count)
@@ -279,10 +258,12 @@ def peak_rss(v: Variant, tmp: str, dual: bool = False) -> dict[str, Any]:
     conf = v.conf(dual)
     out = os.path.join(tmp, f"rss-{v.label}")
     timings = os.path.join(tmp, f"rss-timings-{v.label}")
-    cid = f"rss-{uuid.uuid4().hex[:12]}"
+    cid = support.unique("rss-")
     with pod_netns() as (path,):
         extra = {"NSVETH_TIMINGS": timings} if v.kind == "nsveth" else {}
-        add = invoke(["/usr/bin/time", "-f", "%M", "-o", out, *v.argv], env_for("ADD", cid, path, {**v.env, **extra}), json.dumps(conf).encode())
+        add = invoke(
+            ["/usr/bin/time", "-f", "%M", "-o", out, *v.argv], env_for("ADD", cid, path, {**v.env, **extra}), json.dumps(conf).encode()
+        )
         with open(out) as f:
             tree_kb = int(f.read().split()[-1])
         dele = v.invoke("DEL", cid, path, json.dumps(conf).encode())
@@ -318,7 +299,7 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
     totals: dict[str, list[float]] = {"ADD": [], "DEL": []}
     for i in range(n):
         conf = json.dumps(v.conf(dual)) + (" " * (i + 1) if cold else "")
-        cid = f"bd-{uuid.uuid4().hex[:12]}"
+        cid = support.unique("bd-")
         with pod_netns() as (path,):
             add_file, del_file = (os.path.join(tmp, f"t-{cid}-{c}") for c in ("add", "del"))
             add = v.invoke("ADD", cid, path, conf.encode(), {"NSVETH_TIMINGS": add_file})
@@ -334,11 +315,11 @@ def breakdown(v: Variant, n: int, tmp: str, dual: bool = False, cold: bool = Fal
                 else:
                     marks = records[0]["marks"]
                     seq = [("interpreter start", marks[0][1] - call.t0)]
-                    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in zip(marks, marks[1:])]
+                    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in pairwise(marks)]
                     seq.append(("process exit", call.t1 - marks[-1][1]))
                     # CPU: before the first mark = the whole process's CPU at its first mark.
                     cpus = [("interpreter start", marks[0][2])]
-                    cpus += [(name, c - prev) for (_, _, prev), (name, _, c) in zip(marks, marks[1:])]
+                    cpus += [(name, c - prev) for (_, _, prev), (name, _, c) in pairwise(marks)]
                 for name, ns in seq:
                     phases[cmd].setdefault(name, []).append(ns / 1e6)
                 for name, ns in cpus:
@@ -371,13 +352,16 @@ def served_timeline(records: list[dict[str, Any]], call: Call) -> tuple[list[tup
     environment), then the command's own marks, exit."""
     client = next(r for r in records if r["command"].startswith("client "))
     request = next(r for r in records if not r["command"].startswith("client "))
-    events = sorted([("client " + n, t, c) for n, t, c in client["marks"]] + [("request " + n, t, c) for n, t, c in request["marks"]], key=lambda e: e[1])
+    events = sorted(
+        [("client " + n, t, c) for n, t, c in client["marks"]] + [("request " + n, t, c) for n, t, c in request["marks"]],
+        key=lambda e: e[1],
+    )
     seq = [("client interpreter start", events[0][1] - call.t0)]
-    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in zip(events, events[1:])]
+    seq += [(name, t - prev) for (_, prev, _), (name, t, _) in pairwise(events)]
     seq.append(("client process exit", call.t1 - events[-1][1]))
     cpus = [("client interpreter start", client["marks"][0][2])]
     for prefix, marks in (("client ", client["marks"]), ("request ", request["marks"])):
-        cpus += [(prefix + name, c - prev) for (_, _, prev), (name, _, c) in zip(marks, marks[1:])]
+        cpus += [(prefix + name, c - prev) for (_, _, prev), (name, _, c) in pairwise(marks)]
     return seq, cpus
 
 
@@ -387,7 +371,7 @@ def spawn_floor(n: int = 30) -> dict[str, float]:
 
 
 def fmt_row(cols: list[Any], widths: list[int]) -> str:
-    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cols, widths, strict=True)))
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -434,7 +418,8 @@ def print_table(report: dict[str, Any]) -> None:
         for label, b in (report.get(key) or {}).items():
             for cmd in ("ADD", "DEL"):
                 bd = b[cmd]
-                print(f"\n== {label} {cmd} phases, {title}, median of {report['params']['breakdown_n']}: total {bd['total_median_ms']:.1f} ms ==")
+                n = report["params"]["breakdown_n"]
+                print(f"\n== {label} {cmd} phases, {title}, median of {n}: total {bd['total_median_ms']:.1f} ms ==")
                 print("  " + "  ".join(f"{k} {v:.1f}" for k, v in bd["phases_ms"].items()))
                 print("  -> " + "; ".join(f"{k} {v:.1f}" for k, v in bd["categories_ms"].items()))
                 print("  cpu: " + "  ".join(f"{k} {v:.1f}" for k, v in bd["phases_cpu_ms"].items()))
@@ -449,7 +434,11 @@ def variants_for(args: argparse.Namespace, tmp: str) -> list[Variant]:
         "onedir": [os.path.join(REPO, "dist", "nsveth", "nsveth")],
         "onefile": [os.path.join(REPO, "dist", "onefile", "nsveth")],
         "portable": [os.path.join(REPO, "dist", "portable", "nsveth", "nsveth")],  # scripts/build-portable.sh
-        "source": [VENV_PY, "-c", f"import sys; sys.path.insert(0, {os.path.join(REPO, 'plugin')!r}); from nsveth.main import main; main()"],
+        "source": [
+            VENV_PY,
+            "-c",
+            f"import sys; sys.path.insert(0, {os.path.join(REPO, 'plugin')!r}); from nsveth.main import main; main()",
+        ],
     }
     for extra in args.extra:
         name, _, path = extra.partition("=")
@@ -490,29 +479,20 @@ def warm_server(variants: list[Variant]):
 def _one_server(v: Variant):
     sock = v.env["NSVETH_SOCKET"]
     os.makedirs(os.path.dirname(sock), mode=0o700)
-    v.server_log = os.path.join(os.path.dirname(sock), "serve.log")
-    with open(v.server_log, "w") as log:
-        proc = subprocess.Popen([v.argv[0], "serve", "--socket", sock], stderr=log, stdin=subprocess.DEVNULL)
+    server = support.Server(directory=os.path.dirname(sock), exe=v.argv[0])
+    assert server.socket == sock
+    v.server_log = server.log_path
+    server.start()
     try:
-        deadline = time.monotonic() + 60
-        while "serving " not in open(v.server_log).read():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench: nsveth serve did not start: {open(v.server_log).read()}")
-            time.sleep(0.05)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def inner(args: argparse.Namespace) -> int:
     tmp = tempfile.mkdtemp(prefix="nsveth-bench-")
     try:
-        sh("ip", "link", "set", "lo", "up")
+        support.sh("ip", "link", "set", "lo", "up")
         variants = variants_for(args, tmp)
         with warm_server(variants):
             return measure(args, tmp, variants)
@@ -526,7 +506,13 @@ def measure(args: argparse.Namespace, tmp: str, variants: list[Variant]) -> int:
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": {"kernel": os.uname().release, "cpus": os.cpu_count()},
-        "params": {"single_stack_n": args.n, "dual_stack_n": args.dual, "parallel": args.parallel, "breakdown_n": args.breakdown, "cniVersion": SPEC},
+        "params": {
+            "single_stack_n": args.n,
+            "dual_stack_n": args.dual,
+            "parallel": args.parallel,
+            "breakdown_n": args.breakdown,
+            "cniVersion": SPEC,
+        },
         "variants": {v.label: v.argv[0] for v in variants},
         "spawn_floor": spawn_floor(),
     }
@@ -568,8 +554,16 @@ def main() -> int:
         help="nsveth builds: onedir,onefile,portable,source,served (served: the one-dir build as a client"
         " of a warm `nsveth serve`; portable: dist/portable/nsveth; default onedir,onefile,served)",
     )
-    ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)")
-    ap.add_argument("--extra-served", action="append", default=[], metavar="NAME=PATH", help="another one-dir build, as a client of its own warm server (A/B of served builds)")
+    ap.add_argument(
+        "--extra", action="append", default=[], metavar="NAME=PATH", help="another nsveth executable to compare (A/B of builds)"
+    )
+    ap.add_argument(
+        "--extra-served",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="another one-dir build, as a client of its own warm server (A/B of served builds)",
+    )
     ap.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="where to write the figures")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -580,13 +574,12 @@ def main() -> int:
         return 2
     if os.environ.get(INNER) == "1":
         return inner(args)
-    host = f"nsvbh-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", host)
+    host = support.netns_add("nsvbh-")
     try:
         env = dict(os.environ, **{INNER: "1"})
         return subprocess.run(["ip", "netns", "exec", host, sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env=env).returncode
     finally:
-        sh("ip", "netns", "delete", host, check=False)
+        support.netns_delete(host)
 
 
 if __name__ == "__main__":

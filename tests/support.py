@@ -1,4 +1,6 @@
-"""Shared test helpers: throwaway network namespaces and a way to run the plugin.
+"""The test helpers of every suite (and of bench/bench.py): unique names, throwaway network
+namespaces, `ip -j`, the plugin run in-process / as the executable / served, a warm server, a
+test network, the conf examples and cnitool. Look here before writing a helper.
 
 Every namespace and temp dir made here has a unique name and is removed by
 the fixture that made it, pass or fail. The plugin always runs from inside a
@@ -13,17 +15,25 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXECUTABLE = os.environ.get("NSVETH_EXE", os.path.join(REPO, "dist", "nsveth", "nsveth"))
 CNI_PATH = "/usr/lib/cni"
+CONF_EXAMPLES = os.path.join(REPO, "conf-examples")
+# The sysctl allowlist an install puts at /etc/cni/nsveth/allowlist.conf (the Kubernetes safe set).
+SHIPPED_ALLOWLIST = os.path.join(CONF_EXAMPLES, "allowlist-k8s-safe.txt")
+CNITOOL_DIR = os.path.join(REPO, "tools", "cnitool")
+CNITOOL = os.path.join(CNITOOL_DIR, "bin", "cnitool")
 
 
 def unique(prefix: str) -> str:
+    """A name unique across concurrent runs; prefix + 8 hex chars (<= 15 bytes for links)."""
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
@@ -31,23 +41,122 @@ def sh(*args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Like sh, for long argument lists: a failure raises with the command's output in the message."""
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15) -> int | None:
+    """Ends a child process: SIGTERM, SIGKILL if it is still there after timeout; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def remove_cgroups(pattern: str) -> None:
+    """Removes the (empty) cgroup directories matching pattern under /sys/fs/cgroup, deepest first;
+    one still in use stays."""
+    for cg in sorted(Path("/sys/fs/cgroup").glob(pattern), key=lambda p: len(p.parts), reverse=True):
+        try:
+            cg.rmdir()
+        except OSError:
+            pass
+
+
+# How lock_holder holds its file: flock (nsveth's network lock), lockf (a sender's POSIX lock), or not at all.
+_LOCKS = {
+    "flock-ex": "fcntl.flock(fd, fcntl.LOCK_EX)",
+    "flock-sh": "fcntl.flock(fd, fcntl.LOCK_SH)",
+    "lockf": "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+    "open": "pass",
+}
+
+
+def lock_holder(path: str, lock: str) -> subprocess.Popen:
+    """Another process that opens path (creating it), holds it as `lock` says and sleeps until killed."""
+    code = (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        f"{_LOCKS[lock]}\n"
+        "sys.stdout.write('held\\n'); sys.stdout.flush()\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def netns_path(name: str) -> str:
+    return f"/run/netns/{name}"
+
+
+def netns_add(prefix: str) -> str:
+    """A new named netns with a unique name; returns the name."""
+    name = unique(prefix)
+    sh("ip", "netns", "add", name)
+    return name
+
+
+def netns_delete(name: str) -> None:
+    sh("ip", "netns", "delete", name, check=False)
+
+
+def ip_json(ns: str | None, *args: str) -> Any:
+    """`ip -j ARGS` in netns ns (None: this one), parsed; [] for no output."""
+    out = sh("ip", *(["-n", ns] if ns else []), "-j", *args).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def examples(*suffixes: str) -> list[str]:
+    """The paths of conf-examples/ files ending in one of suffixes, sorted."""
+    return sorted(os.path.join(CONF_EXAMPLES, f) for f in os.listdir(CONF_EXAMPLES) if f.endswith(suffixes))
+
+
+def load_example(name: str) -> dict[str, Any]:
+    """A network config of conf-examples/ (a file name there, or a path)."""
+    with open(os.path.join(CONF_EXAMPLES, name)) as f:
+        conf: dict[str, Any] = json.load(f)
+    return conf
+
+
+def build_cnitool() -> str:
+    """tools/cnitool/bin/cnitool, built from its pinned source (a no-op when it is up to date)."""
+    run([os.path.join(CNITOOL_DIR, "build.sh")], timeout=600)
+    return CNITOOL
+
+
 class Netns:
     """A named network namespace under /run/netns."""
 
     def __init__(self, prefix: str = "nsvt-") -> None:
-        self.name = unique(prefix)
-        sh("ip", "netns", "add", self.name)
-        self.path = f"/run/netns/{self.name}"
+        self.name = netns_add(prefix)
+        self.path = netns_path(self.name)
 
     def delete(self) -> None:
-        sh("ip", "netns", "delete", self.name, check=False)
+        netns_delete(self.name)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return sh("ip", "netns", "exec", self.name, *args, check=check)
 
     def ip_json(self, *args: str) -> Any:
-        out = sh("ip", "-n", self.name, "-j", *args).stdout
-        return json.loads(out) if out.strip() else []
+        return ip_json(self.name, *args)
 
     def links(self) -> dict[str, dict]:
         return {link["ifname"]: link for link in self.ip_json("-d", "link", "show")}
@@ -70,6 +179,19 @@ def netns(prefix: str = "nsvt-") -> Iterator[Netns]:
         yield ns
     finally:
         ns.delete()
+
+
+@contextlib.contextmanager
+def netns_many(count: int, prefix: str = "nsvp-") -> Iterator[list[Netns]]:
+    """count namespaces, all deleted on exit (also when making one of them fails)."""
+    made: list[Netns] = []
+    try:
+        for _ in range(count):
+            made.append(Netns(prefix))
+        yield made
+    finally:
+        for ns in made:
+            ns.delete()
 
 
 @dataclasses.dataclass
@@ -140,22 +262,26 @@ class Server:
         return f" pid={pid}\n" in self.log()
 
     def stop(self, timeout: float = 30) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop(self.proc, timeout) if self.proc is not None else None
 
     def remove(self) -> None:
         import shutil
 
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cni_env(command: str, container_id: str = "", netns: str = "", ifname: str = "eth0", **extra: str) -> dict:
+    """The environment of one plugin call, as a runtime sets it (CNI_IFNAME only where the spec has it)."""
+    env = {"CNI_COMMAND": command, "CNI_PATH": CNI_PATH, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if container_id:
+        env["CNI_CONTAINERID"] = container_id
+    if netns:
+        env["CNI_NETNS"] = netns
+    if ifname and command in ("ADD", "DEL", "CHECK"):
+        env["CNI_IFNAME"] = ifname
+    env.update(extra)
+    return env
 
 
 class Plugin:
@@ -169,16 +295,7 @@ class Plugin:
         self.mode = mode
         self.server = server
 
-    def env(self, command: str, container_id: str = "", netns: str = "", ifname: str = "eth0", **extra: str) -> dict:
-        env = {"CNI_COMMAND": command, "CNI_PATH": CNI_PATH, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        if container_id:
-            env["CNI_CONTAINERID"] = container_id
-        if netns:
-            env["CNI_NETNS"] = netns
-        if ifname and command in ("ADD", "DEL", "CHECK"):
-            env["CNI_IFNAME"] = ifname
-        env.update(extra)
-        return env
+    env = staticmethod(cni_env)
 
     def call(self, env: dict, stdin: bytes | dict | str, timeout: float = 120) -> Reply:
         """`timeout` bounds the executable (exe, served); it raises subprocess.TimeoutExpired."""
@@ -192,6 +309,16 @@ class Plugin:
 
     def run(self, command: str, conf: Any, **kw: str) -> Reply:
         return self.call(self.env(command, **kw), conf)
+
+    def run_each(self, command: str, conf: Any, pods: list[Netns], prefix: str) -> list[Reply]:
+        """command for container f"{prefix}{i}" in each pods[i], all at once (threads), each of which
+        must succeed; the replies in pod order. conf: one for all, or a list of one per pod."""
+        confs = conf if isinstance(conf, list) else [conf] * len(pods)
+        replies = run_threads(
+            [lambda i=i, p=p: self.run(command, confs[i], container_id=f"{prefix}{i}", netns=p.path) for i, p in enumerate(pods)]
+        )
+        assert [r.status for r in replies] == [0] * len(pods), [r.stdout for r in replies if r.status]
+        return replies
 
     def _exe(self, env: dict, stdin: bytes, timeout: float) -> Reply:
         if not os.access(EXECUTABLE, os.X_OK):
@@ -215,7 +342,8 @@ class Plugin:
         return Reply(proc.returncode, out, err.decode(errors="replace"))
 
     def _inproc(self, env: dict, stdin: bytes) -> Reply:
-        from nsveth import dispatch, netns as nsmod
+        from nsveth import dispatch
+        from nsveth import netns as nsmod
 
         fd = nsmod.open_path(self.host.path)
         try:
@@ -229,8 +357,8 @@ class Plugin:
 class Network:
     """A CNI network for one test: unique name, private IPAM and runtime dirs."""
 
-    def __init__(self, tmp: str, subnet: str = "10.77.0.0/24", **fields: Any) -> None:
-        self.name = unique("nt-")
+    def __init__(self, tmp: str, subnet: str = "10.77.0.0/24", name: str | None = None, **fields: Any) -> None:
+        self.name = name or unique("nt-")
         self.tmp = tmp
         self.ipam_dir = os.path.join(tmp, "ipam")
         self.runtime_dir = os.path.join(tmp, "run")
@@ -251,11 +379,28 @@ class Network:
         conf.update(fields)
         return conf
 
+    def from_example(self, filename: str) -> dict:
+        """The one plugin entry of the conflist conf-examples/<filename> as a runtime passes it, on
+        this network: its name, with IPAM and runtime state in this network's dirs."""
+        doc = load_example(filename)
+        (entry,) = doc["plugins"]
+        conf = {**entry, "cniVersion": doc["cniVersion"], "name": self.name, "runtimeDir": self.runtime_dir}
+        conf["ipam"] = {**conf["ipam"], "dataDir": self.ipam_dir}
+        return conf
+
     def leases(self) -> list[str]:
         d = os.path.join(self.ipam_dir, self.name)
         if not os.path.isdir(d):
             return []
         return sorted(f for f in os.listdir(d) if f not in ("lock",) and not f.startswith("last_reserved_ip"))
+
+    def record_path(self, container_id: str, ifname: str = "eth0") -> str:
+        """Where nsveth keeps the state record of one attachment of this network."""
+        return os.path.join(self.runtime_dir, self.name, f"{container_id}:{ifname}.json")
+
+    def record(self, container_id: str, ifname: str = "eth0") -> dict:
+        with open(self.record_path(container_id, ifname)) as f:
+            return json.load(f)
 
     def state_files(self) -> list[str]:
         d = os.path.join(self.runtime_dir, self.name)

@@ -14,9 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import support
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(support.REPO)
 DEPLOY = REPO / "deploy"
 sys.path.insert(0, str(DEPLOY / "installer"))
 

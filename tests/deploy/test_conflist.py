@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-
+import support
 from deploy_support import REPO, configmap_data, configmap_template
 from nsveth_install import InstallError
-from nsveth_install.conflist import (NodeFacts, load_template, parse_cluster_cidrs, parse_pod_cidrs, render,
-                                     required_plugins)
+from nsveth_install.conflist import NodeFacts, load_template, parse_cluster_cidrs, parse_pod_cidrs, render, required_plugins
 
 SCHEMA = REPO / "plugin" / "nsveth" / "schema.json"
 
@@ -77,7 +76,7 @@ def test_configmap_ships_the_kubernetes_safe_allowlist() -> None:
     def patterns(text: str) -> list[str]:
         return [p.strip() for line in text.splitlines() for p in line.split("#", 1)[0].split(",") if p.strip()]
 
-    shipped = (REPO / "conf-examples" / "allowlist-k8s-safe.txt").read_text()
+    shipped = Path(support.SHIPPED_ALLOWLIST).read_text()
     assert patterns(configmap_data()["allowlist.conf"]) == patterns(shipped)
     assert len(patterns(shipped)) >= 13
 

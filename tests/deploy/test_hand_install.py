@@ -13,11 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
+import support
 from deploy_support import REPO, make_bundle, make_node
 
 SCRIPT = REPO / "scripts" / "install.sh"
-SHIPPED_ALLOWLIST = REPO / "conf-examples" / "allowlist-k8s-safe.txt"
+SHIPPED_ALLOWLIST = Path(support.SHIPPED_ALLOWLIST)
 
 
 class Host:

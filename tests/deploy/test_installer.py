@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from deploy_support import DEPLOY, Node, make_executable
 
 VERSIONS = "nsveth.d"

@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from deploy_support import Node
 from nsveth_install import InstallError, kube
 

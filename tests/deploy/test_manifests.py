@@ -15,7 +15,6 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-
 from deploy_support import DEPLOY, REPO, manifest_docs
 from nsveth_install import cli
 
@@ -133,7 +132,7 @@ def copies() -> dict[str, str]:
 
 
 def test_containerfile_copies_paths_that_exist_in_the_repo() -> None:
-    for dest, src in copies().items():
+    for src in copies().values():
         if src.startswith("dist/"):
             continue  # build output of scripts/build-portable.sh, checked below
         assert (REPO / src).exists(), f"COPY {src}: no such path in the repo"

@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 import support
 from deploy_support import REPO, Node
 
@@ -40,8 +39,7 @@ def plugin_conf(conflist: dict, index: int, tmp: Path) -> dict:
 
 def call(host: support.Netns, exe: Path, command: str, conf: dict, bin_dir: Path, pod: support.Netns,
          **extra: str) -> dict | None:
-    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "e2e-" + pod.name, "CNI_NETNS": pod.path,
-           "CNI_IFNAME": "eth0", "CNI_PATH": str(bin_dir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **extra}
+    env = support.cni_env(command, "e2e-" + pod.name, pod.path, CNI_PATH=str(bin_dir), PATH="/usr/sbin:/usr/bin:/sbin:/bin", **extra)
     proc = subprocess.run(["ip", "netns", "exec", host.name, str(exe)], input=json.dumps(conf).encode(),
                           env=env, capture_output=True, timeout=120)
     assert proc.returncode == 0, (command, conf["type"], proc.stdout, proc.stderr)

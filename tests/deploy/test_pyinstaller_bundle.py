@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from deploy_support import REPO, Node
 
 HELLO = 'import json, sys; print(json.dumps({"frozen": getattr(sys, "frozen", False), "argv": sys.argv[1:]}))\n'

@@ -8,11 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
-
 from deploy_support import DEPLOY, Node
 
 

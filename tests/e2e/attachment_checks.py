@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import cnienv
+import support
 from cnienv import CniEnv
 
 BUSYBOX = str(cnienv.BUSYBOX)
@@ -15,7 +17,7 @@ BUSYBOX = str(cnienv.BUSYBOX)
 
 def ping(ns: str, addr: str) -> None:
     """One echo request from inside netns ns to addr (an address inside our own netns)."""
-    cnienv.run(cnienv.in_ns(ns, BUSYBOX, "ping", "-c", "1", "-W", "3", addr))
+    support.run(cnienv.in_ns(ns, BUSYBOX, "ping", "-c", "1", "-W", "3", addr))
 
 
 def _norm_dst(dst: str) -> str:
@@ -32,7 +34,7 @@ def assert_attached(env: CniEnv, conf: dict[str, Any], result: dict[str, Any], n
     """The pod side, host side, lease and cache match the ADD result. Returns facts for later checks."""
     ns = netns.rsplit("/", 1)[-1]
     idx, iface = cnienv.pod_iface(result, ifname, netns)
-    [link] = cnienv.ip_json(ns, "link", "show", "dev", ifname)
+    [link] = support.ip_json(ns, "-d", "link", "show", "dev", ifname)
     assert link["linkinfo"]["info_kind"] == "veth", link
     assert "UP" in link["flags"], link
     assert link["address"] == iface["mac"].lower(), (link["address"], iface)
@@ -67,7 +69,7 @@ def assert_attached(env: CniEnv, conf: dict[str, Any], result: dict[str, Any], n
         [host_name] = host_names
         master = veths[host_name].get("master")
         assert master and master in {h["name"] for h in cnienv.host_ifaces(result)}, veths[host_name]
-        [br] = cnienv.ip_json(env.host_ns, "link", "show", "dev", master)
+        [br] = support.ip_json(env.host_ns, "-d", "link", "show", "dev", master)
         assert br["linkinfo"]["info_kind"] == "bridge", br
     if not bridge_mode or main.get("isGateway") or main.get("isDefaultGateway"):
         # L3: the host answers as the gateway and reaches the pod. (A pure L2 bridge has no
@@ -100,7 +102,7 @@ def assert_detached(env: CniEnv, conf: dict[str, Any], netns: str | None, facts:
     """Nothing of the attachment remains: pod iface, host veth, lease, cache entry."""
     if netns:
         ns = netns.rsplit("/", 1)[-1]
-        names = [l["ifname"] for l in cnienv.links(ns)]
+        names = [link["ifname"] for link in cnienv.links(ns)]
         assert ifname not in names, names
     left = [v["ifname"] for v in env.host_veths()]
     assert not set(facts["host_veths"]) & set(left), left
@@ -150,8 +152,8 @@ def assert_no_new_rules(before: dict[str, list[str]], after: dict[str, list[str]
     plugin's CNI-FORWARD/CNI-ADMIN chains (they never remove them; per-pod rules in them count),
     tables and built-in chains that merely exist, and empty nft tables."""
     for tool in ("iptables-save", "ip6tables-save"):
-        new = [l for l in after[tool] if l not in before[tool] and "CNI-HOSTPORT-" not in l
-               and not _BOOKKEEPING.match(l) and not _FIREWALL_SHARED.match(l)]
+        new = [line for line in after[tool] if line not in before[tool] and "CNI-HOSTPORT-" not in line
+               and not _BOOKKEEPING.match(line) and not _FIREWALL_SHARED.match(line)]
         assert not new, (tool, new)
     assert _nft_tables(after["nft"]) == _nft_tables(before["nft"]), after["nft"]
 
@@ -176,6 +178,23 @@ def container_expectations(conf: dict[str, Any]) -> dict[str, Any]:
     return {"subnets": subnets, "gateway": gateway, "mtu": main.get("mtu"),
             "default4": "0.0.0.0/0" in dsts or bool(main.get("isDefaultGateway")) and bool(v4),
             "outside": None}  # an address beyond the host the container must reach (set by the test)
+
+
+def example_for_container(env: CniEnv, example: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An example as shipped, written into the env's config dir, the host prepared for it (see
+    cnienv.prepare_host), and what a container attached with it must see."""
+    conf = cnienv.example_conflist(env, example)
+    expect = container_expectations(conf)
+    expect["outside"] = cnienv.prepare_host(env, conf)
+    return conf, expect
+
+
+def assert_container_gone(env: CniEnv, conf: dict[str, Any], fw_before: dict[str, list[str]]) -> None:
+    """After the runtime removed the container: no host veth, lease, state record or new firewall rule is left."""
+    assert env.host_veths() == []
+    assert env.leases(conf["name"]) == {}
+    assert env.records(conf["name"]) == []
+    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))
 
 
 INSIDE_SCRIPT = ("echo '--- addr'; ip addr show eth0; echo '--- route'; ip route; "

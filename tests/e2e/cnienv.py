@@ -22,18 +22,20 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-CNITOOL_DIR = REPO / "tools" / "cnitool"
-CNITOOL = CNITOOL_DIR / "bin" / "cnitool"
+import support
+from support import load_example, netns_add, netns_delete, netns_path, run, unique
+
+REPO = Path(support.REPO)
+CNITOOL = Path(support.CNITOOL)
 # The executable of the built one-dir bundle (NSVETH_E2E_BUNDLE: another build of it).
 NSVETH_BUNDLE = Path(os.environ.get("NSVETH_E2E_BUNDLE", REPO / "dist" / "nsveth" / "nsveth"))
 SYSTEM_PLUGIN_DIR = Path("/usr/lib/cni")
-CONF_EXAMPLES = REPO / "conf-examples"
+CONF_EXAMPLES = Path(support.CONF_EXAMPLES)
 
 # The plugin under test. The e2e suite exists to prove nsveth, so that is the
 # default; NSVETH_E2E_PLUGIN=ptp runs the same tests against Debian's reference
@@ -45,53 +47,6 @@ OUTSIDE_ADDR = "192.0.2.2"
 OUTSIDE_LINK_PREFIX = "nsveo"
 # nsveth's default runtime dir, where a Sandbox puts the env's runtime dir.
 RUN_NSVETH = "/run/nsveth"
-
-
-def unique(prefix: str) -> str:
-    """A name unique across concurrent runs; prefix + 8 hex chars (<= 15 bytes for links)."""
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-def run(cmd: Sequence[str | os.PathLike[str]], *, check: bool = True, env: dict[str, str] | None = None,
-        input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env,
-                          input=input, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
-
-
-def build_cnitool() -> Path:
-    run([CNITOOL_DIR / "build.sh"], timeout=600)
-    return CNITOOL
-
-
-def version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split("."))
-
-
-# --------------------------------------------------------------------------- netns
-
-def netns_add(prefix: str) -> str:
-    name = unique(prefix)
-    run(["ip", "netns", "add", name])
-    return name
-
-
-def netns_delete(name: str) -> None:
-    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-
-
-def netns_path(name: str) -> str:
-    return f"/run/netns/{name}"
-
-
-def ip_json(ns: str | None, *args: str) -> Any:
-    cmd = ["ip"] + (["-n", ns] if ns else []) + ["-j", "-d"] + list(args)
-    out = run(cmd).stdout.strip()
-    return json.loads(out) if out else []
 
 
 def in_ns(ns: str, *cmd: str | os.PathLike[str]) -> list[str]:
@@ -110,11 +65,11 @@ def read_sysctl(ns: str, key: str, ifname: str) -> str:
 
 
 def links(ns: str) -> list[dict[str, Any]]:
-    return ip_json(ns, "link", "show")
+    return support.ip_json(ns, "-d", "link", "show")
 
 
 def veths(ns: str) -> list[dict[str, Any]]:
-    return [l for l in links(ns) if l.get("linkinfo", {}).get("info_kind") == "veth"]
+    return [link for link in links(ns) if link.get("linkinfo", {}).get("info_kind") == "veth"]
 
 
 # --------------------------------------------------------------------------- firewall
@@ -127,16 +82,16 @@ def firewall_snapshot(ns: str) -> dict[str, list[str]]:
     snap: dict[str, list[str]] = {}
     for tool in ("iptables-save", "ip6tables-save"):
         out = run(in_ns(ns, tool), check=False).stdout
-        snap[tool] = [_COUNTERS.sub("", l).rstrip() for l in out.splitlines() if l and not l.startswith("#")]
+        snap[tool] = [_COUNTERS.sub("", line).rstrip() for line in out.splitlines() if line and not line.startswith("#")]
     out = run(in_ns(ns, "nft", "list", "ruleset"), check=False).stdout
-    snap["nft"] = [re.sub(r"counter packets \d+ bytes \d+", "counter", l).strip() for l in out.splitlines()
-                   if l.strip()]
+    snap["nft"] = [re.sub(r"counter packets \d+ bytes \d+", "counter", line).strip() for line in out.splitlines()
+                   if line.strip()]
     return snap
 
 
 def firewall_lines_mentioning(snap: dict[str, list[str]], *needles: str) -> list[str]:
-    return [f"{tool}: {l}" for tool, lines in snap.items() for l in lines
-            if any(n and n in l for n in needles)]
+    return [f"{tool}: {line}" for tool, lines in snap.items() for line in lines
+            if any(n and n in line for n in needles)]
 
 
 # --------------------------------------------------------------------------- configs
@@ -145,17 +100,11 @@ def example_params() -> list[Any]:
     """pytest params for the network configs in conf-examples/ (conflists only: podman reads nothing else)."""
     import pytest
 
-    files = sorted(p for p in CONF_EXAMPLES.glob("*.conflist") if p.is_file())
+    files = [Path(p) for p in support.examples(".conflist")]
     if not files:
         # No example at all must not turn these tests into silent no-ops.
         return [pytest.param(None, id="no-examples")]
     return [pytest.param(p, id=p.name) for p in files]
-
-
-def load_example(path: Path | None) -> dict[str, Any]:
-    assert path is not None, f"{CONF_EXAMPLES} has no *.conf, *.conflist or *.json"
-    conf: dict[str, Any] = json.loads(path.read_text())
-    return conf
 
 
 def plugin_entries(conf: dict[str, Any]) -> list[dict[str, Any]]:
@@ -198,7 +147,7 @@ class CniEnv:
             d.mkdir(parents=True, exist_ok=True)
         # What the README's install puts there: the Kubernetes safe set, root-owned, 0644.
         allowlist = self.etc_dir / "allowlist.conf"
-        shutil.copyfile(CONF_EXAMPLES / "allowlist-k8s-safe.txt", allowlist)
+        shutil.copyfile(support.SHIPPED_ALLOWLIST, allowlist)
         allowlist.chmod(0o644)
         for plugin in sorted(SYSTEM_PLUGIN_DIR.iterdir()):
             (self.plugin_dir / plugin.name).symlink_to(plugin)
@@ -209,7 +158,7 @@ class CniEnv:
     made_run_nsveth: bool = False
 
     @classmethod
-    def create(cls) -> "CniEnv":
+    def create(cls) -> CniEnv:
         if PLUGIN == "nsveth" and not NSVETH_BUNDLE.is_file():
             raise AssertionError(f"{NSVETH_BUNDLE} is missing: run ./build.sh first")
         root = Path(tempfile.mkdtemp(prefix="nsv-e2e-"))
@@ -299,7 +248,7 @@ class CniEnv:
     def cnitool(self, command: str, network: str, netns: str | None = None, *, ifname: str = "eth0",
                 cap_args: dict[str, Any] | None = None, cni_args: str = "", conf_dir: Path | None = None,
                 extra_env: dict[str, str] | None = None, check: bool = True,
-                sandbox: "Sandbox | None" = None) -> subprocess.CompletedProcess[str]:
+                sandbox: Sandbox | None = None) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
         env.update({
             "NETCONFPATH": str(conf_dir or self.conf_dir),
@@ -360,12 +309,12 @@ def host_ifaces(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def addr_set(ns: str, ifname: str) -> set[str]:
-    [link] = ip_json(ns, "addr", "show", "dev", ifname)
+    [link] = support.ip_json(ns, "-d", "addr", "show", "dev", ifname)
     return {f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a.get("scope") == "global"}
 
 
 def routes(ns: str, family: str = "-4") -> list[dict[str, Any]]:
-    return ip_json(ns, family, "route", "show", "table", "main")
+    return support.ip_json(ns, "-d", family, "route", "show", "table", "main")
 
 
 def route_dsts(ns: str, family: str = "-4") -> set[str]:
@@ -455,6 +404,39 @@ def build_busybox_image(dest: Path, ref: str, cmd: Sequence[str] = ("/bin/sh",))
 
     dest.write_bytes(_tar_bytes(archive()))
     return dest
+
+
+# --------------------------------------------------------------------------- containerd
+
+_CONTAINERD_CONFIG = """\
+version = 2
+root = "{root}/root"
+state = "{root}/state"
+disabled_plugins = [
+{cri_off}  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+]
+[grpc]
+  address = "{root}/containerd.sock"
+[ttrpc]
+  address = "{root}/containerd.sock.ttrpc"
+[debug]
+  address = ""
+  level = "{level}"
+[metrics]
+  address = ""
+"""
+
+
+def containerd_config(root: Path, cri: str = "") -> str:
+    """The config.toml of a private containerd whose state, sockets and snapshots live under root.
+    cri: the CRI plugin's section (then it logs at debug level); without one the CRI plugin is off."""
+    cri_off = "" if cri else '  "io.containerd.grpc.v1.cri",\n'
+    return _CONTAINERD_CONFIG.format(root=root, cri_off=cri_off, level="debug" if cri else "info") + cri
 
 
 # --------------------------------------------------------------------------- mount-namespace sandbox
@@ -551,8 +533,9 @@ class Sandbox:
 def example_conflist(env: CniEnv, example: Path | None) -> dict[str, Any]:
     """An example exactly as shipped, written into the env's config dir. Run it in a Sandbox with
     env.binds(): its default paths (leases, runtime dir, allowlist) are then the env's."""
-    conf = load_example(example)
-    (env.conf_dir / example.name).write_bytes(example.read_bytes())  # type: ignore[union-attr]
+    assert example is not None, f"{CONF_EXAMPLES} has no *.conflist"
+    conf = load_example(example.name)
+    (env.conf_dir / example.name).write_bytes(example.read_bytes())
     return conf
 
 

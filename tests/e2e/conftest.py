@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import cnienv  # noqa: E402
+import support  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def cnitool() -> Path:
-    return cnienv.build_cnitool()
+def cnitool() -> str:
+    return support.build_cnitool()
 
 
 @pytest.fixture
-def env(cnitool: Path) -> Iterator[cnienv.CniEnv]:
+def env(cnitool: str) -> Iterator[cnienv.CniEnv]:
     e = cnienv.CniEnv.create()
     try:
         yield e
@@ -33,14 +34,14 @@ def make_pod() -> Iterator[Callable[[], str]]:
     names: list[str] = []
 
     def make() -> str:
-        names.append(cnienv.netns_add("nsve2e-p-"))
-        return cnienv.netns_path(names[-1])
+        names.append(support.netns_add("nsve2e-p-"))
+        return support.netns_path(names[-1])
 
     try:
         yield make
     finally:
         for n in names:
-            cnienv.netns_delete(n)
+            support.netns_delete(n)
 
 
 @pytest.fixture(scope="session")

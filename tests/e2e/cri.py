@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 import cri_api_pb2 as api
+import grpc
 
 
 class RuntimeService:

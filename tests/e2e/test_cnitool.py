@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
-
-import pytest
+from typing import Any
 
 import cnienv
+import pytest
+import support
 from attachment_checks import assert_attached, assert_detached, assert_no_new_rules, ping
 from cnienv import CniEnv, Sandbox
+from nsveth import versions
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +78,7 @@ def _base_conf(env: CniEnv, subnet: str, name: str, version: str = "1.0.0") -> d
 
 def test_single_plugin_lifecycle(env: CniEnv, make_pod: Callable[[], str]) -> None:
     """Two pods on one network: distinct addresses, independent DEL."""
-    conf = _base_conf(env, "10.201.7.0/24", cnienv.unique("single-"))
+    conf = _base_conf(env, "10.201.7.0/24", support.unique("single-"))
     env.write_conf(conf)
     pod_a, pod_b = make_pod(), make_pod()
     res_a = env.add(conf["name"], pod_a)
@@ -98,12 +99,12 @@ def test_single_plugin_lifecycle(env: CniEnv, make_pod: Callable[[], str]) -> No
 
 
 def test_check_detects_removed_pod_interface(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    conf = _base_conf(env, "10.201.8.0/24", cnienv.unique("chk-"))
+    conf = _base_conf(env, "10.201.8.0/24", support.unique("chk-"))
     env.write_conf(conf)
     pod = make_pod()
     res = env.add(conf["name"], pod)
     facts = assert_attached(env, conf, res, pod)
-    cnienv.run(["ip", "-n", pod.rsplit("/", 1)[-1], "link", "del", "eth0"])
+    support.run(["ip", "-n", pod.rsplit("/", 1)[-1], "link", "del", "eth0"])
     proc = env.cnitool("check", conf["name"], pod, check=False)
     assert proc.returncode != 0, proc
     assert "eth0" in proc.stderr, proc.stderr
@@ -132,7 +133,7 @@ def _chain(env: CniEnv, name: str, *, portmap: bool) -> dict[str, Any]:
 
 
 def test_chain_tuning_portmap_bandwidth(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    name = cnienv.unique("chain-")
+    name = support.unique("chain-")
     conf = _chain(env, name, portmap=True)
     env.write_conf(conf)
     # Debian's portmap 1.1.1 fails CHECK (containernetworking/plugins#819), so CHECK runs on a
@@ -143,7 +144,7 @@ def test_chain_tuning_portmap_bandwidth(env: CniEnv, make_pod: Callable[[], str]
     pod = make_pod()
     ns = pod.rsplit("/", 1)[-1]
     fw_before = cnienv.firewall_snapshot(env.host_ns)
-    links_before = {l["ifname"] for l in cnienv.links(env.host_ns)}
+    links_before = {link["ifname"] for link in cnienv.links(env.host_ns)}
 
     result = env.add(name, pod, cap_args=cap)
     facts = assert_attached(env, conf, result, pod)
@@ -153,32 +154,32 @@ def test_chain_tuning_portmap_bandwidth(env: CniEnv, make_pod: Callable[[], str]
     # prevResult flowed through the chain: tuning's MAC is in the final result and on the link.
     _, iface = cnienv.pod_iface(result, "eth0", pod)
     assert iface["mac"].lower() == TUNING_MAC
-    assert cnienv.ip_json(ns, "link", "show", "dev", "eth0")[0]["address"] == TUNING_MAC
+    assert support.ip_json(ns, "-d", "link", "show", "dev", "eth0")[0]["address"] == TUNING_MAC
     assert cnienv.read_sysctl(ns, TUNING_SYSCTL[0], "eth0") == TUNING_SYSCTL[1]
     # portmap saw the capability and the pod IP from prevResult.
     fw = cnienv.firewall_snapshot(env.host_ns)
-    dnat = [l for l in fw["iptables-save"] if "DNAT" in l and f"{pod_ip}:80" in l]
-    assert any(f"--dport {HOST_PORT}" in l for l in dnat), fw["iptables-save"]
+    dnat = [line for line in fw["iptables-save"] if "DNAT" in line and f"{pod_ip}:80" in line]
+    assert any(f"--dport {HOST_PORT}" in line for line in dnat), fw["iptables-save"]
     assert cnienv.firewall_lines_mentioning(fw, cid)
     # bandwidth found the host veth in prevResult: tbf on it (ingress) and an ifb (egress).
     [host_veth] = facts["host_veths"]
-    qdiscs = cnienv.run(["tc", "-n", env.host_ns, "qdisc", "show", "dev", host_veth]).stdout
+    qdiscs = support.run(["tc", "-n", env.host_ns, "qdisc", "show", "dev", host_veth]).stdout
     assert "tbf" in qdiscs, qdiscs
-    new_links = {l["ifname"] for l in cnienv.links(env.host_ns)} - links_before
+    new_links = {link["ifname"] for link in cnienv.links(env.host_ns)} - links_before
     assert any(n.startswith("bwp") for n in new_links), new_links
 
     env.cnitool("check", name, pod, conf_dir=check_dir)
 
     env.cnitool("del", name, pod, cap_args=cap)
     assert_detached(env, conf, pod, facts)
-    assert {l["ifname"] for l in cnienv.links(env.host_ns)} == links_before
+    assert {link["ifname"] for link in cnienv.links(env.host_ns)} == links_before
     fw_after = cnienv.firewall_snapshot(env.host_ns)
     assert not cnienv.firewall_lines_mentioning(fw_after, cid, pod_ip, host_veth)
     assert_no_new_rules(fw_before, fw_after)
 
 
 def _gc_setup(env: CniEnv, make_pod: Callable[[], str]) -> tuple[dict[str, Any], Path, list[str], list[Any]]:
-    name = cnienv.unique("gc-")
+    name = support.unique("gc-")
     conf = _base_conf(env, "10.203.5.0/24", name)
     env.write_conf(conf)
     # libcni 1.1.2 parses results up to 1.0.0, so attachments are added with the 1.0.0 config and
@@ -196,7 +197,7 @@ needs_cni_11 = pytest.mark.skipif(cnienv.PLUGIN != "nsveth",
 
 @needs_cni_11
 def test_status(env: CniEnv) -> None:
-    name = cnienv.unique("st-")
+    name = support.unique("st-")
     dir11 = env.root / "net.d-1.1"
     env.write_conf(_base_conf(env, "10.203.9.0/24", name, "1.1.0"), dir11)
     env.cnitool("status", name, conf_dir=dir11)
@@ -213,7 +214,7 @@ def test_gc_removes_attachment_unknown_to_runtime(env: CniEnv, make_pod: Callabl
     veths = {v["ifname"] for v in env.host_veths()}
     assert set(facts_a["host_veths"]) <= veths, veths
     assert not set(facts_b["host_veths"]) & veths, veths
-    assert "eth0" not in {l["ifname"] for l in cnienv.links(pod_b.rsplit("/", 1)[-1])}
+    assert "eth0" not in {link["ifname"] for link in cnienv.links(pod_b.rsplit("/", 1)[-1])}
     leases = env.leases(conf["name"])
     assert facts_a["ips"][0] in leases
     assert facts_b["ips"][0] not in leases, ("GC left the stale attachment's lease", leases)
@@ -230,7 +231,7 @@ def test_gc_without_valid_attachments_cleans_everything(env: CniEnv, make_pod: C
     env.cache_file(conf["name"], facts[1]["cid"]).unlink()  # one known to libcni, one only to the plugin
     env.cnitool("gc", conf["name"], conf_dir=dir11)
     assert env.host_veths() == []
-    for pod, f in zip(pods, facts):
+    for pod, f in zip(pods, facts, strict=True):
         assert_detached(env, conf, pod, f)
 
 
@@ -246,42 +247,42 @@ def _plugin_stdin(env: CniEnv, conf: dict[str, Any], netns: str, ifname: str = "
 
 def test_del_with_empty_netns_cleans_up(env: CniEnv, make_pod: Callable[[], str]) -> None:
     """What `ctr run --cni` sends after the task exits: DEL with CNI_NETNS="" (pod netns still alive here)."""
-    conf = _base_conf(env, "10.206.1.0/24", cnienv.unique("empty-"))
+    conf = _base_conf(env, "10.206.1.0/24", support.unique("empty-"))
     env.write_conf(conf)
     pod = make_pod()
     facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)
     stdin = _plugin_stdin(env, conf, pod)
     proc = subprocess.run(
         cnienv.in_ns(env.host_ns, env.plugin_dir / cnienv.PLUGIN), input=stdin, capture_output=True,
-        env={"CNI_COMMAND": "DEL", "CNI_CONTAINERID": facts["cid"], "CNI_NETNS": "", "CNI_IFNAME": "eth0",
-             "CNI_PATH": str(env.plugin_dir), "PATH": os.environ["PATH"]}, timeout=60)
+        env=support.cni_env("DEL", facts["cid"], CNI_NETNS="", CNI_PATH=str(env.plugin_dir)), timeout=60)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     env.cache_file(conf["name"], facts["cid"]).unlink()  # the runtime's part of DEL
     assert_detached(env, conf, pod, facts)
 
 
 def test_del_after_pod_netns_is_gone(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    conf = _base_conf(env, "10.206.2.0/24", cnienv.unique("gone-"))
+    conf = _base_conf(env, "10.206.2.0/24", support.unique("gone-"))
     env.write_conf(conf)
     pod = make_pod()
     facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)
-    cnienv.netns_delete(pod.rsplit("/", 1)[-1])
+    support.netns_delete(pod.rsplit("/", 1)[-1])
     env.cnitool("del", conf["name"], pod)
     assert_detached(env, conf, None, facts)
     env.cnitool("del", conf["name"], pod)
 
 
-@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0"])
+# Every version Debian 12's libcni speaks (up to 1.0.0).
+@pytest.mark.parametrize("version", [v for v in versions.SUPPORTED if not versions.at_least(v, "1.1.0")])
 def test_spec_versions_through_libcni(env: CniEnv, make_pod: Callable[[], str], version: str) -> None:
-    conf = _base_conf(env, "10.206.3.0/24", cnienv.unique("v-"), version)
+    conf = _base_conf(env, "10.206.3.0/24", support.unique("v-"), version)
     env.write_conf(conf)
     pod = make_pod()
     result = env.add(conf["name"], pod)
     assert result["cniVersion"] == version, result
-    if version < "1.0.0":
+    if not versions.at_least(version, "1.0.0"):
         assert all(ip.get("version") == "4" for ip in result["ips"]), result
     facts = assert_attached(env, conf, result, pod)
-    if version != "0.3.1":
+    if versions.at_least(version, "0.4.0"):  # CHECK exists from 0.4.0
         env.cnitool("check", conf["name"], pod)
     env.cnitool("del", conf["name"], pod)
     assert_detached(env, conf, pod, facts)
@@ -289,8 +290,8 @@ def test_spec_versions_through_libcni(env: CniEnv, make_pod: Callable[[], str], 
 
 def test_two_networks_in_one_pod(env: CniEnv, make_pod: Callable[[], str]) -> None:
     """A pod on two networks (eth0 and net1, as with Multus): independent host veths and DEL."""
-    a = _base_conf(env, "10.206.4.0/24", cnienv.unique("mna-"))
-    b = _base_conf(env, "10.206.5.0/24", cnienv.unique("mnb-"))
+    a = _base_conf(env, "10.206.4.0/24", support.unique("mna-"))
+    b = _base_conf(env, "10.206.5.0/24", support.unique("mnb-"))
     b["ipam"]["routes"] = [{"dst": "10.99.0.0/16"}]
     env.write_conf(a)
     env.write_conf(b)
@@ -308,24 +309,24 @@ def test_two_networks_in_one_pod(env: CniEnv, make_pod: Callable[[], str]) -> No
 
 
 def test_concurrent_adds_and_dels(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    conf = _base_conf(env, "10.206.6.0/24", cnienv.unique("par-"))
+    conf = _base_conf(env, "10.206.6.0/24", support.unique("par-"))
     env.write_conf(conf)
     pods = [make_pod() for _ in range(6)]
     with ThreadPoolExecutor(len(pods)) as pool:
         results = list(pool.map(lambda p: env.add(conf["name"], p), pods))
-    facts = [assert_attached(env, conf, r, p) for r, p in zip(results, pods)]
+    facts = [assert_attached(env, conf, r, p) for r, p in zip(results, pods, strict=True)]
     assert len({f["ips"][0] for f in facts}) == len(pods)
     assert len(env.host_veths()) == len(pods)
     with ThreadPoolExecutor(len(pods)) as pool:
         list(pool.map(lambda p: env.cnitool("del", conf["name"], p), pods))
-    for p, f in zip(pods, facts):
+    for p, f in zip(pods, facts, strict=True):
         assert_detached(env, conf, p, f)
     assert env.host_veths() == []
 
 
 def test_failed_add_leaves_nothing(env: CniEnv, make_pod: Callable[[], str]) -> None:
     """The subnet has one free address: the second ADD fails in IPAM and must leave no veth behind."""
-    conf = _base_conf(env, "10.206.7.0/30", cnienv.unique("full-"))
+    conf = _base_conf(env, "10.206.7.0/30", support.unique("full-"))
     env.write_conf(conf)
     first, second = make_pod(), make_pod()
     facts = assert_attached(env, conf, env.add(conf["name"], first), first)
@@ -334,7 +335,7 @@ def test_failed_add_leaves_nothing(env: CniEnv, make_pod: Callable[[], str]) -> 
     assert proc.returncode != 0, proc.stdout
     assert "no IP addresses available" in proc.stderr, proc.stderr
     assert {v["ifname"] for v in env.host_veths()} == veths_before
-    assert "eth0" not in {l["ifname"] for l in cnienv.links(second.rsplit("/", 1)[-1])}
+    assert "eth0" not in {link["ifname"] for link in cnienv.links(second.rsplit("/", 1)[-1])}
     assert not env.cache_file(conf["name"], env.container_id(second)).exists()
     assert not [r for r in env.records(conf["name"]) if r.startswith(env.container_id(second))]
     # The runtime still sends DEL after a failed ADD; it must succeed and not touch the first pod.
@@ -345,7 +346,7 @@ def test_failed_add_leaves_nothing(env: CniEnv, make_pod: Callable[[], str]) -> 
 
 
 def test_add_twice_is_an_error_and_keeps_the_first(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    conf = _base_conf(env, "10.206.8.0/24", cnienv.unique("dup-"))
+    conf = _base_conf(env, "10.206.8.0/24", support.unique("dup-"))
     env.write_conf(conf)
     pod = make_pod()
     result = env.add(conf["name"], pod)
@@ -359,7 +360,7 @@ def test_add_twice_is_an_error_and_keeps_the_first(env: CniEnv, make_pod: Callab
 
 
 def test_dual_stack(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    conf = _base_conf(env, "10.206.9.0/24", cnienv.unique("ds-"))
+    conf = _base_conf(env, "10.206.9.0/24", support.unique("ds-"))
     conf["ipam"]["ranges"].append([{"subnet": "fd00:206:9::/64"}])
     conf["ipam"]["routes"].append({"dst": "::/0"})
     env.write_conf(conf)
@@ -374,7 +375,7 @@ def test_dual_stack(env: CniEnv, make_pod: Callable[[], str]) -> None:
 
 def test_cni_args_reach_ipam_and_unknown_keys_are_ignored(env: CniEnv, make_pod: Callable[[], str]) -> None:
     """kubelet/CRI-style CNI_ARGS: IgnoreUnknown plus K8S_* keys, and host-local's IP= request."""
-    conf = _base_conf(env, "10.207.1.0/24", cnienv.unique("args-"))
+    conf = _base_conf(env, "10.207.1.0/24", support.unique("args-"))
     env.write_conf(conf)
     pod = make_pod()
     args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;IP=10.207.1.77"
@@ -387,7 +388,7 @@ def test_cni_args_reach_ipam_and_unknown_keys_are_ignored(env: CniEnv, make_pod:
 
 
 def test_mac_capability_from_runtime(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    conf = _base_conf(env, "10.207.2.0/24", cnienv.unique("mac-"))
+    conf = _base_conf(env, "10.207.2.0/24", support.unique("mac-"))
     conf["capabilities"] = {"mac": True}
     env.write_conf(conf)
     pod = make_pod()
@@ -403,7 +404,7 @@ def test_mac_capability_from_runtime(env: CniEnv, make_pod: Callable[[], str]) -
 
 @needs_cni_11
 def test_status_reports_missing_ipam(env: CniEnv) -> None:
-    name = cnienv.unique("st-")
+    name = support.unique("st-")
     dir11 = env.root / "net.d-1.1"
     conf = _base_conf(env, "10.203.9.0/24", name, "1.1.0")
     conf["ipam"]["type"] = "no-such-ipam"
@@ -415,7 +416,7 @@ def test_status_reports_missing_ipam(env: CniEnv) -> None:
 
 @needs_cni_11
 def test_gc_on_unused_network(env: CniEnv) -> None:
-    name = cnienv.unique("gcu-")
+    name = support.unique("gcu-")
     dir11 = env.root / "net.d-1.1"
     env.write_conf(_base_conf(env, "10.203.10.0/24", name, "1.1.0"), dir11)
     env.cnitool("gc", name, conf_dir=dir11)
@@ -425,7 +426,7 @@ def test_gc_on_unused_network(env: CniEnv) -> None:
 @pytest.mark.parametrize("ifname", ["eth0", "eth0.100"])
 def test_sysctls_in_pod_netns(env: CniEnv, make_pod: Callable[[], str], ifname: str) -> None:
     """Config sysctls (dot and slash form, IFNAME placeholder, dotted ifname) land in the pod netns only."""
-    conf = _base_conf(env, "10.207.3.0/24", cnienv.unique("sys-"))
+    conf = _base_conf(env, "10.207.3.0/24", support.unique("sys-"))
     conf["sysctl"] = {
         "net.ipv4.tcp_keepalive_time": "120",
         "net.ipv4.ip_local_port_range": "20000 40000",
@@ -440,7 +441,7 @@ def test_sysctls_in_pod_netns(env: CniEnv, make_pod: Callable[[], str], ifname: 
     assert cnienv.read_sysctl(env.host_ns, "net.ipv4.tcp_keepalive_time", ifname) == host_before
     env.cnitool("check", conf["name"], pod, ifname=ifname)
     # CHECK notices a sysctl changed behind the plugin's back.
-    cnienv.run(cnienv.in_ns(pod.rsplit("/", 1)[-1], "sh", "-c", "echo 7200 > /proc/sys/net/ipv4/tcp_keepalive_time"))
+    support.run(cnienv.in_ns(pod.rsplit("/", 1)[-1], "sh", "-c", "echo 7200 > /proc/sys/net/ipv4/tcp_keepalive_time"))
     proc = env.cnitool("check", conf["name"], pod, ifname=ifname, check=False)
     assert proc.returncode != 0 and "tcp_keepalive_time" in proc.stderr, proc
     env.cnitool("del", conf["name"], pod, ifname=ifname)
@@ -449,7 +450,7 @@ def test_sysctls_in_pod_netns(env: CniEnv, make_pod: Callable[[], str], ifname: 
 
 def test_del_without_cached_result(env: CniEnv, make_pod: Callable[[], str]) -> None:
     """A runtime that lost its cache (or never had one) sends DEL without prevResult."""
-    conf = _base_conf(env, "10.207.4.0/24", cnienv.unique("nocache-"))
+    conf = _base_conf(env, "10.207.4.0/24", support.unique("nocache-"))
     env.write_conf(conf)
     pod = make_pod()
     facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)
@@ -459,7 +460,7 @@ def test_del_without_cached_result(env: CniEnv, make_pod: Callable[[], str]) -> 
 
 
 def test_dotted_interface_name(env: CniEnv, make_pod: Callable[[], str]) -> None:
-    conf = _base_conf(env, "10.207.5.0/24", cnienv.unique("dot-"))
+    conf = _base_conf(env, "10.207.5.0/24", support.unique("dot-"))
     env.write_conf(conf)
     pod = make_pod()
     ifname = "eth0.100"
@@ -470,20 +471,20 @@ def test_dotted_interface_name(env: CniEnv, make_pod: Callable[[], str]) -> None
 
 
 def test_add_into_the_plugins_own_netns_is_refused(env: CniEnv) -> None:
-    conf = _base_conf(env, "10.207.6.0/24", cnienv.unique("self-"))
+    conf = _base_conf(env, "10.207.6.0/24", support.unique("self-"))
     env.write_conf(conf)
     links_before = cnienv.links(env.host_ns)
-    proc = env.cnitool("add", conf["name"], cnienv.netns_path(env.host_ns), check=False)
+    proc = env.cnitool("add", conf["name"], support.netns_path(env.host_ns), check=False)
     assert proc.returncode != 0, proc.stdout
-    assert [l["ifname"] for l in cnienv.links(env.host_ns)] == [l["ifname"] for l in links_before]
+    assert [link["ifname"] for link in cnienv.links(env.host_ns)] == [link["ifname"] for link in links_before]
     assert env.leases(conf["name"]) == {}
-    env.cnitool("del", conf["name"], cnienv.netns_path(env.host_ns))
-    assert [l["ifname"] for l in cnienv.links(env.host_ns)] == [l["ifname"] for l in links_before]
+    env.cnitool("del", conf["name"], support.netns_path(env.host_ns))
+    assert [link["ifname"] for link in cnienv.links(env.host_ns)] == [link["ifname"] for link in links_before]
 
 
 def test_ips_capability_reaches_ipam(env: CniEnv, make_pod: Callable[[], str]) -> None:
     """runtimeConfig.ips (capability "ips", as podman --ip sends it) is host-local's to use."""
-    conf = _base_conf(env, "10.207.7.0/24", cnienv.unique("ips-"))
+    conf = _base_conf(env, "10.207.7.0/24", support.unique("ips-"))
     conf["capabilities"] = {"ips": True}
     env.write_conf(conf)
     pod = make_pod()
@@ -499,12 +500,12 @@ def test_ips_capability_reaches_ipam(env: CniEnv, make_pod: Callable[[], str]) -
 def test_del_after_reboot_releases_the_lease(env: CniEnv, make_pod: Callable[[], str]) -> None:
     """After a reboot the pod netns and nsveth's runtime dir (tmpfs /run) are gone, while the
     host-local leases and libcni's cache (on disk) remain; the runtime's DEL must free the lease."""
-    conf = _base_conf(env, "10.207.8.0/24", cnienv.unique("boot-"))
+    conf = _base_conf(env, "10.207.8.0/24", support.unique("boot-"))
     env.write_conf(conf)
     pod = make_pod()
     facts = assert_attached(env, conf, env.add(conf["name"], pod), pod)
-    cnienv.netns_delete(pod.rsplit("/", 1)[-1])
-    cnienv.run(["ip", "-n", env.host_ns, "link", "del", facts["host_veths"][0]], check=False)
+    support.netns_delete(pod.rsplit("/", 1)[-1])
+    support.run(["ip", "-n", env.host_ns, "link", "del", facts["host_veths"][0]], check=False)
     shutil.rmtree(env.runtime_dir)
     assert facts["ips"][0] in env.leases(conf["name"])
     env.cnitool("del", conf["name"], pod)

@@ -14,13 +14,20 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 import cnienv
-from attachment_checks import assert_container_view, assert_no_new_rules, container_expectations, inside_script, ping
+import pytest
+import support
+from attachment_checks import (
+    assert_container_gone,
+    assert_container_view,
+    example_for_container,
+    inside_script,
+    ping,
+)
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -28,38 +35,15 @@ pytestmark = pytest.mark.e2e
 SUBNET = "10.204.0.0/24"
 GATEWAY = "10.204.0.1"
 
-_CONFIG = """\
-version = 2
-root = "{root}/root"
-state = "{root}/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-[grpc]
-  address = "{root}/containerd.sock"
-[ttrpc]
-  address = "{root}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"""
-
 
 class Containerd:
     def __init__(self, env: CniEnv, sandbox: Sandbox) -> None:
         self.root = env.root / "containerd"
         self.root.mkdir()
         self.socket = self.root / "containerd.sock"
-        self.namespace = cnienv.unique("nsve2e-")
+        self.namespace = support.unique("nsve2e-")
         config = self.root / "config.toml"
-        config.write_text(_CONFIG.format(root=self.root))
+        config.write_text(cnienv.containerd_config(self.root))
         self.log = self.root / "containerd.log"
         self.sandbox = sandbox
         self.proc = sandbox.popen("containerd", "--config", config, log=self.log)
@@ -74,7 +58,7 @@ class Containerd:
         return self.sandbox.cmd("ctr", "--address", self.socket, "--namespace", self.namespace, *args)
 
     def ctr(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return cnienv.run(self.ctr_argv(*args), check=check)
+        return support.run(self.ctr_argv(*args), check=check)
 
     def stop(self) -> None:
         # Best effort: remove what a failed test may have left, then stop the daemon.
@@ -87,20 +71,10 @@ class Containerd:
                     self.ctr("task", "delete", "-f", item, check=False)
                 else:
                     self.ctr("container", "delete", item, check=False)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        support.stop(self.proc)
         # Mounts of the daemon's snapshots live in the sandbox's mount namespace and go with it.
         # runc leaves the (empty) parent cgroup named after the containerd namespace.
-        for cg in Path("/sys/fs/cgroup").glob(f"*/{self.namespace}"):
-            try:
-                cg.rmdir()
-            except OSError:
-                pass
+        support.remove_cgroups(f"*/{self.namespace}")
 
 
 @pytest.fixture
@@ -159,10 +133,10 @@ def _wait_same_netns(pid: int, other: int, timeout: float = 10) -> None:
 
 def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[Path, str]) -> None:
     archive, ref = busybox_image
-    conf = _conf(env, cnienv.unique("ctr-"))
+    conf = _conf(env, support.unique("ctr-"))
     env.write_conf(conf)
     containerd.ctr("image", "import", archive)
-    container = cnienv.unique("c-")
+    container = support.unique("c-")
     fw_before = cnienv.firewall_snapshot(env.host_ns)
 
     proc = subprocess.Popen(containerd.ctr_argv("run", "--rm", "--cni", ref, container,
@@ -200,7 +174,7 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
         proc.stdin.write("done\n")
         proc.stdin.flush()
         out2, err = proc.communicate(timeout=60)
-        pod_links = cnienv.run(["nsenter", f"--net=/proc/{holder.pid}/ns/net", "ip", "-j", "link"]).stdout
+        pod_links = support.run(["nsenter", f"--net=/proc/{holder.pid}/ns/net", "ip", "-j", "link"]).stdout
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -210,7 +184,7 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
             holder.wait()
     assert proc.returncode == 0, (out2, err)
     assert "BYE" in out2
-    assert "eth0" not in {l["ifname"] for l in json.loads(pod_links)}, pod_links
+    assert "eth0" not in {link["ifname"] for link in json.loads(pod_links)}, pod_links
 
     # After exit ctr ran DEL with an empty CNI_NETNS: nothing may remain.
     assert env.host_veths() == []
@@ -226,19 +200,14 @@ def test_ctr_run_cni(env: CniEnv, containerd: Containerd, busybox_image: tuple[P
 def test_ctr_conf_example(env: CniEnv, containerd: Containerd, busybox_image: tuple[Path, str],
                           example: Path | None) -> None:
     """Every example network, as shipped, works under containerd, outbound access included."""
-    conf = cnienv.example_conflist(env, example)
-    expect = container_expectations(conf)
-    expect["outside"] = cnienv.prepare_host(env, conf)
+    conf, expect = example_for_container(env, example)
     archive, ref = busybox_image
     containerd.ctr("image", "import", archive)
     fw_before = cnienv.firewall_snapshot(env.host_ns)
 
-    proc = cnienv.run(containerd.ctr_argv("run", "--rm", "--cni", ref, cnienv.unique("c-"),
+    proc = support.run(containerd.ctr_argv("run", "--rm", "--cni", ref, support.unique("c-"),
                                           "sh", "-c", inside_script(expect)))
     assert_container_view(proc.stdout, expect)
 
-    assert env.host_veths() == []
-    assert env.leases(conf["name"]) == {}
-    assert env.records(conf["name"]) == []
+    assert_container_gone(env, conf, fw_before)
     assert list((env.cache_dir / "results").iterdir()) == []
-    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))

@@ -22,14 +22,15 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-
-import grpc
-import pytest
+from typing import Any
 
 import cnienv
+import grpc
+import pytest
+import support
 from attachment_checks import assert_no_new_rules
 from cnienv import CniEnv, Sandbox
 from cri import RuntimeService
@@ -39,27 +40,8 @@ pytestmark = pytest.mark.e2e
 BUSYBOX_REF = "localhost/nsveth-e2e-busybox:latest"
 PAUSE_REF = "localhost/nsveth-e2e-pause:latest"
 
-_CONFIG = """\
-version = 2
-root = "{root}/root"
-state = "{root}/state"
-disabled_plugins = [
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-[grpc]
-  address = "{root}/containerd.sock"
-[ttrpc]
-  address = "{root}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-  level = "debug"
-[metrics]
-  address = ""
+# The CRI plugin section of the private containerd (cnienv.containerd_config).
+_CRI_CONFIG = """\
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   # root here lacks CAP_SYS_RESOURCE: without this runc fails with only
@@ -133,11 +115,11 @@ class CriContainerd:
             shim.chmod(0o755)
         self.netns_dir = env.root / "netns"
         self.netns_dir.mkdir()
-        self.cgroup_parent = "/" + cnienv.unique("nsve2e-cri-")
+        self.cgroup_parent = "/" + support.unique("nsve2e-cri-")
         self.log = self.root / "containerd.log"
         config = self.root / "config.toml"
-        config.write_text(_CONFIG.format(root=self.root, pause=PAUSE_REF, bin_dir=self.bin_dir,
-                                         conf_dir=env.conf_dir))
+        config.write_text(cnienv.containerd_config(
+            self.root, cri=_CRI_CONFIG.format(pause=PAUSE_REF, bin_dir=self.bin_dir, conf_dir=env.conf_dir)))
         self.sandbox = Sandbox(env.host_ns, {"/run/netns": self.netns_dir, "/var/lib/cni": env.cache_dir},
                                env.root / "sandbox")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -235,13 +217,8 @@ class CriContainerd:
             if hasattr(self, "cri"):
                 self.cri.close()
         finally:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            if self.proc is not None:
+                support.stop(self.proc)
             # Shims run in their own session and outlive containerd: end those of this daemon.
             for line in self.processes_mentioning(str(self.root)):
                 try:
@@ -261,12 +238,8 @@ class CriContainerd:
                     break
                 time.sleep(0.2)
             self.sandbox.close()  # its mount namespace (snapshots, pod netns mounts) goes with it
-            for cg in sorted(Path("/sys/fs/cgroup").glob(f"*{self.cgroup_parent}/**"), reverse=True) + \
-                    list(Path("/sys/fs/cgroup").glob(f"*{self.cgroup_parent}")):
-                try:
-                    cg.rmdir()
-                except OSError:
-                    pass
+            support.remove_cgroups(f"*{self.cgroup_parent}/**")
+            support.remove_cgroups(f"*{self.cgroup_parent}")
 
 
 @pytest.fixture
@@ -285,8 +258,8 @@ def make_containerd(env: CniEnv, cri_images: list[Path]) -> Iterator[Any]:
             # NSVETH_E2E_CONTAINERD_LOG=1: every line, not only warnings and errors.
             everything = bool(os.environ.get("NSVETH_E2E_CONTAINERD_LOG"))
             print(f"--- {d.log}")
-            print("\n".join(l for l in d.log.read_text(errors="replace").splitlines()
-                            if everything or "level=warn" in l or "level=error" in l)[-20000:])
+            print("\n".join(line for line in d.log.read_text(errors="replace").splitlines()
+                            if everything or "level=warn" in line or "level=error" in line)[-20000:])
             d.close()
 
 
@@ -309,13 +282,13 @@ def variant_conflist(variant: str) -> dict[str, Any]:
     main: dict[str, Any] = {"type": "nsveth", "ipam": _ipam(SUBNET4)}
     plugins = [main]
     if variant == "bridge":
-        main.update(mode="bridge", bridge=cnienv.unique("nsvb"), isGateway=True)
+        main.update(mode="bridge", bridge=support.unique("nsvb"), isGateway=True)
     elif variant == "dual-stack":
         main["ipam"] = _ipam(SUBNET4, SUBNET6)
     elif variant == "tuning+portmap":
         plugins += [{"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.log_martians": "1"}},
                     {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}]
-    return {"cniVersion": "1.0.0", "name": cnienv.unique("cri-"), "plugins": plugins}
+    return {"cniVersion": "1.0.0", "name": support.unique("cri-"), "plugins": plugins}
 
 
 # --------------------------------------------------------------------------- checks
@@ -374,7 +347,7 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str, mode
     fw_before = cnienv.firewall_snapshot(env.host_ns)
     mappings = [{"protocol": "TCP", "container_port": POD_PORT, "host_port": HOST_PORT}] \
         if "portmap" in chain else []
-    config = daemon.pod_config(cnienv.unique("pod-"), mappings)
+    config = daemon.pod_config(support.unique("pod-"), mappings)
 
     pod = daemon.run_pod(config)
     status = daemon.cri.call("PodSandboxStatus", pod_sandbox_id=pod).status
@@ -392,7 +365,7 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str, mode
         [pm_add] = [c for c in daemon.calls() if c.plugin == "portmap" and c.command == "ADD"]
         assert pm_add.stdin["runtimeConfig"]["portMappings"] == [  # type: ignore[index]
             {"HostPort": HOST_PORT, "ContainerPort": POD_PORT, "Protocol": "tcp", "HostIP": ""}]
-        nat = cnienv.run(cnienv.in_ns(env.host_ns, "iptables-save", "-t", "nat")).stdout
+        nat = support.run(cnienv.in_ns(env.host_ns, "iptables-save", "-t", "nat")).stdout
         assert f"--dport {HOST_PORT}" in nat and f"{pod_ip}:{POD_PORT}" in nat, nat
 
     container = daemon.start_container(pod, config)
@@ -434,16 +407,16 @@ def _conflist_changed_under_running_pod(env: CniEnv, make_containerd: Any, plugi
                                         ip_masq: bool = True) -> dict[str, Any]:
     """Run a pod on network A, replace the conflist in place with network B (new name and subnet),
     tear the pod down as kubelet does. Returns what the checks need ("error": the failed CRI call)."""
-    before = {"cniVersion": "1.0.0", "name": cnienv.unique("cri-a-"),
+    before = {"cniVersion": "1.0.0", "name": support.unique("cri-a-"),
               "plugins": [{"type": plugin, "ipMasq": ip_masq, "ipam": _ipam("10.207.0.0/24")}]}
     path = env.write_conf(before)
     daemon = make_containerd()
     fw_before = cnienv.firewall_snapshot(env.host_ns)
-    pod = daemon.run_pod(daemon.pod_config(cnienv.unique("pod-")))
+    pod = daemon.run_pod(daemon.pod_config(support.unique("pod-")))
     pod_ip = daemon.cri.call("PodSandboxStatus", pod_sandbox_id=pod).status.network.ip
     assert list(env.leases(before["name"])) == [pod_ip]
 
-    after = {"cniVersion": "1.0.0", "name": cnienv.unique("cri-b-"),
+    after = {"cniVersion": "1.0.0", "name": support.unique("cri-b-"),
              "plugins": [{"type": plugin, "ipMasq": ip_masq, "ipam": _ipam("10.208.0.0/24")}]}
     # In place: containerd's watcher notices a write, not a rename into the directory.
     seen = daemon.log.read_text().count("receiving change event from cni conf dir")

@@ -14,13 +14,21 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 import cnienv
-from attachment_checks import assert_container_view, assert_no_new_rules, container_expectations, inside_script, ping
+import pytest
+import support
+from attachment_checks import (
+    assert_container_gone,
+    assert_container_view,
+    assert_no_new_rules,
+    example_for_container,
+    inside_script,
+    ping,
+)
 from cnienv import CniEnv, Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -70,12 +78,8 @@ graphroot = "{root}/storage"
 
 def _remove_libpod_cgroups() -> None:
     """podman's cgroupfs manager leaves libpod_parent/conmon behind in every hierarchy."""
-    for parent in Path("/sys/fs/cgroup").glob("*/libpod_parent"):
-        for cg in (parent / "conmon", parent):
-            try:
-                cg.rmdir()
-            except OSError:
-                pass
+    support.remove_cgroups("*/libpod_parent/conmon")
+    support.remove_cgroups("*/libpod_parent")
 
 
 @pytest.fixture
@@ -106,14 +110,14 @@ def _conf(env: CniEnv, name: str) -> dict[str, Any]:
 
 def test_podman_run_on_nsveth_network(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
     archive, ref = busybox_image
-    conf = _conf(env, cnienv.unique("pm-"))
+    conf = _conf(env, support.unique("pm-"))
     env.write_conf(conf)
     net = conf["name"]
     podman("load", "-i", archive)
     assert net in podman("network", "ls", "--format", "{{.Name}}").stdout.split()
     fw_before = cnienv.firewall_snapshot(env.host_ns)
 
-    name = cnienv.unique("c-")
+    name = support.unique("c-")
     podman("run", "-d", "--name", name, "--network", net, ref, "sleep", "600")
     info = json.loads(podman("inspect", name).stdout)[0]
     ip = info["NetworkSettings"]["Networks"][net]["IPAddress"]
@@ -143,7 +147,7 @@ def test_podman_run_on_nsveth_network(env: CniEnv, podman: Podman, busybox_image
 def test_podman_chain_with_port_mapping(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
     """nsveth + tuning + portmap: podman passes portMappings, prevResult flows, rules go on rm."""
     archive, ref = busybox_image
-    net = cnienv.unique("pmc-")
+    net = support.unique("pmc-")
     mac = "02:42:0a:cd:00:42"
     conf = _conf(env, net)
     conf["plugins"] += [{"type": "tuning", "mac": mac},
@@ -152,7 +156,7 @@ def test_podman_chain_with_port_mapping(env: CniEnv, podman: Podman, busybox_ima
     podman("load", "-i", archive)
     fw_before = cnienv.firewall_snapshot(env.host_ns)
 
-    name = cnienv.unique("c-")
+    name = support.unique("c-")
     podman("run", "-d", "--name", name, "--network", net, "-p", "18081:80", ref, "sh", "-c",
            "mkdir -p /www && echo hello-from-nsveth > /www/index.html && exec httpd -f -p 80 -h /www")
     info = json.loads(podman("inspect", name).stdout)[0]
@@ -168,7 +172,7 @@ def test_podman_chain_with_port_mapping(env: CniEnv, podman: Podman, busybox_ima
              "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
     proc = None
     for _ in range(30):
-        proc = cnienv.run(cnienv.in_ns(env.host_ns, "/usr/bin/python3", "-c", fetch, f"http://{GATEWAY}:18081/"),
+        proc = support.run(cnienv.in_ns(env.host_ns, "/usr/bin/python3", "-c", fetch, f"http://{GATEWAY}:18081/"),
                           check=False)
         if "hello-from-nsveth" in proc.stdout:
             break
@@ -186,11 +190,11 @@ def test_podman_chain_with_port_mapping(env: CniEnv, podman: Podman, busybox_ima
 def test_podman_restart_and_stop_start(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
     """Teardown and setup again for the same container ID (deterministic host veth name) must work."""
     archive, ref = busybox_image
-    conf = _conf(env, cnienv.unique("pmr-"))
+    conf = _conf(env, support.unique("pmr-"))
     env.write_conf(conf)
     net = conf["name"]
     podman("load", "-i", archive)
-    name = cnienv.unique("c-")
+    name = support.unique("c-")
     podman("run", "-d", "--name", name, "--network", net, ref, "sleep", "600")
     first = {v["ifname"] for v in env.host_veths()}
     assert len(first) == 1, first
@@ -219,17 +223,17 @@ def test_podman_two_networks_static_ip_and_mac(env: CniEnv, podman: Podman,
     (podman 4.3 passes it there, with IgnoreUnknown), which nsveth uses only with macFromArgs;
     two attachments, eth0 and eth1."""
     archive, ref = busybox_image
-    a = _conf(env, cnienv.unique("pma-"))
+    a = _conf(env, support.unique("pma-"))
     a["plugins"][0]["capabilities"] = {"ips": True, "mac": True}
     a["plugins"][0]["macFromArgs"] = True
-    b = _conf(env, cnienv.unique("pmb-"))
+    b = _conf(env, support.unique("pmb-"))
     b["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.215.0.0/24"}]]
     b["plugins"][0]["ipam"]["routes"] = [{"dst": "10.216.0.0/16"}]
     env.write_conf(a)
     env.write_conf(b)
     podman("load", "-i", archive)
     ip, mac = "10.205.0.50", "02:42:0a:cd:00:50"
-    name = cnienv.unique("c-")
+    name = support.unique("c-")
     podman("run", "-d", "--name", name, "--network", f"{a['name']}:ip={ip},mac={mac}",
            "--network", b["name"], ref, "sleep", "600")
     info = json.loads(podman("inspect", name).stdout)[0]["NetworkSettings"]["Networks"]
@@ -254,10 +258,10 @@ def test_podman_two_networks_static_ip_and_mac(env: CniEnv, podman: Podman,
 def test_podman_network_reload(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
     """`podman network reload` tears the attachment down and sets it up again in the live netns."""
     archive, ref = busybox_image
-    conf = _conf(env, cnienv.unique("pmn-"))
+    conf = _conf(env, support.unique("pmn-"))
     env.write_conf(conf)
     podman("load", "-i", archive)
-    name = cnienv.unique("c-")
+    name = support.unique("c-")
     podman("run", "-d", "--name", name, "--network", conf["name"], ref, "sleep", "600")
     podman("network", "reload", name)
     info = json.loads(podman("inspect", name).stdout)[0]["NetworkSettings"]["Networks"][conf["name"]]
@@ -274,14 +278,12 @@ def test_podman_network_reload(env: CniEnv, podman: Podman, busybox_image: tuple
 def test_podman_conf_example(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str],
                              example: Path | None) -> None:
     """Every example network, as shipped, works under podman, outbound access included."""
-    conf = cnienv.example_conflist(env, example)
-    expect = container_expectations(conf)
-    expect["outside"] = cnienv.prepare_host(env, conf)
+    conf, expect = example_for_container(env, example)
     archive, ref = busybox_image
     podman("load", "-i", archive)
     fw_before = cnienv.firewall_snapshot(env.host_ns)
 
-    name = cnienv.unique("c-")
+    name = support.unique("c-")
     podman("run", "-d", "--name", name, "--network", conf["name"], ref, "sleep", "600")
     addrs = assert_container_view(podman("exec", name, "sh", "-c", inside_script(expect)).stdout, expect)
     assert len(env.host_veths()) == 1, env.host_veths()
@@ -291,21 +293,18 @@ def test_podman_conf_example(env: CniEnv, podman: Podman, busybox_image: tuple[P
             ping(env.host_ns, a)
 
     podman("rm", "--force", "--time", "0", name)
-    assert env.host_veths() == []
-    assert env.leases(conf["name"]) == {}
-    assert env.records(conf["name"]) == []
-    assert_no_new_rules(fw_before, cnienv.firewall_snapshot(env.host_ns))
+    assert_container_gone(env, conf, fw_before)
 
 
 def test_podman_bridge_mode_pod_to_pod(env: CniEnv, podman: Podman, busybox_image: tuple[Path, str]) -> None:
     """Two containers on an nsveth bridge-mode network reach each other over the bridge."""
     archive, ref = busybox_image
-    conf = _conf(env, cnienv.unique("pmbr-"))
+    conf = _conf(env, support.unique("pmbr-"))
     conf["plugins"][0].update(mode="bridge", bridge="nsve2ebr0", isGateway=True)
     env.write_conf(conf)
     net = conf["name"]
     podman("load", "-i", archive)
-    names = [cnienv.unique("c-"), cnienv.unique("c-")]
+    names = [support.unique("c-"), support.unique("c-")]
     for n in names:
         podman("run", "-d", "--name", n, "--network", net, ref, "sleep", "600")
     ips = [json.loads(podman("inspect", n).stdout)[0]["NetworkSettings"]["Networks"][net]["IPAddress"]

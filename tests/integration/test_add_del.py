@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import errno
-import os
 import json
+import os
 
 import pytest
-
-from support import Netns, Plugin, host_veths, netns, run_threads, with_prev
+from nsveth import versions
+from nsveth.errors import Code
+from support import Plugin, host_veths, netns, netns_many, with_prev
 
 
 def test_rollback_after_mid_add_failure(inproc, pod_ns, net, monkeypatch):
@@ -19,7 +20,7 @@ def test_rollback_after_mid_add_failure(inproc, pod_ns, net, monkeypatch):
 
     monkeypatch.setattr(ptp, "setup_pod", broken)
     reply = inproc.run("ADD", net.conf(), container_id="ctr-rollback", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 100
+    assert reply.status == 1 and reply.json["code"] == Code.KERNEL
     assert "injected failure" in reply.json["msg"]  # the original error, not a rollback error
     assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
     assert net.leases() == [] and net.state_files() == []
@@ -31,37 +32,24 @@ def test_rollback_when_ipam_returns_no_gateway(inproc, pod_ns, net):
     # host-local defaults the gateway; a 'static' IPAM with no gateway shows the ptp refusal.
     conf["ipam"] = {"type": "static", "addresses": [{"address": "10.77.0.9/24"}]}
     reply = inproc.run("ADD", conf, container_id="ctr-nogw", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 7 and "gateway" in reply.json["msg"]
+    assert reply.status == 1 and reply.json["code"] == Code.INVALID_CONFIG and "gateway" in reply.json["msg"]
     assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
 
 
 def test_concurrent_adds_then_dels(net, tmp_path):
     n = 20
     with netns("nsvh-") as host:
-        pods = [Netns("nsvp-") for _ in range(n)]
-        try:
+        with netns_many(n, "nsvp-") as pods:
             plugin = Plugin(host, "exe")
             conf = net.conf(subnets=["10.60.0.0/16"])
-            adds = run_threads(
-                [lambda i=i: plugin.run("ADD", conf, container_id=f"ctr-{i}", netns=pods[i].path) for i in range(n)]
-            )
-            assert [r.status for r in adds] == [0] * n, [r.stdout for r in adds if r.status]
+            adds = plugin.run_each("ADD", conf, pods, "ctr-")
             names = {r.json["interfaces"][0]["name"] for r in adds}
             addrs = {r.json["ips"][0]["address"] for r in adds}
             assert len(names) == n and len(addrs) == n
             assert host_veths(host) == sorted(names)
-            dels = run_threads(
-                [
-                    lambda i=i: plugin.run("DEL", with_prev(conf, adds[i].json), container_id=f"ctr-{i}", netns=pods[i].path)
-                    for i in range(n)
-                ]
-            )
-            assert [r.status for r in dels] == [0] * n, [r.stdout for r in dels if r.status]
+            plugin.run_each("DEL", [with_prev(conf, a.json) for a in adds], pods, "ctr-")
             assert host_veths(host) == [] and net.leases() == [] and net.state_files() == []
             assert all("eth0" not in p.links() for p in pods)
-        finally:
-            for p in pods:
-                p.delete()
 
 
 @pytest.mark.parametrize("source", ["CNI_ARGS", "args", "runtimeConfig"])
@@ -142,7 +130,7 @@ def test_check_reports_each_difference(inproc, pod_ns, net):
     pod_ns.run("ip", "link", "set", "eth0", "address", "0a:00:00:00:00:99")
     pod_ns.run("ip", "route", "del", "default")
     reply = inproc.run("CHECK", with_prev(conf, res), container_id="ctr-chk", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 101
+    assert reply.status == 1 and reply.json["code"] == Code.CHECK_FAILED
     msg = reply.json["msg"]
     assert "MAC 0a:00:00:00:00:99" in msg and "route 0.0.0.0/0" in msg
     inproc.run("DEL", conf, container_id="ctr-chk", netns=pod_ns.path)
@@ -168,18 +156,29 @@ def test_gc_releases_attachments_not_listed(inproc, net):
 def test_status(inproc, net, tmp_path):
     assert inproc.run("STATUS", net.conf("1.1.0")).status == 0
     reply = inproc.run("STATUS", net.conf("1.1.0", ipam={"type": "no-such-ipam"}))
-    assert reply.status == 1 and reply.json["code"] == 50 and "no-such-ipam" in reply.json["msg"]
+    assert reply.status == 1 and reply.json["code"] == Code.NOT_AVAILABLE and "no-such-ipam" in reply.json["msg"]
 
 
-def test_result_validates_as_cni_result(plugin, pod_ns, net):
-    """The 1.1.0 result carries only fields of the spec, interface indexes in range."""
-    res = plugin.run("ADD", net.conf("1.1.0"), container_id="ctr-res", netns=pod_ns.path).json
+@pytest.mark.parametrize("version", versions.SUPPORTED)
+def test_result_validates_as_cni_result(plugin, pod_ns, net, version):
+    """Each version's result carries only fields of that version's spec, interface indexes in range:
+    an IP's "version" only before 1.0.0; interface and route extras (mtu, ...) only from 1.1.0."""
+    conf = net.conf(version, subnets=["10.77.0.0/24", "fd77::/64"])
+    res = plugin.run("ADD", conf, container_id="ctr-res", netns=pod_ns.path).json
+    assert res["cniVersion"] == version
     assert set(res) <= {"cniVersion", "interfaces", "ips", "routes", "dns"}
+    modern, extras = versions.at_least(version, "1.0.0"), versions.at_least(version, "1.1.0")
     for ip in res["ips"]:
-        assert set(ip) <= {"address", "gateway", "interface"} and 0 <= ip["interface"] < len(res["interfaces"])
-    assert res["interfaces"][1]["mtu"] > 0
+        assert set(ip) <= {"address", "gateway", "interface"} | (set() if modern else {"version"})
+        assert 0 <= ip["interface"] < len(res["interfaces"])
+    assert [ip.get("version") for ip in res["ips"]] == ([None, None] if modern else ["4", "6"])
+    for iface in res["interfaces"]:
+        assert set(iface) <= {"name", "mac", "sandbox"} | ({"mtu", "socketPath", "pciID"} if extras else set())
+    assert ("mtu" in res["interfaces"][1]) == extras
+    route_extras = {"mtu", "advmss", "priority", "table", "scope"} if extras else set()
+    assert all(set(r) <= {"dst", "gw"} | route_extras for r in res.get("routes", []))
     json.dumps(res)
-    plugin.run("DEL", net.conf("1.1.0"), container_id="ctr-res", netns=pod_ns.path)
+    assert plugin.run("DEL", with_prev(conf, res), container_id="ctr-res", netns=pod_ns.path).status == 0
 
 
 def test_rollback_when_the_new_veth_cannot_be_brought_up(inproc, pod_ns, net, monkeypatch):
@@ -191,7 +190,7 @@ def test_rollback_when_the_new_veth_cannot_be_brought_up(inproc, pod_ns, net, mo
 
     monkeypatch.setattr(links, "set_up", broken)
     reply = inproc.run("ADD", net.conf(), container_id="ctr-upfail", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 100 and "injected" in reply.json["msg"]
+    assert reply.status == 1 and reply.json["code"] == Code.KERNEL and "injected" in reply.json["msg"]
     assert host_veths(inproc.host) == [] and "eth0" not in pod_ns.links()
     assert net.leases() == [] and net.state_files() == []
 
@@ -203,7 +202,7 @@ def test_check_reports_host_side_differences(plugin, pod_ns, net):
     plugin.host.run("ip", "route", "del", f"{pod_ip}/32", "dev", host_name)
     plugin.host.run("ip", "addr", "flush", "dev", host_name)
     reply = plugin.run("CHECK", with_prev(conf, res), container_id="ctr-hostchk", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 101, reply.stdout
+    assert reply.status == 1 and reply.json["code"] == Code.CHECK_FAILED, reply.stdout
     assert f"host route to {pod_ip}" in reply.json["msg"] and "lacks gateway address 10.77.0.1/32" in reply.json["msg"]
     assert plugin.run("DEL", conf, container_id="ctr-hostchk", netns=pod_ns.path).status == 0
 
@@ -220,7 +219,7 @@ def test_del_releases_the_lease_when_link_removal_fails(inproc, pod_ns, net, mon
 
     monkeypatch.setattr(links, "delete", broken)
     reply = inproc.run("DEL", conf, container_id="ctr-linkfail", netns=pod_ns.path)
-    assert reply.status == 1 and reply.json["code"] == 100 and "injected" in reply.json["msg"]
+    assert reply.status == 1 and reply.json["code"] == Code.KERNEL and "injected" in reply.json["msg"]
     assert net.leases() == []  # released even so
     monkeypatch.setattr(links, "delete", real_delete)
     assert inproc.run("DEL", conf, container_id="ctr-linkfail", netns=pod_ns.path).status == 0
@@ -246,7 +245,7 @@ def test_del_releases_everything_when_the_runtime_dir_is_unusable(plugin, pod_ns
         assert reply.status == 0, reply.stdout
         assert host_veths(plugin.host) == [] and net.leases() == []
         add = plugin.run("ADD", conf, container_id="ctr-baddir2", netns=pod_ns.path)
-        assert add.status == 1 and add.json["code"] == 5 and net.runtime_dir in add.json["msg"]
+        assert add.status == 1 and add.json["code"] == Code.IO_FAILURE and net.runtime_dir in add.json["msg"]
         assert host_veths(plugin.host) == [] and net.leases() == []
     finally:
         os.chmod(net.runtime_dir, 0o700)
@@ -269,7 +268,7 @@ def test_gc_without_attachment_list_is_refused(plugin, pod_ns, net):
     try:
         assert plugin.run("ADD", conf, container_id="ctr-gcnokey", netns=pod_ns.path).status == 0
         reply = plugin.run("GC", conf)
-        assert reply.status != 0 and reply.json["code"] == 7, reply.stdout
+        assert reply.status != 0 and reply.json["code"] == Code.INVALID_CONFIG, reply.stdout
         assert "cni.dev/valid-attachments" in reply.json["msg"]
         assert len(host_veths(plugin.host)) == 1 and net.leases() == ["10.77.0.2"]
         assert net.state_files() == ["ctr-gcnokey:eth0.json"]

@@ -13,25 +13,23 @@ import contextlib
 import ipaddress
 import json
 import os
-import socket
 import signal
+import socket
 import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from typing import Self
 
 import pytest
-
 import support
-from support import Netns, Plugin, host_veths, sh, unique
+from support import Netns, host_veths, sh, unique
 
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
 MAC_A = "02:aa:00:00:00:0a"
 MAC_B = "02:bb:00:00:00:0b"
-REPO = support.REPO
 
 
 # ------------------------------------------------------------------ capture
@@ -79,7 +77,7 @@ class Capture:
         while not self._stop.is_set():
             try:
                 data, anc, _flags, addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -97,21 +95,18 @@ class Capture:
         self._thread.join()
         self.sock.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def announcements(self, mac: str) -> tuple[list[Frame], list[Frame]]:
         """(gratuitous ARP frames, multicast NA frames) sent from `mac`; the
         pod's ordinary ARP requests and solicited NAs are not counted."""
         mine = [f for f in self.frames if f.src == mac]
         arps = [f for f in mine if f.is_arp and f.payload[14:18] == f.payload[24:28]]
         return arps, [f for f in mine if f.is_na and f.dst.startswith("33:33:")]
-
-
-@contextlib.contextmanager
-def capture(ns: Netns) -> Iterator[Capture]:
-    c = Capture(ns)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 # ------------------------------------------------------------- field checks
@@ -163,13 +158,8 @@ def assert_spacing(frames: list[Frame], interval_s: float) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-def record(net: support.Network, cid: str, ifname: str = "eth0") -> dict:
-    with open(os.path.join(net.runtime_dir, net.name, f"{cid}:{ifname}.json")) as f:
-        return json.load(f)
-
-
 def sender_pid(net: support.Network, cid: str) -> int:
-    adv = record(net, cid).get("advertiser")
+    adv = net.record(cid).get("advertiser")
     assert adv and adv["pid"] > 1 and adv["start"] > 0, adv
     return adv["pid"]
 
@@ -189,10 +179,26 @@ def wait_dead(pid: int, timeout: float) -> bool:
     return True
 
 
+class Senders(list[int]):
+    """The announcement senders a test started, by pid."""
+
+    def track(self, net: support.Network, cid: str) -> int:
+        """The pid of the sender of attachment cid (from its record, just made), tracked."""
+        pid = sender_pid(net, cid)
+        self.append(pid)
+        return pid
+
+    def add(self, plugin: support.Plugin, conf: dict, cid: str, pod: Netns, net: support.Network) -> tuple[support.Reply, int]:
+        """ADD, which must succeed, and the pid of its sender, tracked."""
+        add = plugin.run("ADD", conf, container_id=cid, netns=pod.path)
+        assert add.status == 0, add.stdout
+        return add, self.track(net, cid)
+
+
 @pytest.fixture
 def sender_guard():
     """Kill any sender a failing test leaves behind (never one it did not start)."""
-    pids: list[int] = []
+    pids = Senders()
     yield pids
     for pid in pids:
         # Only pids a test took from a record it just made (its sender, or gone).
@@ -216,11 +222,11 @@ def test_every_field_count_and_spacing(plugin, pod_ns, net, sender_guard):
     # 1 s apart: the executable's own exit (interpreter teardown) can take a
     # few hundred ms on a loaded machine, and ADD has returned only after it.
     conf = dual(net, advertise={"count": 3, "intervalMs": 1000})
-    with capture(plugin.host) as cap:
+    with Capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-fields", netns=pod_ns.path)
         returned = time.time()
         assert add.status == 0, add.stdout
-        sender_guard.append(sender_pid(net, "c-fields"))
+        sender_guard.track(net, "c-fields")
         mac = pod_mac(add)
         host_if = add.json["interfaces"][0]["name"]
         assert wait_dead(sender_guard[0], 4.0), "the sender must exit after its last round"
@@ -243,13 +249,13 @@ def test_every_field_count_and_spacing(plugin, pod_ns, net, sender_guard):
 @pytest.mark.parametrize("count", [1, 2])
 def test_count_is_the_number_of_rounds(inproc, pod_ns, net, count, sender_guard):
     conf = dual(net, advertise={"count": count, "intervalMs": 100})
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-count", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         if count == 1:
-            assert record(net, "c-count")["advertiser"] is None, "one round needs no sender"
+            assert net.record("c-count")["advertiser"] is None, "one round needs no sender"
         else:
-            sender_guard.append(sender_pid(net, "c-count"))
+            sender_guard.track(net, "c-count")
         time.sleep(0.6)
     arps, nas = cap.announcements(pod_mac(add))
     assert (len(arps), len(nas)) == (count, count)
@@ -259,10 +265,10 @@ def test_count_is_the_number_of_rounds(inproc, pod_ns, net, count, sender_guard)
 def test_ipv4_only_and_default_interval(inproc, pod_ns, net, sender_guard):
     """Defaults: 3 rounds, 1000 ms apart; no NA for an IPv4-only pod."""
     conf = net.conf()
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-v4", netns=pod_ns.path)
         assert add.status == 0, add.stdout
-        sender_guard.append(sender_pid(net, "c-v4"))
+        sender_guard.track(net, "c-v4")
         assert wait_dead(sender_guard[0], 3.5)
     arps, nas = cap.announcements(pod_mac(add))
     assert len(arps) == 3 and nas == []
@@ -274,14 +280,14 @@ def test_ipv4_only_and_default_interval(inproc, pod_ns, net, sender_guard):
 
 def test_count_zero_sends_nothing(plugin, pod_ns, net):
     conf = dual(net, advertise={"count": 0})
-    with capture(plugin.host) as cap:
+    with Capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-zero", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         time.sleep(0.5)
         # The capture does see the pod: its ARP request for the gateway.
         pod_ns.run("ping", "-c1", "-W1", "10.77.0.1", check=False)
         time.sleep(0.1)
-    assert record(net, "c-zero")["advertiser"] is None
+    assert net.record("c-zero")["advertiser"] is None
     assert any(f.is_arp and f.src == pod_mac(add) for f in cap.frames)
     assert cap.announcements(pod_mac(add)) == ([], [])
     assert plugin.run("DEL", conf, container_id="c-zero", netns=pod_ns.path).status == 0
@@ -301,14 +307,12 @@ def test_add_through_a_real_client_does_not_wait_for_the_sender(exe, pod_ns, net
         ["ip", "netns", "exec", exe.host.name, support.EXECUTABLE],
         input=json.dumps(conf).encode(),
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         timeout=30,
     )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout
-    pid = sender_pid(net, "c-client")
-    sender_guard.append(pid)
+    pid = sender_guard.track(net, "c-client")
     assert elapsed < 3.0, f"ADD took {elapsed:.2f}s: the sender kept the output pipe open?"
     assert alive(pid), "the sender must still be running after ADD returned"
     fds = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
@@ -319,23 +323,9 @@ def test_add_through_a_real_client_does_not_wait_for_the_sender(exe, pod_ns, net
     assert not alive(pid)
 
 
-def _cnitool() -> str | None:
-    """tools/cnitool (a libcni client, built on demand), or NSVETH_CNITOOL; None if neither exists."""
-    explicit = os.environ.get("NSVETH_CNITOOL")
-    if explicit:
-        return explicit
-    build = os.path.join(REPO, "tools", "cnitool", "build.sh")
-    if not os.access(build, os.X_OK):
-        return None
-    subprocess.run([build], check=True, capture_output=True, timeout=300)
-    return os.path.join(REPO, "tools", "cnitool", "bin", "cnitool")
-
-
 def test_add_through_cnitool_returns_at_once(exe, pod_ns, net, tmp_path, sender_guard):
     """The same through libcni itself (cnitool reads the plugin's stdout until EOF)."""
-    tool = _cnitool()
-    if tool is None:
-        pytest.skip("no tools/cnitool in this checkout")
+    tool = os.environ.get("NSVETH_CNITOOL") or support.build_cnitool()
     conf = dual(net, advertise={"count": 3, "intervalMs": 2000})
     confdir, bindir = tmp_path / "netconf", tmp_path / "bin"
     confdir.mkdir()
@@ -359,8 +349,7 @@ def test_add_through_cnitool_returns_at_once(exe, pod_ns, net, tmp_path, sender_
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     (name,) = net.state_files()
-    pid = sender_pid(net, name.split(":")[0])
-    sender_guard.append(pid)
+    pid = sender_guard.track(net, name.split(":")[0])
     assert elapsed < 3.0, f"cnitool add took {elapsed:.2f}s"
     assert alive(pid)
     proc = cnitool("del")
@@ -370,10 +359,7 @@ def test_add_through_cnitool_returns_at_once(exe, pod_ns, net, tmp_path, sender_
 
 def test_del_stops_a_running_sender(plugin, pod_ns, net, sender_guard):
     conf = dual(net, advertise={"count": 3, "intervalMs": 1000})
-    add = plugin.run("ADD", conf, container_id="c-del", netns=pod_ns.path)
-    assert add.status == 0, add.stdout
-    pid = sender_pid(net, "c-del")
-    sender_guard.append(pid)
+    _, pid = sender_guard.add(plugin, conf, "c-del", pod_ns, net)
     assert alive(pid)
     dele = plugin.run("DEL", conf, container_id="c-del", netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
@@ -383,10 +369,7 @@ def test_del_stops_a_running_sender(plugin, pod_ns, net, sender_guard):
 
 def test_gc_stops_the_sender_of_a_released_attachment(inproc, pod_ns, net, sender_guard):
     conf = dual(net, "1.1.0", advertise={"count": 3, "intervalMs": 1000})
-    add = inproc.run("ADD", conf, container_id="c-gc", netns=pod_ns.path)
-    assert add.status == 0, add.stdout
-    pid = sender_pid(net, "c-gc")
-    sender_guard.append(pid)
+    _, pid = sender_guard.add(inproc, conf, "c-gc", pod_ns, net)
     gc = inproc.run("GC", {**conf, "cni.dev/valid-attachments": []})
     assert gc.status == 0, gc.stdout
     assert not alive(pid) and host_veths(inproc.host) == []
@@ -395,10 +378,7 @@ def test_gc_stops_the_sender_of_a_released_attachment(inproc, pod_ns, net, sende
 def test_sender_holds_no_lock(inproc, pod_ns, net, sender_guard):
     """GC takes the network's lock exclusively: it must not wait for the sender."""
     conf = dual(net, "1.1.0", advertise={"count": 3, "intervalMs": 2000})
-    add = inproc.run("ADD", conf, container_id="c-lock", netns=pod_ns.path)
-    assert add.status == 0, add.stdout
-    pid = sender_pid(net, "c-lock")
-    sender_guard.append(pid)
+    _, pid = sender_guard.add(inproc, conf, "c-lock", pod_ns, net)
     started = time.monotonic()
     gc = inproc.run("GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "c-lock", "ifname": "eth0"}]})
     assert gc.status == 0, gc.stdout
@@ -409,10 +389,7 @@ def test_sender_holds_no_lock(inproc, pod_ns, net, sender_guard):
 
 def test_deleting_the_interface_stops_the_sender(inproc, pod_ns, net, sender_guard):
     conf = dual(net, advertise={"count": 3, "intervalMs": 1000})
-    add = inproc.run("ADD", conf, container_id="c-gone", netns=pod_ns.path)
-    assert add.status == 0, add.stdout
-    pid = sender_pid(net, "c-gone")
-    sender_guard.append(pid)
+    _, pid = sender_guard.add(inproc, conf, "c-gone", pod_ns, net)
     first = time.monotonic()
     pod_ns.run("ip", "link", "del", "eth0")
     # It notices at its second round (1 s); a sender that ignored the link
@@ -424,11 +401,8 @@ def test_deleting_the_interface_stops_the_sender(inproc, pod_ns, net, sender_gua
 
 def test_mac_change_stops_the_sender(inproc, pod_ns, net, sender_guard):
     conf = dual(net, advertise={"count": 3, "intervalMs": 500})
-    with capture(inproc.host) as cap:
-        add = inproc.run("ADD", conf, container_id="c-mac", netns=pod_ns.path)
-        assert add.status == 0, add.stdout
-        pid = sender_pid(net, "c-mac")
-        sender_guard.append(pid)
+    with Capture(inproc.host) as cap:
+        add, pid = sender_guard.add(inproc, conf, "c-mac", pod_ns, net)
         pod_ns.run("ip", "link", "set", "eth0", "address", MAC_B)
         assert wait_dead(pid, 1.0)
         time.sleep(0.7)  # past where round 3 would have been
@@ -491,21 +465,12 @@ class _Outgoing(Capture):
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
             if addr[2] == PACKET_OUTGOING:
                 self.frames.append(Frame(time.time(), addr[0], data))
-
-
-@contextlib.contextmanager
-def _outgoing(ns: Netns) -> Iterator[_Outgoing]:
-    c = _Outgoing(ns)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _concerns(frame: Frame, ips: tuple[str, ...]) -> bool:
@@ -559,14 +524,14 @@ def test_ip_reuse_in_bridge_mode(plugin, net, count, sender_guard):
             assert entry and entry.get("lladdr") == MAC_A, entry
         assert plugin.run("DEL", conf(1, MAC_A), container_id="c-old", netns=pod_a.path).status == 0
 
-        with _outgoing(nbr) as sent:
+        with _Outgoing(nbr) as sent:
             add_b = plugin.run("ADD", conf(count, MAC_B), container_id="c-new", netns=pod_b.path)
             assert add_b.status == 0, add_b.stdout
             if count:
                 # Right after ADD the first round has already landed.
                 for ip in ("10.77.0.2", "fd00:77::2"):
                     assert _neigh(nbr, ip, "eth0").get("lladdr") == MAC_B, ip
-                sender_guard.append(sender_pid(net, "c-new"))
+                sender_guard.track(net, "c-new")
                 assert wait_dead(sender_guard[0], 2.0)
             else:
                 time.sleep(1.0)
@@ -604,7 +569,7 @@ def test_ptp_host_end_learns_the_new_mac(inproc, net, count, sender_guard):
         add_b = inproc.run("ADD", conf_b, container_id="c-new", netns=pod_b.path)
         assert add_b.status == 0, add_b.stdout
         if count:
-            sender_guard.append(sender_pid(net, "c-new"))
+            sender_guard.track(net, "c-new")
         host_if = add_b.json["interfaces"][0]["name"]
         time.sleep(0.3)
         for ip in ("10.77.0.2", "fd00:77::2"):
@@ -619,17 +584,12 @@ def test_ptp_host_end_learns_the_new_mac(inproc, net, count, sender_guard):
 # ------------------------------------------------------------ conf example
 def test_conf_example_advertises(plugin, pod_ns, net, tmp_path, sender_guard):
     """conf-examples/dualstack.conflist (announcements tuned), as a runtime would pass its plugin entry."""
-    with open(os.path.join(REPO, "conf-examples", "dualstack.conflist")) as f:
-        conflist = json.load(f)
-    (entry,) = conflist["plugins"]
-    conf = {"cniVersion": conflist["cniVersion"], "name": net.name, **entry}
-    conf["runtimeDir"] = net.runtime_dir
-    conf["ipam"] = {**conf["ipam"], "dataDir": net.ipam_dir}
+    conf = net.from_example("dualstack.conflist")
     interval = conf["advertise"]["intervalMs"] / 1000
-    with capture(plugin.host) as cap:
+    with Capture(plugin.host) as cap:
         add = plugin.run("ADD", conf, container_id="c-example", netns=pod_ns.path)
         assert add.status == 0, add.stdout
-        sender_guard.append(sender_pid(net, "c-example"))
+        sender_guard.track(net, "c-example")
         assert wait_dead(sender_guard[0], interval * conf["advertise"]["count"] + 1)
     mac = pod_mac(add)
     arps, nas = cap.announcements(mac)
@@ -660,11 +620,11 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
     monkeypatch.setattr(ptp, "settle", settle_then_down)
     log_file = tmp_path / "nsveth.log"
     conf = dual(net, advertise={"count": 2, "intervalMs": 100}, logFile=str(log_file))
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-fail", netns=pod_ns.path)
         assert add.status == 0, add.stdout
-        if record(net, "c-fail")["advertiser"]:
-            sender_guard.append(sender_pid(net, "c-fail"))
+        if net.record("c-fail")["advertiser"]:
+            sender_guard.track(net, "c-fail")
             assert wait_dead(sender_guard[0], 1.0)
     logged = log_file.read_text()
     assert "unsolicited announcement failed: ARP for 10.77.0.2: Network is down" in logged, logged
@@ -676,11 +636,11 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
 def test_addresses_a_sysctl_removed_are_not_announced(inproc, pod_ns, net, sender_guard):
     """Announcements come after the sysctls: IPv6 disabled by one leaves no address to advertise."""
     conf = dual(net, advertise={"count": 2, "intervalMs": 100}, sysctl={"net.ipv6.conf.eth0.disable_ipv6": "1"})
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-sysctl", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         assert [ip["address"] for ip in add.json["ips"]] == ["10.77.0.2/24"]
-        sender_guard.append(sender_pid(net, "c-sysctl"))
+        sender_guard.track(net, "c-sysctl")
         assert wait_dead(sender_guard[0], 1.0)
     arps, nas = cap.announcements(pod_mac(add))
     assert len(arps) == 2 and nas == []
@@ -690,7 +650,7 @@ def test_addresses_a_sysctl_removed_are_not_announced(inproc, pod_ns, net, sende
 def test_every_address_is_announced(inproc, pod_ns, net):
     """Two IPv4 and two IPv6 addresses: one announcement each per round."""
     conf = net.conf(subnets=["10.77.0.0/24", "10.78.0.0/24", "fd00:77::/64", "fd00:78::/64"], advertise={"count": 1})
-    with capture(inproc.host) as cap:
+    with Capture(inproc.host) as cap:
         add = inproc.run("ADD", conf, container_id="c-many", netns=pod_ns.path)
         assert add.status == 0, add.stdout
         time.sleep(0.2)

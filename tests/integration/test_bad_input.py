@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
+from nsveth import versions
+from nsveth.errors import Code
 from support import Netns, host_veths
 
 
@@ -25,26 +26,26 @@ def assert_error(reply, code: int, *words: str) -> None:
 
 CASES = [
     # (name, env overrides, config mutation, expected code, words in message)
-    ("missing env", {"CNI_CONTAINERID": None, "CNI_IFNAME": None}, None, 4, ["CNI_CONTAINERID", "CNI_IFNAME"]),
-    ("bad container id", {"CNI_CONTAINERID": "bad id!"}, None, 4, ["containerID"]),
-    ("ifname too long", {"CNI_IFNAME": "a" * 16}, None, 4, ["too long"]),
-    ("ifname slash", {"CNI_IFNAME": "eth/0"}, None, 4, ["/"]),
-    ("bad CNI_ARGS pair", {"CNI_ARGS": "novalue"}, None, 4, ["CNI_ARGS"]),
-    ("unknown CNI_ARGS", {"CNI_ARGS": "FOO=1"}, None, 4, ["FOO"]),
-    ("unknown command", {"CNI_COMMAND": "FROB"}, None, 4, ["FROB"]),
-    ("not json", {}, b"{nope", 6, ["decoding"]),
-    ("not utf-8", {}, b"\xff\xfe", 6, ["decoding"]),
-    ("unsupported version", {}, {"cniVersion": "9.9.9"}, 1, ["9.9.9"]),
-    ("unknown field", {}, {"frobnicate": True}, 2, ["frobnicate"]),
-    ("mtu out of range", {}, {"mtu": 10}, 7, ["mtu"]),
-    ("bad network name", {}, {"name": "bad name"}, 7, ["name"]),
-    ("no ipam type", {}, {"ipam": {}}, 7, ["ipam"]),
-    ("ipam plugin missing", {}, {"ipam": {"type": "no-such-ipam"}}, 7, ["no-such-ipam"]),
-    ("bad mac", {}, {"runtimeConfig": {"mac": "zz:zz:zz:zz:zz:zz"}}, 7, ["mac"]),
-    ("multicast mac", {"CNI_ARGS": "MAC=01:00:5e:00:00:01"}, {"macFromArgs": True}, 7, ["multicast"]),
-    ("advertise count", {}, {"advertise": {"count": 9}}, 7, ["advertise.count"]),
-    ("netns missing", {"CNI_NETNS": "/run/netns/does-not-exist-nsveth"}, None, 3, ["does-not-exist"]),
-    ("netns not a netns", {"CNI_NETNS": "/etc/hostname"}, None, 4, ["not a network namespace"]),
+    ("missing env", {"CNI_CONTAINERID": None, "CNI_IFNAME": None}, None, Code.INVALID_ENV, ["CNI_CONTAINERID", "CNI_IFNAME"]),
+    ("bad container id", {"CNI_CONTAINERID": "bad id!"}, None, Code.INVALID_ENV, ["containerID"]),
+    ("ifname too long", {"CNI_IFNAME": "a" * 16}, None, Code.INVALID_ENV, ["too long"]),
+    ("ifname slash", {"CNI_IFNAME": "eth/0"}, None, Code.INVALID_ENV, ["/"]),
+    ("bad CNI_ARGS pair", {"CNI_ARGS": "novalue"}, None, Code.INVALID_ENV, ["CNI_ARGS"]),
+    ("unknown CNI_ARGS", {"CNI_ARGS": "FOO=1"}, None, Code.INVALID_ENV, ["FOO"]),
+    ("unknown command", {"CNI_COMMAND": "FROB"}, None, Code.INVALID_ENV, ["FROB"]),
+    ("not json", {}, b"{nope", Code.DECODE_FAILURE, ["decoding"]),
+    ("not utf-8", {}, b"\xff\xfe", Code.DECODE_FAILURE, ["decoding"]),
+    ("unsupported version", {}, {"cniVersion": "9.9.9"}, Code.INCOMPATIBLE_VERSION, ["9.9.9"]),
+    ("unknown field", {}, {"frobnicate": True}, Code.UNSUPPORTED_FIELD, ["frobnicate"]),
+    ("mtu out of range", {}, {"mtu": 10}, Code.INVALID_CONFIG, ["mtu"]),
+    ("bad network name", {}, {"name": "bad name"}, Code.INVALID_CONFIG, ["name"]),
+    ("no ipam type", {}, {"ipam": {}}, Code.INVALID_CONFIG, ["ipam"]),
+    ("ipam plugin missing", {}, {"ipam": {"type": "no-such-ipam"}}, Code.INVALID_CONFIG, ["no-such-ipam"]),
+    ("bad mac", {}, {"runtimeConfig": {"mac": "zz:zz:zz:zz:zz:zz"}}, Code.INVALID_CONFIG, ["mac"]),
+    ("multicast mac", {"CNI_ARGS": "MAC=01:00:5e:00:00:01"}, {"macFromArgs": True}, Code.INVALID_CONFIG, ["multicast"]),
+    ("advertise count", {}, {"advertise": {"count": 9}}, Code.INVALID_CONFIG, ["advertise.count"]),
+    ("netns missing", {"CNI_NETNS": "/run/netns/does-not-exist-nsveth"}, None, Code.UNKNOWN_CONTAINER, ["does-not-exist"]),
+    ("netns not a netns", {"CNI_NETNS": "/etc/hostname"}, None, Code.INVALID_ENV, ["not a network namespace"]),
 ]
 
 
@@ -67,7 +68,7 @@ def test_bad_input_changes_nothing(plugin, pod_ns, net, name, env, mutation, cod
 
 def test_own_netns_is_refused(inproc, net):
     reply = inproc.run("ADD", net.conf(), container_id="ctr-own", netns=inproc.host.path)
-    assert_error(reply, 4, "own network namespace")
+    assert_error(reply, Code.INVALID_ENV, "own network namespace")
     assert host_veths(inproc.host) == [] and net.leases() == []
 
 
@@ -75,18 +76,30 @@ def test_existing_interface_is_refused(plugin, pod_ns, net):
     pod_ns.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0")
     before = snapshot(plugin.host, pod_ns)
     reply = plugin.run("ADD", net.conf(), container_id="ctr-exists", netns=pod_ns.path)
-    assert_error(reply, 4, "already exists")
+    assert_error(reply, Code.INVALID_ENV, "already exists")
     assert snapshot(plugin.host, pod_ns) == before and net.leases() == []
 
 
-def test_version_gates(inproc, pod_ns, net):
-    assert_error(inproc.run("CHECK", net.conf("0.3.1", prevResult={}), container_id="c", netns=pod_ns.path), 1, "CHECK")
-    assert_error(inproc.run("GC", net.conf("1.0.0")), 1, "GC")
-    assert_error(inproc.run("STATUS", net.conf("1.0.0")), 1, "STATUS")
+@pytest.mark.parametrize("version", versions.SUPPORTED)
+def test_version_gates(inproc, pod_ns, net, version):
+    """CHECK needs 0.4.0, GC and STATUS 1.1.0 (the reference skel's gates); a refusal changes nothing.
+    (test_lifecycle.py runs the commands the version allows.)"""
+    before = snapshot(inproc.host, pod_ns)
+    calls = {
+        "CHECK": ("0.4.0", inproc.run("CHECK", net.conf(version, prevResult={}), container_id="c", netns=pod_ns.path)),
+        "GC": ("1.1.0", inproc.run("GC", net.conf(version))),
+        "STATUS": ("1.1.0", inproc.run("STATUS", net.conf(version))),
+    }
+    for command, (since, reply) in calls.items():
+        if versions.at_least(version, since):
+            assert reply.code != Code.INCOMPATIBLE_VERSION, reply.stdout
+        else:
+            assert_error(reply, Code.INCOMPATIBLE_VERSION, command)
+    assert snapshot(inproc.host, pod_ns) == before
 
 
 def test_check_without_prev_result(inproc, pod_ns, net):
-    assert_error(inproc.run("CHECK", net.conf(), container_id="c", netns=pod_ns.path), 7, "prevResult")
+    assert_error(inproc.run("CHECK", net.conf(), container_id="c", netns=pod_ns.path), Code.INVALID_CONFIG, "prevResult")
 
 
 def test_no_command_prints_about_on_stderr(exe):
@@ -102,4 +115,4 @@ def test_no_command_prints_about_on_stderr(exe):
 def test_version_ignores_stdin(exe):
     reply = exe.call({"CNI_COMMAND": "VERSION"}, b"this is not json")
     assert reply.status == 0
-    assert reply.json == {"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
+    assert reply.json == {"cniVersion": versions.CURRENT, "supportedVersions": list(versions.SUPPORTED)}

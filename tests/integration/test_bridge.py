@@ -10,9 +10,9 @@ import re
 import time
 
 import pytest
-
 from nsveth.attachment import host_ifname
-from support import Netns, host_veths, netns, run_threads, sh, unique, with_prev
+from nsveth.errors import Code
+from support import Netns, host_veths, netns, netns_many, sh, unique, with_prev
 
 
 def bridge_conf(net, br, **fields):
@@ -82,12 +82,8 @@ def test_two_pods_ping_each_other_and_the_gateway(plugin, net):
 def test_concurrent_adds_on_a_fresh_bridge(inproc, net):
     br = unique("nsvb")
     conf = bridge_conf(net, br, isGateway=True)
-    pods = [Netns("nsvp-") for _ in range(20)]
-    try:
-        replies = run_threads(
-            [lambda i=i, p=p: inproc.run("ADD", conf, container_id=f"race-{i}", netns=p.path) for i, p in enumerate(pods)]
-        )
-        assert [r.status for r in replies] == [0] * 20, [r.stdout for r in replies if r.status]
+    with netns_many(20, "nsvp-") as pods:
+        replies = inproc.run_each("ADD", conf, pods, "race-")
         addrs = {r.json["ips"][0]["address"] for r in replies}
         assert len(addrs) == 20
         host = inproc.host
@@ -97,33 +93,20 @@ def test_concurrent_adds_on_a_fresh_bridge(inproc, net):
         assert len({r.json["interfaces"][0]["mac"] for r in replies}) == 1
         for p in pods[:3]:
             assert p.run("ping", "-c1", "-W2", "10.77.0.1").returncode == 0
-        dels = run_threads(
-            [lambda i=i, p=p: inproc.run("DEL", conf, container_id=f"race-{i}", netns=p.path) for i, p in enumerate(pods)]
-        )
-        assert [r.status for r in dels] == [0] * 20
+        inproc.run_each("DEL", conf, pods, "race-")
         assert [n for n, link in host.links().items() if link.get("master") == br] == []
         assert net.leases() == []
-    finally:
-        for p in pods:
-            p.delete()
 
 
 def test_concurrent_adds_as_executables(exe, net):
     """Separate processes racing on the bridge and its gateway address (the lock file, not threads)."""
     br = unique("nsvb")
     conf = bridge_conf(net, br, isGateway=True)
-    pods = [Netns("nsvp-") for _ in range(20)]
-    try:
-        replies = run_threads(
-            [lambda i=i, p=p: exe.run("ADD", conf, container_id=f"prace-{i}", netns=p.path) for i, p in enumerate(pods)]
-        )
-        assert [r.status for r in replies] == [0] * 20, [r.stdout for r in replies if r.status]
+    with netns_many(20, "nsvp-") as pods:
+        exe.run_each("ADD", conf, pods, "prace-")
         assert [x for x in exe.host.addresses(br) if ":" not in x] == ["10.77.0.1/24"]
         for i, p in enumerate(pods):
             assert exe.run("DEL", conf, container_id=f"prace-{i}", netns=p.path).status == 0
-    finally:
-        for p in pods:
-            p.delete()
 
 
 _LOCKED_FILE = re.compile(r"[0-9a-f]+:[0-9a-f]+:(\d+)")  # /proc/locks: major:minor:inode
@@ -189,7 +172,7 @@ def test_bad_netns_creates_nothing(plugin, net, tmp_path):
     conf = bridge_conf(net, br, isGateway=True, ipMasq=True)
     for bad in ("/run/netns/does-not-exist-" + unique(""), str(tmp_path)):
         reply = plugin.run("ADD", conf, container_id="ctr-bad", netns=bad)
-        assert reply.status != 0 and reply.code in (3, 4), reply.stdout
+        assert reply.status != 0 and reply.code in (Code.UNKNOWN_CONTAINER, Code.INVALID_ENV), reply.stdout
     assert br not in plugin.host.links()
     assert host_veths(plugin.host) == []
     assert net.leases() == [] and net.state_files() == []
@@ -217,7 +200,7 @@ def test_existing_non_bridge_link_is_an_error(inproc, net, pod_ns):
     inproc.host.run("ip", "link", "add", name, "type", "veth", "peer", "name", name + "p")
     conf = bridge_conf(net, name, isGateway=True)
     reply = inproc.run("ADD", conf, container_id="ctr-nb", netns=pod_ns.path)
-    assert reply.code == 7 and "not a bridge" in reply.json["msg"], reply.stdout
+    assert reply.code == Code.INVALID_CONFIG and "not a bridge" in reply.json["msg"], reply.stdout
     # The failed ADD rolled back: no host veth of ours, no lease, no pod interface.
     assert [n for n in host_veths(inproc.host) if n not in (name, name + "p")] == []
     assert net.leases() == [] and net.state_files() == [] and "eth0" not in pod_ns.links()
@@ -241,7 +224,7 @@ def test_existing_bridge_with_a_different_address(inproc, net, pod_ns):
     host.run("ip", "addr", "add", "10.99.0.1/24", "dev", br)  # another subnet: untouched
     conf = bridge_conf(net, br, isGateway=True)
     reply = inproc.run("ADD", conf, container_id="ctr-fa", netns=pod_ns.path)
-    assert reply.code == 7 and "10.77.0.254/24" in reply.json["msg"] and "forceAddress" in reply.json["msg"]
+    assert reply.code == Code.INVALID_CONFIG and "10.77.0.254/24" in reply.json["msg"] and "forceAddress" in reply.json["msg"]
     assert net.leases() == [] and host_veths(host) == [br]
 
     forced = bridge_conf(net, br, isGateway=True, forceAddress=True)
@@ -322,7 +305,7 @@ def test_vlan_without_kernel_support_is_a_clear_error(inproc, net, pod_ns, vlan_
         pytest.skip("this kernel has bridge VLAN filtering")
     br = unique("nsvb")
     reply = inproc.run("ADD", bridge_conf(net, br, vlan=10), container_id="ctr-novlan", netns=pod_ns.path)
-    assert reply.code == 100 and "CONFIG_BRIDGE_VLAN_FILTERING" in reply.json["msg"], reply.stdout
+    assert reply.code == Code.KERNEL and "CONFIG_BRIDGE_VLAN_FILTERING" in reply.json["msg"], reply.stdout
     assert br not in inproc.host.links() and net.leases() == [] and "eth0" not in pod_ns.links()
 
 
@@ -377,6 +360,9 @@ def test_gc_removes_host_links_of_stale_attachments(inproc, net):
     with netns("nsvp-") as a, netns("nsvp-") as b:
         ra = add(inproc, conf, "ctr-keep", a)
         rb = add(inproc, conf, "ctr-stale", b)
+        # GC leaves a record stamped in its own file-system clock tick (a few ms, coarse) for the next
+        # GC, as possibly added while it waited for the lock: a stale one is older than that.
+        time.sleep(0.05)
         gc_conf = {**conf, "cni.dev/valid-attachments": [{"containerID": "ctr-keep", "ifname": "eth0"}]}
         reply = inproc.run("GC", gc_conf)
         assert reply.status == 0, reply.stdout
@@ -398,13 +384,7 @@ def test_ptp_mode_unchanged(inproc, net, pod_ns, with_masq):
 
 def test_bridge_conflist_example_end_to_end(exe, net):
     """conf-examples/bridge.conflist as libcni would run it: two pods, v4+v6, masquerade, CHECK, DEL, GC."""
-    from support import REPO
-
-    with open(f"{REPO}/conf-examples/bridge.conflist") as f:
-        doc = json.load(f)
-    (entry,) = doc["plugins"]
-    conf = {**entry, "name": net.name, "cniVersion": doc["cniVersion"], "runtimeDir": net.runtime_dir}
-    conf["ipam"] = {**conf["ipam"], "dataDir": net.ipam_dir}
+    conf = net.from_example("bridge.conflist")
     br = conf["bridge"]
     host = exe.host
     with netns("nsvp-") as a, netns("nsvp-") as b:

@@ -11,18 +11,15 @@ unchanged, whole chains included, through cnitool, containerd and podman.)
 
 from __future__ import annotations
 
-import glob
 import ipaddress
 import json
 import os
 
 import pytest
+from support import SHIPPED_ALLOWLIST, examples, host_veths, load_example, with_prev
 
-from support import REPO, host_veths, with_prev
-
-EXAMPLES_DIR = os.path.join(REPO, "conf-examples")
-EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.conflist")))
-ALLOWLIST = os.path.join(EXAMPLES_DIR, "allowlist-k8s-safe.txt")
+EXAMPLES = examples(".conflist")
+ALLOWLIST = SHIPPED_ALLOWLIST
 # Where the README's install puts allowlist-k8s-safe.txt (nsveth's default path).
 INSTALLED_ALLOWLIST = "/etc/cni/nsveth/allowlist.conf"
 # Default networks of the runtimes: podman's "podman" network, containerd's
@@ -31,13 +28,8 @@ RUNTIME_DEFAULTS = [ipaddress.ip_network("10.88.0.0/16"), ipaddress.ip_network("
                     ipaddress.ip_network("10.4.0.0/24")]
 
 
-def load(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
 def nsveth_configs(path: str) -> list[dict]:
-    doc = load(path)
+    doc = load_example(path)
     return [{**p, "name": doc["name"], "cniVersion": doc["cniVersion"]}
             for p in doc["plugins"] if p.get("type") == "nsveth"]
 
@@ -53,8 +45,7 @@ def allowed_patterns() -> list[str]:
 
 
 def test_examples_are_conflists_only():
-    others = [os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES_DIR, "*"))
-              if not p.endswith(".conflist") and p != ALLOWLIST]
+    others = [os.path.basename(p) for p in examples("") if not p.endswith(".conflist") and p != ALLOWLIST]
     # podman ignores *.conf; a *.json or *.conf next to them would be loaded by libcni as a network.
     assert others == []
     assert len(EXAMPLES) >= 5
@@ -62,7 +53,7 @@ def test_examples_are_conflists_only():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_example_version_is_what_debian_runtimes_read(path):
-    doc = load(path)
+    doc = load_example(path)
     if "1.1.0" in os.path.basename(path):
         assert doc["cniVersion"] == "1.1.0"
     else:
@@ -79,14 +70,14 @@ def test_example_subnets_are_distinct_and_not_a_runtime_default():
             for other_path, other in seen + [("runtime default", d) for d in RUNTIME_DEFAULTS]:
                 assert not (net.version == other.version and net.overlaps(other)), (path, net, other_path, other)
         seen += [(path, n) for n in nets]
-    names = [load(p)["name"] for p in EXAMPLES]
+    names = [load_example(p)["name"] for p in EXAMPLES]
     assert len(set(names)) == len(names)
     bridges = [c.get("bridge", "nsveth0") for p in EXAMPLES for c in nsveth_configs(p) if c.get("mode") == "bridge"]
     assert len(set(bridges)) == len(bridges)
 
 
 def test_examples_cover_the_recipes():
-    confs = {os.path.basename(p): (load(p), nsveth_configs(p)[0]) for p in EXAMPLES}
+    confs = {os.path.basename(p): (load_example(p), nsveth_configs(p)[0]) for p in EXAMPLES}
 
     def having(pred) -> list[str]:
         return [n for n, (doc, main) in confs.items() if pred(doc, main)]

@@ -14,7 +14,6 @@ import json
 import os
 
 import pytest
-
 from support import host_veths, netns, unique
 
 CID = "ctr-conflist-change"
@@ -116,9 +115,8 @@ def test_record_config_naming_another_network_is_not_trusted(inproc, pod_ns, net
     release would remove a record by the wrong names)."""
     before = net.conf()
     assert inproc.run("ADD", before, container_id=CID, netns=pod_ns.path).status == 0
-    path = os.path.join(net.runtime_dir, net.name, f"{CID}:eth0.json")
-    with open(path) as f:
-        record = json.load(f)
+    path = net.record_path(CID)
+    record = net.record(CID)
     record["config"] = json.dumps({**before, "name": "somewhere-else"})
     with open(path, "w") as f:
         json.dump(record, f)

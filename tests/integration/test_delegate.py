@@ -14,7 +14,7 @@ import os
 import stat
 
 import pytest
-
+from nsveth.errors import Code
 from support import CNI_PATH, with_prev
 
 FAKE = r"""#!/usr/bin/python3 -IS
@@ -118,7 +118,7 @@ def test_status_of_an_older_delegate_asks_version_every_time(plugin, net, fake, 
         assert calls() == [("VERSION", None)]
     os.chmod(tmp_path / "bin" / "fake-ipam", 0o644)  # present but not runnable: not ready
     reply = plugin.call(plugin.env("STATUS", **env), conf)
-    assert reply.status == 1 and reply.json["code"] == 50
+    assert reply.status == 1 and reply.json["code"] == Code.NOT_AVAILABLE
 
 
 def test_check_asks_ipam_check(plugin, pod_ns, net):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -22,8 +21,8 @@ import threading
 import time
 
 import pytest
-
 import support
+from nsveth.errors import Code
 from support import host_veths
 
 CID = "c-files"
@@ -53,13 +52,9 @@ def stderr_of(plugin: support.Plugin, reply: support.Reply, capfd) -> str:
     return reply.stderr if plugin.mode != "inproc" else capfd.readouterr().err
 
 
-def record_path(net: support.Network, cid: str = CID) -> str:
-    return os.path.join(net.runtime_dir, net.name, f"{cid}:eth0.json")
-
-
 def forged_record(net: support.Network, pod_ns: support.Netns, cid: str = CID, **extra) -> dict:
     """A record as ADD writes it, plus a sysctl "original" DEL would write into the pod netns."""
-    with open(record_path(net, cid)) as f:
+    with open(net.record_path(cid)) as f:
         record = json.load(f)
     record["sysctlOriginals"] = [{"path": ["net", "core", "somaxconn"], "value": MARK}]
     record.update(extra)
@@ -69,7 +64,7 @@ def forged_record(net: support.Network, pod_ns: support.Netns, cid: str = CID, *
 def assert_cleaned_by_name(plugin: support.Plugin, pod_ns: support.Netns, net: support.Network, cid: str = CID) -> None:
     assert host_veths(plugin.host) == []
     assert net.leases() == []
-    assert not os.path.lexists(record_path(net, cid))
+    assert not os.path.lexists(net.record_path(cid))
     assert pod_ns.sysctl("net/core/somaxconn") != MARK, "DEL acted on an untrusted record"
 
 
@@ -160,7 +155,7 @@ def test_failures_are_logged_with_their_code(inproc, pod_ns, net, tmp_path):
     log = tmp_path / "nsveth.log"
     conf = net.conf(logFile=str(log), logLevel="info")
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path + "-gone")
-    assert rep.code == 3
+    assert rep.code == Code.UNKNOWN_CONTAINER
     text = log.read_text()
     assert " ERROR " in text and "does not exist (code 3)" in text, text
     assert "result=\"error 3\"" in text, text
@@ -172,7 +167,7 @@ def test_config_errors_reach_the_log_file(plugin, pod_ns, net, tmp_path, level, 
     log = tmp_path / "nsveth.log"
     conf = net.conf(logFile=str(log), ipMasqq=True, **({"logLevel": level} if level else {}))
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 2, rep.stdout
+    assert rep.code == Code.UNSUPPORTED_FIELD, rep.stdout
     text = log.read_text()
     assert " ERROR " in text and "ipMasqq" in text and f"ADD {CID}/eth0" in text, text
     assert ("result=\"error 2\"" in text) is summary, text
@@ -184,7 +179,7 @@ def test_hostile_values_cannot_forge_log_lines(inproc, pod_ns, net, tmp_path):
     log = tmp_path / "nsveth.log"
     conf = net.conf(logFile=str(log), logLevel="info", **{"ipMasq\nFAKE ERROR": True})
     args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=a\nFAKE result=ok;K8S_POD_NAME=b c"
-    assert inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path, CNI_ARGS=args).code == 2
+    assert inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path, CNI_ARGS=args).code == Code.UNSUPPORTED_FIELD
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and not any(line.startswith("FAKE") for line in lines), lines
     assert 'pod="a\\nFAKE result=ok/b c"' in lines[1], lines
@@ -208,7 +203,7 @@ def test_untrusted_allowlist_is_code_7(plugin, pod_ns, net, tmp_path, problem):
             os.chmod(path, 0o664)
     conf = net.conf(sysctlAllowlist=str(path), sysctl={"net.core.somaxconn": "1003"})
     rep = run_bounded(plugin, "ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     msg = rep.json["msg"]
     expected = {"not-root-owned": "owned by uid 65534", "group-writable": "writable by group or others",
                 "symlink": "symbolic link", "fifo": "FIFO", "too-large": "larger than"}[problem]
@@ -218,12 +213,14 @@ def test_untrusted_allowlist_is_code_7(plugin, pod_ns, net, tmp_path, problem):
 
 
 # ------------------------------------------------------------ state records
-@pytest.mark.parametrize("problem", ["nested", "nested-within-cap", "too-large", "sparse-300MB", "symlink", "not-root-owned", "group-writable", "fifo"])
+@pytest.mark.parametrize(
+    "problem", ["nested", "nested-within-cap", "too-large", "sparse-300MB", "symlink", "not-root-owned", "group-writable", "fifo"]
+)
 def test_unusable_record_del_cleans_up_by_name(plugin, pod_ns, net, tmp_path, problem, capfd):
     conf = net.conf()
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    path = record_path(net, CID)
+    path = net.record_path(CID)
     forged = forged_record(net, pod_ns)
     os.unlink(path)
     elsewhere = tmp_path / "elsewhere.json"
@@ -264,17 +261,17 @@ def test_unusable_record_del_cleans_up_by_name(plugin, pod_ns, net, tmp_path, pr
 def test_unusable_record_makes_add_fail_then_del_recovers(inproc, pod_ns, net):
     conf = net.conf()
     assert inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path).status == 0
-    path = record_path(net)
+    path = net.record_path(CID)
     os.chown(path, 65534, 65534)
     again = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert again.code in (4, 5), again.stdout  # eth0 exists (4) or the record is unusable (5)
+    assert again.code in (Code.INVALID_ENV, Code.IO_FAILURE), again.stdout  # eth0 exists (4) or the record is unusable (5)
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     assert not os.path.lexists(path) and host_veths(inproc.host) == []
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write("{" * 5000)
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 5 and path in rep.json["msg"], rep.stdout
+    assert rep.code == Code.IO_FAILURE and path in rep.json["msg"], rep.stdout
     assert host_veths(inproc.host) == [] and net.leases() == []
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     assert not os.path.lexists(path)
@@ -283,7 +280,7 @@ def test_unusable_record_makes_add_fail_then_del_recovers(inproc, pod_ns, net):
 def test_gc_releases_an_attachment_with_an_unusable_record_by_name(inproc, pod_ns, net):
     conf = net.conf("1.1.0")
     assert inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path).status == 0
-    with open(record_path(net), "w") as f:
+    with open(net.record_path(CID), "w") as f:
         f.write("[" * 100000)
     gc = inproc.run("GC", {**conf, "cni.dev/valid-attachments": []})
     assert gc.status == 0, gc.stdout
@@ -298,7 +295,7 @@ def test_runtime_dir_below_a_directory_others_can_change_is_refused(plugin, pod_
     os.chmod(parent, mode)
     conf = net.conf(runtimeDir=str(parent / "nsveth"))
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 5, rep.stdout
+    assert rep.code == Code.IO_FAILURE, rep.stdout
     assert str(parent) in rep.json["msg"] and "writable by group or others" in rep.json["msg"], rep.json["msg"]
     assert host_veths(plugin.host) == [] and net.leases() == []
     assert not (parent / "nsveth" / net.name).exists()
@@ -311,7 +308,7 @@ def test_runtime_dir_parent_not_owned_by_root_is_refused(inproc, pod_ns, net, tm
     parent.mkdir(mode=0o755)
     os.chown(parent, 65534, 65534)
     rep = inproc.run("ADD", net.conf(runtimeDir=str(parent / "nsveth")), container_id=CID, netns=pod_ns.path)
-    assert rep.code == 5 and str(parent) in rep.json["msg"] and "uid 65534" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.IO_FAILURE and str(parent) in rep.json["msg"] and "uid 65534" in rep.json["msg"], rep.stdout
 
 
 def test_runtime_dir_below_a_sticky_directory_is_fine(inproc, pod_ns, net, tmp_path):
@@ -371,7 +368,7 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def _sender(net: support.Network, cid: str) -> int:
-    with open(record_path(net, cid)) as f:
+    with open(net.record_path(cid)) as f:
         adv = json.load(f)["advertiser"]
     assert adv and adv["pid"] > 1, adv
     return adv["pid"]
@@ -391,7 +388,7 @@ def test_sender_runs_unprivileged(plugin, pod_ns, net):
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
         from nsveth import senders
 
-        assert senders.lock_holder(record_path(net, CID)[: -len(".json")] + ".sender") == pid
+        assert senders.lock_holder(net.record_path(CID)[: -len(".json")] + ".sender") == pid
     finally:
         assert plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     assert not os.path.exists(f"/proc/{pid}/status") or _status(pid)["State"].startswith("Z")
@@ -432,7 +429,7 @@ def test_del_never_kills_a_process_the_record_merely_names(plugin, pod_ns, net, 
     try:
         record = forged_record(net, pod_ns, advertiser={"pid": bystander.pid, "start": advertise.start_time(bystander.pid)})
         record["sysctlOriginals"] = []
-        with open(record_path(net), "w") as f:
+        with open(net.record_path(CID), "w") as f:
             json.dump(record, f)
         if command == "DEL":
             rep = plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path)

@@ -14,7 +14,6 @@ import os
 import subprocess
 
 import pytest
-
 from support import EXECUTABLE, Netns, Network, host_veths, unique
 
 POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=ctr-a"
@@ -33,7 +32,8 @@ def cli(request, host_ns):
                 ["ip", "netns", "exec", host_ns.name, EXECUTABLE, *args], capture_output=True, text=True, timeout=120
             )
             return proc.returncode, proc.stdout, proc.stderr
-        from nsveth import cli as cli_mod, netns as nsmod
+        from nsveth import cli as cli_mod
+        from nsveth import netns as nsmod
 
         out, err = io.StringIO(), io.StringIO()
         fd = nsmod.open_path(host_ns.path)

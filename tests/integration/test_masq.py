@@ -8,7 +8,7 @@ import os
 import re
 
 import pytest
-
+from nsveth.errors import Code
 from support import Netns, netns, sh, unique, with_prev
 
 OUTSIDE = "192.168.77.2"
@@ -201,7 +201,7 @@ def test_failed_add_removes_its_rules(inproc, net, pod_ns):
     # A route whose gateway is not on any subnet of the pod: the pod side fails after masquerading was set up.
     conf["ipam"]["routes"] = [{"dst": "192.0.2.0/24", "gw": "198.51.100.1"}]
     reply = inproc.run("ADD", conf, container_id="ctr-fail", netns=pod_ns.path)
-    assert reply.status != 0 and reply.code == 100, reply.stdout
+    assert reply.status != 0 and reply.code == Code.KERNEL, reply.stdout
     assert masq_sources(inproc.host) == set()
     assert net.leases() == [] and net.state_files() == [] and "eth0" not in pod_ns.links()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
+from nsveth.errors import Code
 from support import Netns, Network, host_veths
 
 SUBNETS = {4: ("10.77.0.0/24", "10.77.0.2", "10.77.0.1"), 6: ("fd00:77::/64", "fd00:77::2", "fd00:77::1")}
@@ -16,7 +16,7 @@ def two_networks(tmp_path, family: int) -> tuple[Network, Network]:
 
 
 def assert_refused(reply, address: str, owner: str) -> None:
-    assert reply.status != 0 and reply.code == 7, reply.stdout
+    assert reply.status != 0 and reply.code == Code.INVALID_CONFIG, reply.stdout
     msg = reply.json["msg"]
     assert f"pod address {address} is already routed to {owner}" in msg, msg
 

@@ -12,8 +12,8 @@ import json
 import os
 
 import pytest
-
 import support
+from nsveth.errors import Code
 from support import Plugin, with_prev
 
 from .test_bad_input import CASES
@@ -84,7 +84,7 @@ def test_add_check_del_are_byte_identical(host_ns, pod_ns, net, nsveth_server):
         replies.append([(r.status, r.stdout.replace(host_mac, b"HOST-MAC")) for r in (add, check, again, delete)])
         assert "eth0" not in pod_ns.links()
     assert replies[0] == replies[1] == replies[2] == replies[3]
-    assert replies[0][2][0] == 1 and b'"code": 4' in replies[0][2][1]
+    assert replies[0][2][0] == 1 and json.loads(replies[0][2][1])["code"] == Code.INVALID_ENV
 
 
 def test_served_request_keeps_the_callers_cwd_umask_and_stdin(host_ns, net, nsveth_server, tmp_path):

@@ -8,9 +8,8 @@ import subprocess
 import time
 
 import pytest
-import yaml
-
 import support
+import yaml
 from support import REPO, Plugin, with_prev
 
 UNITS = os.path.join(REPO, "deploy", "systemd")
@@ -91,7 +90,8 @@ def test_daemonset_runs_the_warm_server():
     (vol,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert vol["hostPath"]["path"] == "/run/nsveth"
     with open(os.path.join(REPO, "deploy", "Containerfile")) as f:
-        assert "COPY dist/portable/nsveth/ /opt/nsveth/bundle/" in f.read()  # the bundle the command names
+        # The bundle the command names: the portable one (glibc >= 2.31 nodes), as test_manifests.py checks too.
+        assert "COPY dist/portable/nsveth/ /opt/nsveth/bundle/" in f.read()
 
 
 @pytest.fixture(autouse=True)

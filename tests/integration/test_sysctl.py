@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
-
-from support import REPO, host_veths, with_prev
+from nsveth.errors import Code
+from support import SHIPPED_ALLOWLIST, host_veths, with_prev
 
 CID = "ctr-sysctl"
 
@@ -39,10 +39,6 @@ def snapshot(plugin, pod_ns) -> dict:
     pod = pod_ns.run("sh", "-c", "for f in " + " ".join(f"/proc/sys/{k}" for k in POD_KEYS)
                      + "; do echo \"$f=$(cat $f)\"; done").stdout
     return {"global": {k: read_global(k) for k in GLOBAL_KEYS}, "host": host, "pod": pod}
-
-
-def pod_value(pod_ns, key: str) -> str:
-    return pod_ns.run("cat", f"/proc/sys/{key}").stdout.strip()
 
 
 def state_record(net) -> dict:
@@ -77,8 +73,8 @@ def assert_refused_up_front(plugin, pod_ns, net) -> None:
 # ------------------------------------------------------------------ apply
 def test_add_applies_check_passes_del_restores(plugin, pod_ns, net):
     before = snapshot(plugin, pod_ns)
-    original_somaxconn = pod_value(pod_ns, "net/core/somaxconn")
-    original_range = pod_value(pod_ns, "net/ipv4/ip_local_port_range")
+    original_somaxconn = pod_ns.sysctl("net/core/somaxconn")
+    original_range = pod_ns.sysctl("net/ipv4/ip_local_port_range")
     plain = plugin.run("ADD", net.conf(), container_id="ctr-plain", netns=pod_ns.path)
     assert plain.status == 0, plain.stdout
     assert plugin.run("DEL", net.conf(), container_id="ctr-plain", netns=pod_ns.path).status == 0
@@ -89,7 +85,7 @@ def test_add_applies_check_passes_del_restores(plugin, pod_ns, net):
         "net.ipv4.ip_local_port_range": "20000 40000",
         "net.ipv4.conf.IFNAME.rp_filter": "2",
         "net/ipv4/conf/IFNAME/arp_notify": "1",
-        "net.ipv4.tcp_syncookies": pod_value(pod_ns, "net/ipv4/tcp_syncookies"),  # already so: not written
+        "net.ipv4.tcp_syncookies": pod_ns.sysctl("net/ipv4/tcp_syncookies"),  # already so: not written
     }
     conf = net.conf(sysctl=sysctls)
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
@@ -98,11 +94,11 @@ def test_add_applies_check_passes_del_restores(plugin, pod_ns, net):
     # (host-local hands out the next address, and the MACs and host name differ per container.)
     assert shape(add.json) == shape(plain.json)
 
-    assert pod_value(pod_ns, "net/core/somaxconn") == "1000"
-    assert pod_value(pod_ns, "net/ipv4/tcp_keepalive_time") == "321"
-    assert pod_value(pod_ns, "net/ipv4/ip_local_port_range").split() == ["20000", "40000"]
-    assert pod_value(pod_ns, "net/ipv4/conf/eth0/rp_filter") == "2"
-    assert pod_value(pod_ns, "net/ipv4/conf/eth0/arp_notify") == "1"
+    assert pod_ns.sysctl("net/core/somaxconn") == "1000"
+    assert pod_ns.sysctl("net/ipv4/tcp_keepalive_time") == "321"
+    assert pod_ns.sysctl("net/ipv4/ip_local_port_range").split() == ["20000", "40000"]
+    assert pod_ns.sysctl("net/ipv4/conf/eth0/rp_filter") == "2"
+    assert pod_ns.sysctl("net/ipv4/conf/eth0/arp_notify") == "1"
     after = snapshot(plugin, pod_ns)
     assert after["global"] == before["global"] and after["host"] == before["host"]
 
@@ -117,8 +113,8 @@ def test_add_applies_check_passes_del_restores(plugin, pod_ns, net):
 
     dele = plugin.run("DEL", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
-    assert pod_value(pod_ns, "net/core/somaxconn") == original_somaxconn
-    assert pod_value(pod_ns, "net/ipv4/ip_local_port_range") == original_range
+    assert pod_ns.sysctl("net/core/somaxconn") == original_somaxconn
+    assert pod_ns.sysctl("net/ipv4/ip_local_port_range") == original_range
     assert snapshot(plugin, pod_ns) == before
     assert_nothing_left(plugin, pod_ns, net)
 
@@ -130,9 +126,9 @@ def test_args_sysctl_added_to_the_config(inproc, pod_ns, net):
                     args={"cni": {"sysctl": {"net/ipv4/tcp_fin_timeout": "21"}}})
     add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    assert pod_value(pod_ns, "net/core/somaxconn") == "1000"
-    assert pod_value(pod_ns, "net/ipv4/tcp_keepalive_time") == "100"
-    assert pod_value(pod_ns, "net/ipv4/tcp_fin_timeout") == "21"
+    assert pod_ns.sysctl("net/core/somaxconn") == "1000"
+    assert pod_ns.sysctl("net/ipv4/tcp_keepalive_time") == "100"
+    assert pod_ns.sysctl("net/ipv4/tcp_fin_timeout") == "21"
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
 
 
@@ -143,8 +139,8 @@ def test_dotted_interface_name_via_ifname_and_slash_form(plugin, pod_ns, net):
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path, ifname="eth0.100")
     assert add.status == 0, add.stdout
     assert "eth0.100" in pod_ns.links()
-    assert pod_value(pod_ns, "net/ipv4/conf/eth0.100/rp_filter") == "2"
-    assert pod_value(pod_ns, "net/ipv4/conf/eth0.100/arp_notify") == "1"
+    assert pod_ns.sysctl("net/ipv4/conf/eth0.100/rp_filter") == "2"
+    assert pod_ns.sysctl("net/ipv4/conf/eth0.100/arp_notify") == "1"
     chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path, ifname="eth0.100")
     assert chk.status == 0, chk.stdout
     dele = plugin.run("DEL", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path, ifname="eth0.100")
@@ -156,7 +152,7 @@ def test_dot_form_splits_a_dotted_interface_name(inproc, pod_ns, net):
     """In dot form eth0.100 is two segments (as in runc and Kubernetes): refused, nothing written."""
     conf = net.conf(sysctl={"net.ipv4.conf.eth0.100.rp_filter": "2"})
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path, ifname="eth0.100")
-    assert rep.code == 7 and "net.ipv4.conf.eth0.100.rp_filter" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "net.ipv4.conf.eth0.100.rp_filter" in rep.json["msg"], rep.stdout
     assert_refused_up_front(inproc, pod_ns, net)
 
 
@@ -193,7 +189,7 @@ def test_rejected_before_anything_is_written(inproc, pod_ns, net, sysctls, why):
     # A good key first: it must not be written either.
     conf = net.conf(sysctl={"net.core.somaxconn": "999", **sysctls})
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     msg = rep.json["msg"]
     assert why in msg
     key = next(iter(sysctls))
@@ -210,7 +206,7 @@ def test_netfilter_conntrack_max_is_refused_when_not_per_netns(inproc, pod_ns, n
     before = snapshot(inproc, pod_ns)
     rep = inproc.run("ADD", net.conf(sysctl={"net.netfilter.nf_conntrack_max": "1000"}), container_id=CID,
                      netns=pod_ns.path)
-    assert rep.code == 7 and "net.netfilter.nf_conntrack_max" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "net.netfilter.nf_conntrack_max" in rep.json["msg"], rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -220,7 +216,7 @@ def test_crafted_cni_ifname_cannot_traverse(plugin, pod_ns, net, ifname):
     before = snapshot(plugin, pod_ns)
     conf = net.conf(sysctl={"net.ipv4.conf.IFNAME.rp_filter": "1"})
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path, ifname=ifname)
-    assert rep.code in (4, 7), rep.stdout
+    assert rep.code in (Code.INVALID_ENV, Code.INVALID_CONFIG), rep.stdout
     assert snapshot(plugin, pod_ns) == before
     assert_refused_up_front(plugin, pod_ns, net)
 
@@ -230,7 +226,7 @@ def test_traversing_cni_ifname_is_refused_by_the_env_check(inproc, pod_ns, net, 
     before = snapshot(inproc, pod_ns)
     rep = inproc.run("ADD", net.conf(sysctl={"net.ipv4.conf.IFNAME.rp_filter": "1"}), container_id=CID,
                      netns=pod_ns.path, ifname=ifname)
-    assert rep.code == 4, rep.stdout
+    assert rep.code == Code.INVALID_ENV, rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -248,8 +244,8 @@ def test_duplicate_keys_are_refused(plugin, pod_ns, net, body):
     before = snapshot(plugin, pod_ns)
     raw = json.dumps(net.conf())[:-1] + ", " + body + "}"
     rep = plugin.call(plugin.env("ADD", container_id=CID, netns=pod_ns.path), raw)
-    assert rep.code == 7 and "duplicate" in rep.json["msg"] and "somaxconn" in rep.json["msg"] or \
-        rep.code == 7 and "rp_filter" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "duplicate" in rep.json["msg"] and "somaxconn" in rep.json["msg"] or \
+        rep.code == Code.INVALID_CONFIG and "rp_filter" in rep.json["msg"], rep.stdout
     assert snapshot(plugin, pod_ns) == before
     assert_refused_up_front(plugin, pod_ns, net)
 
@@ -263,14 +259,14 @@ def test_allowlist_allows_and_refuses(plugin, pod_ns, net, tmp_path):
                     sysctl={"net/core/somaxconn": "1001", "net.ipv4.conf.IFNAME.rp_filter": "2"})
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    assert pod_value(pod_ns, "net/core/somaxconn") == "1001"
+    assert pod_ns.sysctl("net/core/somaxconn") == "1001"
     assert plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     assert snapshot(plugin, pod_ns) == before
 
     denied = net.conf(sysctlAllowlist=str(allow), sysctl={"net.core.somaxconn": "1002",
                                                            "net.ipv4.tcp_keepalive_time": "60"})
     rep = plugin.run("ADD", denied, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     msg = rep.json["msg"]
     assert '"net.ipv4.tcp_keepalive_time" not allowed by ' + str(allow) in msg
     assert "allowed: net.core.somaxconn, net.ipv4.conf.*" in msg
@@ -291,7 +287,7 @@ def test_bad_allowlist_is_an_error_not_no_policy(inproc, pod_ns, net, tmp_path, 
     before = snapshot(inproc, pod_ns)
     rep = inproc.run("ADD", net.conf(sysctlAllowlist=str(path), sysctl={"net.core.somaxconn": "1003"}),
                      container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and str(path) in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and str(path) in rep.json["msg"], rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -303,7 +299,7 @@ def test_default_allowlist_applies_when_present(inproc, pod_ns, net, tmp_path, m
     default.write_text("net.ipv4.tcp_keepalive_time\n")
     monkeypatch.setattr(sysctl, "DEFAULT_ALLOWLIST", str(default))
     rep = inproc.run("ADD", net.conf(sysctl={"net.core.somaxconn": "1004"}), container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and str(default) in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and str(default) in rep.json["msg"], rep.stdout
     assert_nothing_left(inproc, pod_ns, net)
     monkeypatch.setattr(sysctl, "DEFAULT_ALLOWLIST", str(tmp_path / "absent.conf"))
     conf = net.conf(sysctl={"net.core.somaxconn": "1004"})
@@ -321,7 +317,7 @@ def test_dangling_default_allowlist_is_an_error_not_no_policy(inproc, pod_ns, ne
     monkeypatch.setattr(sysctl, "DEFAULT_ALLOWLIST", str(default))
     before = snapshot(inproc, pod_ns)
     rep = inproc.run("ADD", net.conf(sysctl={"net.core.somaxconn": "1004"}), container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and str(default) in rep.json["msg"] and "symbolic link" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and str(default) in rep.json["msg"] and "symbolic link" in rep.json["msg"], rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -334,26 +330,26 @@ def test_allowlist_shared_with_the_kubelet_may_name_ipc_sysctls(inproc, pod_ns, 
     conf = net.conf(sysctlAllowlist=str(allow), sysctl={"net.core.somaxconn": "1006"})
     add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    assert pod_value(pod_ns, "net/core/somaxconn") == "1006"
+    assert pod_ns.sysctl("net/core/somaxconn") == "1006"
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     # An IPC key is still refused as such (the allowlist does not make it a network plugin's business).
     rep = inproc.run("ADD", net.conf(sysctlAllowlist=str(allow), sysctl={"kernel.shmmax": "1"}),
                      container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and "IPC-namespaced" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "IPC-namespaced" in rep.json["msg"], rep.stdout
     assert_nothing_left(inproc, pod_ns, net)
 
 
 def test_k8s_safe_allowlist_example(inproc, pod_ns, net):
-    path = os.path.join(REPO, "conf-examples", "allowlist-k8s-safe.txt")
+    path = SHIPPED_ALLOWLIST
     conf = net.conf(sysctlAllowlist=path, sysctl={"net.ipv4.tcp_keepalive_time": "200",
                                                   "net.ipv4.ip_unprivileged_port_start": "80"})
     add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    assert pod_value(pod_ns, "net/ipv4/ip_unprivileged_port_start") == "80"
+    assert pod_ns.sysctl("net/ipv4/ip_unprivileged_port_start") == "80"
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     rep = inproc.run("ADD", net.conf(sysctlAllowlist=path, sysctl={"net.core.somaxconn": "1"}), container_id=CID,
                      netns=pod_ns.path)
-    assert rep.code == 7 and "net.ipv4.tcp_keepalive_time" in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and "net.ipv4.tcp_keepalive_time" in rep.json["msg"], rep.stdout
     assert_nothing_left(inproc, pod_ns, net)
 
 
@@ -367,7 +363,7 @@ def test_failed_write_restores_earlier_writes_and_rolls_back(plugin, pod_ns, net
         "net.ipv4.ip_local_port_range": "40000 30000",  # the kernel refuses an inverted range
     })
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     assert 'failed to set sysctl "net.ipv4.ip_local_port_range" to "40000 30000"' in rep.json["msg"]
     assert snapshot(plugin, pod_ns) == before
     assert_nothing_left(plugin, pod_ns, net)
@@ -378,7 +374,7 @@ def test_originals_are_recorded_before_the_first_write(inproc, pod_ns, net, monk
     value that will be replaced before the kernel sees the first write."""
     from nsveth import sysctl
 
-    original = {k: pod_value(pod_ns, k) for k in ("net/core/somaxconn", "net/ipv4/tcp_keepalive_time")}
+    original = {k: pod_ns.sysctl(k) for k in ("net/core/somaxconn", "net/ipv4/tcp_keepalive_time")}
     recorded_at_first_write = []
     real_write = sysctl._write_fd
 
@@ -395,27 +391,27 @@ def test_originals_are_recorded_before_the_first_write(inproc, pod_ns, net, monk
     assert add.status == 0, add.stdout
     assert recorded_at_first_write == [("adding", original)]
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
-    assert {k: pod_value(pod_ns, k) for k in original} == original
+    assert {k: pod_ns.sysctl(k) for k in original} == original
 
 
 @pytest.mark.parametrize("then", ["DEL", "ADD"])
 def test_add_killed_after_sysctls_is_undone(exe, pod_ns, net, then):
     """SIGKILL right after the writes (crash hook): the runtime's DEL, or an ADD retry
     with no DEL in between, puts the pod-wide values back before anything else."""
-    original = pod_value(pod_ns, "net/core/somaxconn")
+    original = pod_ns.sysctl("net/core/somaxconn")
     conf = net.conf(sysctl={"net.core.somaxconn": "1008"})
     killed = exe.call(exe.env("ADD", CID, pod_ns.path, NSVETH_TEST_CRASH_AT="after-sysctls"), conf)
     assert killed.status == -9 or killed.status == 137, killed
-    assert pod_value(pod_ns, "net/core/somaxconn") == "1008"
+    assert pod_ns.sysctl("net/core/somaxconn") == "1008"
     if then == "DEL":
         assert exe.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     else:
         # The retry asks for no sysctls: what the killed ADD wrote must not stay.
         retry = exe.run("ADD", net.conf(), container_id=CID, netns=pod_ns.path)
         assert retry.status == 0, retry.stdout
-        assert pod_value(pod_ns, "net/core/somaxconn") == original
+        assert pod_ns.sysctl("net/core/somaxconn") == original
         assert exe.run("DEL", net.conf(), container_id=CID, netns=pod_ns.path).status == 0
-    assert pod_value(pod_ns, "net/core/somaxconn") == original
+    assert pod_ns.sysctl("net/core/somaxconn") == original
     assert_nothing_left(exe, pod_ns, net)
 
 
@@ -425,7 +421,7 @@ def test_per_interface_keys_of_the_new_interface_are_probed_up_front(inproc, pod
     before = snapshot(inproc, pod_ns)
     conf = net.conf(sysctl={"net.core.somaxconn": "1009", "net.ipv4.neigh.IFNAME.gc_thresh1": "64"})
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7 and '"net.ipv4.neigh.IFNAME.gc_thresh1" does not exist' in rep.json["msg"], rep.stdout
+    assert rep.code == Code.INVALID_CONFIG and '"net.ipv4.neigh.IFNAME.gc_thresh1" does not exist' in rep.json["msg"], rep.stdout
     assert snapshot(inproc, pod_ns) == before
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -437,8 +433,8 @@ def test_neigh_and_ipv6_per_interface_keys(inproc, pod_ns, net):
                             "net.ipv6.conf.IFNAME.accept_ra": "0"})
     add = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    assert pod_value(pod_ns, "net/ipv4/neigh/eth0/base_reachable_time_ms") == "30000"
-    assert pod_value(pod_ns, "net/ipv6/neigh/eth0/retrans_time_ms") == "2000"
+    assert pod_ns.sysctl("net/ipv4/neigh/eth0/base_reachable_time_ms") == "30000"
+    assert pod_ns.sysctl("net/ipv6/neigh/eth0/retrans_time_ms") == "2000"
     assert inproc.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path).status == 0
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
     assert_nothing_left(inproc, pod_ns, net)
@@ -450,7 +446,7 @@ def test_non_string_values_name_the_key(inproc, pod_ns, net, value, where):
     body = {"net.ipv4.tcp_keepalive_time": value}
     conf = net.conf(sysctl=body) if where == "sysctl" else net.conf(args={"cni": {"sysctl": body}})
     rep = inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     assert '["net.ipv4.tcp_keepalive_time"]' in rep.json["msg"] and "string" in rep.json["msg"]
     assert_refused_up_front(inproc, pod_ns, net)
 
@@ -462,7 +458,7 @@ def test_check_catches_a_value_changed_by_hand(plugin, pod_ns, net):
     try:
         pod_ns.run("sh", "-c", "echo 77 > /proc/sys/net/core/somaxconn; echo 0 > /proc/sys/net/ipv4/conf/eth0/rp_filter")
         chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
-        assert chk.code == 101, chk.stdout
+        assert chk.code == Code.CHECK_FAILED, chk.stdout
         assert 'sysctl net.core.somaxconn is "77", expected "1006"' in chk.json["msg"]
         assert 'sysctl net.ipv4.conf.IFNAME.rp_filter is "0", expected "2"' in chk.json["msg"]
     finally:
@@ -476,13 +472,13 @@ def test_check_accepts_the_kernels_normalised_value(plugin, pod_ns, net):
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
     try:
-        assert pod_value(pod_ns, "net/core/somaxconn") == "1024"
-        shown = pod_value(pod_ns, "net/ipv4/neigh/eth0/base_reachable_time_ms")
+        assert pod_ns.sysctl("net/core/somaxconn") == "1024"
+        shown = pod_ns.sysctl("net/ipv4/neigh/eth0/base_reachable_time_ms")
         chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
         assert chk.status == 0, chk.stdout
         pod_ns.run("sh", "-c", "echo 1000 > /proc/sys/net/core/somaxconn")
         chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
-        assert chk.code == 101 and chk.json["msg"] == 'sysctl net.core.somaxconn is "1000", expected "0x400"', chk.stdout
+        assert chk.code == Code.CHECK_FAILED and chk.json["msg"] == 'sysctl net.core.somaxconn is "1000", expected "0x400"', chk.stdout
         assert shown in ("12345", "12348", "12344", "12350", "12340")  # HZ-dependent rounding
     finally:
         assert plugin.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
@@ -501,13 +497,13 @@ def test_del_without_netns_has_nothing_to_restore(inproc, pod_ns, net):
 
 
 def test_del_restores_even_when_the_interface_is_gone(inproc, pod_ns, net):
-    original = pod_value(pod_ns, "net/core/somaxconn")
+    original = pod_ns.sysctl("net/core/somaxconn")
     conf = net.conf(sysctl={"net.core.somaxconn": "1008", "net.ipv4.conf.IFNAME.rp_filter": "2"})
     assert inproc.run("ADD", conf, container_id=CID, netns=pod_ns.path).status == 0
     pod_ns.run("ip", "link", "del", "eth0")
     dele = inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
-    assert pod_value(pod_ns, "net/core/somaxconn") == original
+    assert pod_ns.sysctl("net/core/somaxconn") == original
     assert_nothing_left(inproc, pod_ns, net)
 
 
@@ -542,20 +538,15 @@ def test_dual_stack_without_disable_keeps_ipv6(inproc, pod_ns, net):
 
 # ------------------------------------------------------- conflist example
 def test_sysctl_conflist_example_end_to_end(plugin, pod_ns, net):
-    with open(os.path.join(REPO, "conf-examples", "sysctl.conflist")) as f:
-        conflist = json.load(f)
-    (plugin_conf,) = conflist["plugins"]
-    conf = {"cniVersion": conflist["cniVersion"], "name": net.name, **plugin_conf}
-    conf["runtimeDir"] = net.runtime_dir
-    conf["ipam"] = {**conf["ipam"], "dataDir": net.ipam_dir}
+    conf = net.from_example("sysctl.conflist")
     # The example names the allowlist where an install puts conf-examples/allowlist-k8s-safe.txt.
     assert conf["sysctlAllowlist"] == "/etc/cni/nsveth/allowlist.conf"
-    conf["sysctlAllowlist"] = os.path.join(REPO, "conf-examples", "allowlist-k8s-safe.txt")
+    conf["sysctlAllowlist"] = SHIPPED_ALLOWLIST
     before = snapshot(plugin, pod_ns)
     add = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
     assert add.status == 0, add.stdout
-    for key, value in plugin_conf["sysctl"].items():
-        assert pod_value(pod_ns, key.replace(".", "/").replace("IFNAME", "eth0")).split() == value.split(), key
+    for key, value in conf["sysctl"].items():
+        assert pod_ns.sysctl(key.replace(".", "/").replace("IFNAME", "eth0")).split() == value.split(), key
     chk = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)
     assert chk.status == 0, chk.stdout
     dele = plugin.run("DEL", with_prev(conf, add.json), container_id=CID, netns=pod_ns.path)

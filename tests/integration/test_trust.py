@@ -12,6 +12,7 @@ import os
 import time
 
 import pytest
+from nsveth.errors import Code
 from support import host_veths, netns, sh, unique, with_prev
 
 CID = "ctr-trust"
@@ -35,7 +36,7 @@ def test_args_never_override_the_configs_sysctl(plugin, pod_ns, net):
     conf = net.conf(sysctl={"net.ipv4.conf.IFNAME.rp_filter": "1"},
                     args={"cni": {"sysctl": {"net/ipv4/conf/eth0/rp_filter": "0"}}})
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     msg = rep.json["msg"]
     assert '"net/ipv4/conf/eth0/rp_filter"' in msg and '"net.ipv4.conf.IFNAME.rp_filter"' in msg and "override" in msg
     assert_refused_up_front(plugin, pod_ns, net)
@@ -45,7 +46,7 @@ def test_args_never_override_the_configs_sysctl(plugin, pod_ns, net):
                                  "net.core.somaxconn"])
 def test_args_key_outside_the_safe_set_is_refused_without_allowlist(plugin, pod_ns, net, key):
     rep = plugin.run("ADD", net.conf(args={"cni": {"sysctl": {key: "1"}}}), container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     assert f'"{key}" from args.cni.sysctl' in rep.json["msg"] and "Kubernetes safe set" in rep.json["msg"]
     assert_refused_up_front(plugin, pod_ns, net)
 
@@ -85,7 +86,7 @@ def test_congestion_control_that_would_load_a_module_is_refused(plugin, pod_ns, 
         allow.write_text("net.ipv4.tcp_congestion_control\n")
         conf = net.conf(sysctlAllowlist=str(allow), args={"cni": {"sysctl": body}})
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     assert f'"{cc}"' in rep.json["msg"] and "load a module" in rep.json["msg"]
     assert "tcp_available_congestion_control" in rep.json["msg"]
     assert_refused_up_front(plugin, pod_ns, net)
@@ -108,7 +109,7 @@ def test_mac_from_args_needs_the_configs_opt_in(plugin, pod_ns, net, source):
     else:
         extra["CNI_ARGS"] = f"MAC={PODS_MAC}"
     rep = plugin.run("ADD", conf, container_id=CID, netns=pod_ns.path, **extra)
-    assert rep.code == 7, rep.stdout
+    assert rep.code == Code.INVALID_CONFIG, rep.stdout
     assert "macFromArgs" in rep.json["msg"] and ("args.cni.mac" if source == "args" else "CNI_ARGS MAC=") in rep.json["msg"]
     assert_refused_up_front(plugin, pod_ns, net)
 
@@ -144,7 +145,7 @@ def test_mac_in_use_on_the_bridge_is_refused(plugin, net):
             for mac, who in ((PODS_MAC.upper(), "port nsv"), (bridge_mac, f"bridge {bridge} itself")):
                 rep = plugin.run("ADD", {**conf, "runtimeConfig": {"mac": mac}}, container_id="ctr-attacker",
                                  netns=attacker.path)
-                assert rep.code == 7, rep.stdout
+                assert rep.code == Code.INVALID_CONFIG, rep.stdout
                 assert "already in use" in rep.json["msg"] and who in rep.json["msg"]
                 assert set(attacker.links()) == {"lo"} and len(host_veths(plugin.host)) == 1
                 assert net.leases() == leases and net.state_files() == ["ctr-victim:eth0.json"]
@@ -214,7 +215,7 @@ def test_check_against_a_netns_recreated_at_the_path_fails_naming_it(plugin, net
         sh("ip", "netns", "add", name)
         sh("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
         rep = plugin.run("CHECK", with_prev(conf, add.json), container_id=CID, netns=path)
-        assert rep.code == 101, rep.stdout
+        assert rep.code == Code.CHECK_FAILED, rep.stdout
         assert f"CNI_NETNS {path} is not the netns ADD configured" in rep.json["msg"]
         assert plugin.run("DEL", conf, container_id=CID, netns=path).status == 0
         assert "eth0" in sh("ip", "-n", name, "link", "show").stdout  # DEL left the stranger alone too

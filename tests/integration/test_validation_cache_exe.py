@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import stat
 
+from nsveth.errors import Code
+
 
 def test_entries_for_add_and_del(exe, net, host_ns):
     from support import netns
@@ -35,4 +37,4 @@ def test_invalid_config_is_refused_every_time(exe, pod_ns, net):
     conf = net.conf("1.0.0", mtu=10)
     for _ in range(2):
         reply = exe.run("ADD", conf, container_id="ctr-vbad", netns=pod_ns.path)
-        assert reply.status == 1 and reply.code == 7
+        assert reply.status == 1 and reply.code == Code.INVALID_CONFIG

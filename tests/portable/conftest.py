@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 import support
 
 BUNDLE = os.path.join(support.REPO, "dist", "portable", "nsveth")

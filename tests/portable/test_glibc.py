@@ -13,7 +13,6 @@ import os
 import re
 
 import pytest
-
 import support
 
 MAX_GLIBC = (2, 31)

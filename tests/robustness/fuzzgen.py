@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from hypothesis import strategies as st
-
+from nsveth import versions
 from world import SUBNET4, SUBNET6, SUPPORTED, Case
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
@@ -109,10 +109,11 @@ def prev_result(version: str, family: str, ifname: str = "eth0") -> dict[str, An
 
 
 def _version_for(command: str) -> st.SearchStrategy[str]:
+    # Mostly versions that allow the command (CHECK from 0.4.0, GC and STATUS from 1.1.0), some that do not.
     if command in ("GC", "STATUS"):
-        return st.sampled_from(["1.1.0"] * 6 + list(SUPPORTED))
+        return st.sampled_from([v for v in SUPPORTED if versions.at_least(v, "1.1.0")] * 6 + list(SUPPORTED))
     if command == "CHECK":
-        return st.sampled_from(["0.4.0", "1.0.0", "1.1.0"] * 3 + list(SUPPORTED))
+        return st.sampled_from([v for v in SUPPORTED if versions.at_least(v, "0.4.0")] * 3 + list(SUPPORTED))
     return st.sampled_from(SUPPORTED)
 
 
@@ -271,7 +272,11 @@ _args_keys = st.sampled_from(["IgnoreUnknown", "MAC", "IP", "K8S_POD_NAME", "K8S
 cni_args = st.one_of(
     env_text,
     st.lists(
-        st.tuples(_args_keys | st.text(_env_chars, max_size=8), st.sampled_from(["=", "", "=="]), env_text | st.sampled_from(["1", "true", "0a:58:0a:c7:00:07"])),
+        st.tuples(
+            _args_keys | st.text(_env_chars, max_size=8),
+            st.sampled_from(["=", "", "=="]),
+            env_text | st.sampled_from(["1", "true", "0a:58:0a:c7:00:07"]),
+        ),
         max_size=5,
     ).map(lambda items: ";".join(k + sep + v for k, sep, v in items)),
 )

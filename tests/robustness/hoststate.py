@@ -58,7 +58,7 @@ def snapshot(ns_name: str) -> dict[str, Any]:
     if len(chunks) != len(_PARTS):
         raise RuntimeError(f"snapshot of netns {ns_name} failed: {proc.stderr.strip()}")
     out: dict[str, Any] = {}
-    for part, text in zip(_PARTS, chunks):
+    for part, text in zip(_PARTS, chunks, strict=True):
         if part == "sysctls":
             pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
             out[part] = {k: v for k, v in pairs if k not in _VOLATILE_SYSCTLS}

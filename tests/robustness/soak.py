@@ -34,7 +34,6 @@ import concurrent.futures
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import threading

@@ -12,7 +12,6 @@ import json
 import os
 
 import pytest
-
 from world import CORPUS, Case
 
 FILES = sorted(glob.glob(os.path.join(CORPUS, "*.json")))

@@ -38,11 +38,11 @@ import json
 import os
 import time
 
-import pytest
-
 import hoststate
+import pytest
 import support
 from nsveth import advertise, crashpoints
+from nsveth.errors import Code
 
 PLUGIN_DIR = os.path.dirname(crashpoints.__file__)
 CORE_POINTS = ("after-state", "after-ipam", "after-veth", "after-host", "after-addresses")
@@ -155,7 +155,9 @@ def sender_alive(sender: tuple[int, int] | None, tag: str) -> bool:
     return pid in hoststate.processes_with(tag) or advertise.start_time(pid) == start
 
 
-def killed_add(exe: support.Plugin, pod: support.Netns, net: support.Network, conf: dict, cid: str, point: str, tag: str) -> tuple[int, int] | None:
+def killed_add(
+    exe: support.Plugin, pod: support.Netns, net: support.Network, conf: dict, cid: str, point: str, tag: str
+) -> tuple[int, int] | None:
     """ADD killed at `point`, which provably left exactly LEFTOVERS[point]; the recorded sender's pid."""
     env = exe.env("ADD", container_id=cid, netns=pod.path, NSVETH_TEST_CRASH_AT=point, NSVETH_TEST_TAG=tag)
     reply = exe.call(env, conf)
@@ -164,7 +166,10 @@ def killed_add(exe: support.Plugin, pod: support.Netns, net: support.Network, co
         pytest.skip(f"crash point {point} is not called by this build's ADD (its feature has not landed)")
     if exe.mode == "served":
         # The request's process died before reporting: the client says "try again later" (code 11).
-        assert reply.status == 1 and reply.code == 11 and "killed by signal 9" in reply.json["msg"], (reply.stdout, reply.stderr[-2000:])
+        assert reply.status == 1 and reply.code == Code.TRY_AGAIN and "killed by signal 9" in reply.json["msg"], (
+            reply.stdout,
+            reply.stderr[-2000:],
+        )
     else:
         assert reply.status == -9, f"ADD was not killed at {point}: status {reply.status} {reply.stdout!r} {reply.stderr[-2000:]}"
         assert reply.stdout == b"", "a killed ADD printed a result"

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import os
 
+import fuzzgen
 import pytest
 from hypothesis import HealthCheck, given, settings
-
-import fuzzgen
 from world import saved_failures
 
 INPROC = int(os.environ.get("NSVETH_FUZZ_EXAMPLES", "100"))

@@ -13,33 +13,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
-import pytest
-
 import hoststate
+import pytest
 import support
-from support import Netns, host_veths, run_threads, with_prev
+from support import Netns, host_veths, netns_many, run_threads, with_prev
 
 
 def _lock_path(net: support.Network) -> str:
     return os.path.join(net.runtime_dir, net.name, "lock")
-
-
-def _holder(path: str, exclusive: bool) -> subprocess.Popen:
-    """Another process holding the network lock until killed."""
-    code = (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
-        f"fcntl.flock(fd, {'fcntl.LOCK_EX' if exclusive else 'fcntl.LOCK_SH'})\n"
-        "sys.stdout.write('held\\n'); sys.stdout.flush()\n"
-        "time.sleep(600)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
-    return proc
 
 
 def _start(exe: support.Plugin, env: dict, conf: dict) -> subprocess.Popen:
@@ -57,7 +41,7 @@ def test_killed_lock_holder_never_blocks(exe, need_exe, pod_ns, net):
     conf = net.conf()
     # The lock file appears with the first command of the network.
     assert exe.run("DEL", conf, container_id="warmup").status == 0
-    holder = _holder(_lock_path(net), exclusive=True)
+    holder = support.lock_holder(_lock_path(net), "flock-ex")
     add = _start(exe, exe.env("ADD", container_id="ctr-lock", netns=pod_ns.path), conf)
     try:
         time.sleep(1.5)
@@ -88,7 +72,7 @@ def test_gc_waits_for_add_and_spares_attachments_added_meanwhile(exe, need_exe, 
         assert exe.call(env, conf).status == -9
         assert net.state_files() == ["stale:eth0.json"] and net.leases()
 
-        in_flight = _holder(_lock_path(net), exclusive=False)  # an ADD of some other container, in progress
+        in_flight = support.lock_holder(_lock_path(net), "flock-sh")  # an ADD of some other container, in progress
         lock_mtime = os.stat(_lock_path(net)).st_mtime_ns
         gc = _start(exe, exe.env("GC"), {**conf, "cni.dev/valid-attachments": []})
         deadline = time.monotonic() + 20
@@ -98,10 +82,7 @@ def test_gc_waits_for_add_and_spares_attachments_added_meanwhile(exe, need_exe, 
         assert gc.poll() is None, "GC did not wait for the ADD holding the lock"
 
         # ADDs of other containers run (shared lock) while GC waits.
-        adds = run_threads([
-            (lambda ns=ns, i=i: exe.run("ADD", conf, container_id=f"fresh{i}", netns=ns.path)) for i, ns in enumerate(fresh)
-        ])
-        assert all(a.status == 0 for a in adds), [a.stdout for a in adds]
+        adds = exe.run_each("ADD", conf, fresh, "fresh")
         assert gc.poll() is None
 
         in_flight.kill()
@@ -112,7 +93,7 @@ def test_gc_waits_for_add_and_spares_attachments_added_meanwhile(exe, need_exe, 
         # The stale one is gone, the fresh ones are intact and pass CHECK.
         assert sorted(net.state_files()) == [f"fresh{i}:eth0.json" for i in range(4)]
         assert len(net.leases()) == 4 and len(host_veths(exe.host)) == 4
-        for i, (ns, a) in enumerate(zip(fresh, adds)):
+        for i, (ns, a) in enumerate(zip(fresh, adds, strict=True)):
             chk = exe.run("CHECK", with_prev(conf, a.json), container_id=f"fresh{i}", netns=ns.path)
             assert chk.status == 0, chk.stdout
             assert exe.run("DEL", with_prev(conf, a.json), container_id=f"fresh{i}", netns=ns.path).status == 0
@@ -128,14 +109,13 @@ def test_gc_waits_for_add_and_spares_attachments_added_meanwhile(exe, need_exe, 
 def test_concurrent_add_check_del_gc_of_different_containers(inproc, net):
     """8 at a time: ADDs, then CHECKs of half racing DELs of the other half and a GC listing the live ones."""
     conf = net.conf("1.1.0", subnets=["10.97.0.0/24", "fd00:97::/64"])
-    namespaces = [Netns("nsvc-") for _ in range(12)]
-    try:
+    with netns_many(12, "nsvc-") as namespaces:
         cids = [f"conc{i}" for i in range(12)]
         # A node: forwarding already on (ADD switches it on once and deliberately leaves it).
         inproc.host.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
         before = hoststate.snapshot(inproc.host.name)
         adds = run_threads([
-            (lambda c=c, ns=ns: inproc.run("ADD", conf, container_id=c, netns=ns.path)) for c, ns in zip(cids, namespaces)
+            (lambda c=c, ns=ns: inproc.run("ADD", conf, container_id=c, netns=ns.path)) for c, ns in zip(cids, namespaces, strict=True)
         ])
         assert all(a.status == 0 for a in adds), [a.stdout for a in adds]
         assert len({tuple(ip["address"] for ip in a.json["ips"]) for a in adds}) == 12  # no address handed out twice
@@ -156,33 +136,23 @@ def test_concurrent_add_check_del_gc_of_different_containers(inproc, net):
             assert inproc.run("DEL", with_prev(conf, adds[i].json), container_id=cids[i], netns=namespaces[i].path).status == 0
         assert net.state_files() == [] and net.leases() == []
         assert hoststate.diff(before, hoststate.snapshot(inproc.host.name)) == []
-    finally:
-        for ns in namespaces:
-            ns.delete()
 
 
 def test_concurrent_first_adds_race_to_set_up_the_bridge(inproc, net):
     """8 ADDs at once in bridge mode with no bridge yet: all succeed, one bridge, every host veth enslaved to it."""
     bridge = support.unique("nsb")
     conf = net.conf("1.0.0", mode="bridge", bridge=bridge, isGateway=True)
-    namespaces = [Netns("nsvb-") for _ in range(8)]
-    try:
-        adds = run_threads([
-            (lambda i=i, ns=ns: inproc.run("ADD", conf, container_id=f"br{i}", netns=ns.path)) for i, ns in enumerate(namespaces)
-        ])
-        assert all(a.status == 0 for a in adds), [a.stdout for a in adds]
+    with netns_many(8, "nsvb-") as namespaces:
+        adds = inproc.run_each("ADD", conf, namespaces, "br")
         links = inproc.host.links()
         if bridge not in links:
-            for i, (ns, a) in enumerate(zip(namespaces, adds)):
+            for i, (ns, a) in enumerate(zip(namespaces, adds, strict=True)):
                 inproc.run("DEL", with_prev(conf, a.json), container_id=f"br{i}", netns=ns.path)
             pytest.skip("bridge mode has not landed in this build (no bridge was created)")
         veths = [n for n in host_veths(inproc.host)]
         assert len(veths) == 8
         assert all(links[v].get("master") == bridge for v in veths), {v: links[v].get("master") for v in veths}
         assert [n for n in links if links[n].get("linkinfo", {}).get("info_kind") == "bridge"] == [bridge]
-        for i, (ns, a) in enumerate(zip(namespaces, adds)):
+        for i, (ns, a) in enumerate(zip(namespaces, adds, strict=True)):
             assert inproc.run("DEL", with_prev(conf, a.json), container_id=f"br{i}", netns=ns.path).status == 0
         assert host_veths(inproc.host) == [] and net.leases() == [] and net.state_files() == []
-    finally:
-        for ns in namespaces:
-            ns.delete()

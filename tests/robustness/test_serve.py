@@ -19,11 +19,11 @@ import subprocess
 import time
 
 import pytest
+import support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import support
 from nsveth import client
+from nsveth.errors import Code
 
 SLOW_IPAM = """#!/bin/sh
 if [ "$CNI_COMMAND" = ADD ]; then
@@ -80,7 +80,11 @@ def start_slow_add(host: support.Netns, pod: support.Netns, net: support.Network
         "ADD", container_id="ctr-slow", netns=pod.path, CNI_PATH=f"{slow}:{support.CNI_PATH}", SLOW_IPAM_DIR=slow, NSVETH_SOCKET=srv.socket
     )
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", host.name, support.EXECUTABLE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        ["ip", "netns", "exec", host.name, support.EXECUTABLE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     import json
 
@@ -129,7 +133,7 @@ def test_server_killed_mid_add_kills_the_request_and_the_client_says_try_again(h
     out = finish(proc)
     wait_for(lambda: not alive(request_pid), timeout=2.0, what="the request's process to die with the server")
     reply = support.Reply(proc.returncode, out)
-    assert reply.status == 1 and reply.code == 11, out  # accepted, so never re-run in-process
+    assert reply.status == 1 and reply.code == Code.TRY_AGAIN, out  # accepted, so never re-run in-process
     assert "server ended before the request reported" in reply.json["msg"]
     # The socket file is left behind: connecting is refused, so DEL runs in-process.
     assert os.path.exists(server.socket)
@@ -215,27 +219,14 @@ def test_non_root_clients_are_not_served(server):
 def test_fifty_parallel_adds_and_dels_through_one_server(net, server):
     n = 50
     with support.netns("nsvh-") as host:
-        pods = [support.Netns("nsvp-") for _ in range(n)]
-        try:
+        with support.netns_many(n, "nsvp-") as pods:
             plugin = support.Plugin(host, "served", server)
             conf = net.conf(subnets=["10.61.0.0/16"])
-            adds = support.run_threads(
-                [lambda i=i: plugin.run("ADD", conf, container_id=f"ctr-{i}", netns=pods[i].path) for i in range(n)]
-            )
-            assert [r.status for r in adds] == [0] * n, [r.stdout for r in adds if r.status]
+            adds = plugin.run_each("ADD", conf, pods, "ctr-")
             assert len({r.json["ips"][0]["address"] for r in adds}) == n
-            dels = support.run_threads(
-                [
-                    lambda i=i: plugin.run("DEL", support.with_prev(conf, adds[i].json), container_id=f"ctr-{i}", netns=pods[i].path)
-                    for i in range(n)
-                ]
-            )
-            assert [r.status for r in dels] == [0] * n, [r.stdout for r in dels if r.status]
+            plugin.run_each("DEL", [support.with_prev(conf, a.json) for a in adds], pods, "ctr-")
             assert support.host_veths(host) == [] and net.leases() == [] and net.state_files() == []
             assert server.log().count(" status 0 ") == 2 * n
-        finally:
-            for p in pods:
-                p.delete()
 
 
 # ------------------------------------------------------------------ fuzzing
@@ -257,10 +248,17 @@ def still_serves(srv: support.Server) -> None:
 
 messages = st.one_of(
     st.binary(max_size=64),  # garbage
-    st.builds(lambda k, n, body: struct.pack("!cI", k, n) + body, st.sampled_from([b"R", b"A", b"X", b"\0"]), st.integers(0, 2**32 - 1), st.binary(max_size=32)),
+    st.builds(
+        lambda k, n, body: struct.pack("!cI", k, n) + body,
+        st.sampled_from([b"R", b"A", b"X", b"\0"]),
+        st.integers(0, 2**32 - 1),
+        st.binary(max_size=32),
+    ),
     st.builds(lambda body: client.pack(b"R", body), st.binary(max_size=64)),  # well framed, any payload
     st.builds(lambda body, cut: client.pack(b"R", body)[:cut], st.binary(min_size=8, max_size=64), st.integers(0, 12)),  # truncated
-    st.builds(lambda n: client.pack(b"R", b"\0\0\0\x12" + b"A" * n), st.sampled_from([client.MAX_PAYLOAD + 1, 2 * client.MAX_PAYLOAD])),  # oversized
+    st.builds(
+        lambda n: client.pack(b"R", b"\0\0\0\x12" + b"A" * n), st.sampled_from([client.MAX_PAYLOAD + 1, 2 * client.MAX_PAYLOAD])
+    ),  # oversized
 )
 
 
@@ -325,7 +323,9 @@ def test_the_announcement_sender_outlives_the_server(host_ns, pod_ns, net, serve
     server.proc.wait()
     time.sleep(0.3)
     assert advertise.start_time(sender["pid"]) == sender["start"], "the sender died with the server"
-    dele = support.Plugin(host_ns, "exe").call(plugin.env("DEL", container_id="ctr-sender", netns=pod_ns.path), support.with_prev(conf, add.json))
+    dele = support.Plugin(host_ns, "exe").call(
+        plugin.env("DEL", container_id="ctr-sender", netns=pod_ns.path), support.with_prev(conf, add.json)
+    )
     assert dele.status == 0 and advertise.start_time(sender["pid"]) is None
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 import soak
 
 CYCLES = int(os.environ.get("NSVETH_SOAK_CYCLES", "48"))

@@ -37,10 +37,11 @@ from typing import Any
 
 import hoststate
 import support
+from nsveth import versions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
-SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+SUPPORTED = versions.SUPPORTED
 # CNI well-known codes plus nsveth's documented own ones; 999 (internal) and 0 are bugs.
 WELL_KNOWN = {1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, 100, 101, 102}
 TIMEOUT = 30.0
@@ -283,8 +284,7 @@ class World:
 
 
 def hoststate_links(ns_name: str) -> list[str]:
-    out = support.sh("ip", "-n", ns_name, "-j", "link", "show").stdout
-    return [link["ifname"] for link in json.loads(out or "[]")]
+    return [link["ifname"] for link in support.ip_json(ns_name, "link", "show")]
 
 
 def check_reply(env: dict[str, str], stdin: bytes, reply: support.Reply, mode: str) -> list[str]:

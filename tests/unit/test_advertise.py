@@ -7,13 +7,12 @@ import json
 import os
 import signal
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
-
+import support
 from nsveth import advertise, dispatch, senders
+from nsveth.errors import Code
 
 MAC = "02:42:ac:11:00:02"
 MAC_BYTES = bytes.fromhex("0242ac110002")
@@ -137,25 +136,11 @@ def test_cancel_skips_a_recycled_pid(tmp_path):
     assert advertise.cancel({"advertiser": {"pid": os.getpid(), "start": start + 1}}, str(tmp_path / "a.sender")) is False
 
 
-def _holder(lock_path: str, take: bool) -> subprocess.Popen:
-    """A process that (when `take`) holds the POSIX lock on `lock_path`, then sleeps."""
-    code = (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({lock_path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
-        f"{'fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)' if take else 'pass'}\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
-
-
 def test_cancel_never_signals_a_process_that_does_not_hold_the_sender_lock(tmp_path):
     """The record's pid and start time match a live process (anyone can read a start time),
     but that process does not hold the attachment's sender lock: it is left alone."""
     lock = str(tmp_path / "c:eth0.sender")
-    other = _holder(lock, take=False)
+    other = support.lock_holder(lock, "open")
     try:
         record = {"advertiser": {"pid": other.pid, "start": advertise.start_time(other.pid)}}
         assert senders.lock_holder(lock) is None
@@ -169,7 +154,7 @@ def test_cancel_never_signals_a_process_that_does_not_hold_the_sender_lock(tmp_p
 
 def test_cancel_stops_the_lock_holder(tmp_path):
     lock = str(tmp_path / "c:eth0.sender")
-    sender = _holder(lock, take=True)
+    sender = support.lock_holder(lock, "lockf")
     try:
         assert senders.lock_holder(lock) == sender.pid
         record = {"advertiser": {"pid": sender.pid, "start": advertise.start_time(sender.pid)}}
@@ -211,7 +196,7 @@ ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/run/netns/no
 def test_out_of_range_is_code_7_naming_the_field(field, name):
     out, status = dispatch.run(ENV, _conf(field))
     err = json.loads(out)
-    assert status == 1 and err["code"] == 7, err
+    assert status == 1 and err["code"] == Code.INVALID_CONFIG, err
     assert name in err["msg"]
 
 

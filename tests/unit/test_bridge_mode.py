@@ -6,10 +6,9 @@ import ipaddress
 import json
 
 import pytest
-
 from nsveth import bridge, check, config, request
 from nsveth.attachment import Attachment
-from nsveth.errors import CNIError
+from nsveth.errors import CNIError, Code
 from nsveth.links import Link
 from nsveth.result import Interface, IPConfig, Result, Route
 
@@ -33,13 +32,13 @@ def test_bridge_fields_outside_bridge_mode_are_code_2(field, value):
     for mode in ({}, {"mode": "ptp"}):
         with pytest.raises(CNIError) as e:
             load(**mode, **{field: value})
-        assert e.value.code == 2 and field in e.value.msg and json.dumps(value) in e.value.details
+        assert e.value.code == Code.UNSUPPORTED_FIELD and field in e.value.msg and json.dumps(value) in e.value.details
 
 
 def test_hairpin_with_promisc_is_code_7():
     with pytest.raises(CNIError) as e:
         load(mode="bridge", hairpinMode=True, promiscMode=True)
-    assert e.value.code == 7 and "hairpinMode" in e.value.msg and "promiscMode" in e.value.msg
+    assert e.value.code == Code.INVALID_CONFIG and "hairpinMode" in e.value.msg and "promiscMode" in e.value.msg
     load(mode="bridge", hairpinMode=True, promiscMode=False)
 
 
@@ -47,13 +46,13 @@ def test_hairpin_with_promisc_is_code_7():
 def test_vlan_range(vlan):
     with pytest.raises(CNIError) as e:
         load(mode="bridge", vlan=vlan)
-    assert e.value.code == 7 and "vlan" in e.value.msg
+    assert e.value.code == Code.INVALID_CONFIG and "vlan" in e.value.msg
 
 
 def test_vlan_with_gateway_is_code_7():
     with pytest.raises(CNIError) as e:
         load(mode="bridge", vlan=4, isDefaultGateway=True)
-    assert e.value.code == 7 and "vlan" in e.value.msg
+    assert e.value.code == Code.INVALID_CONFIG and "vlan" in e.value.msg
     assert load(mode="bridge", vlan=4094).bridge.vlan == 4094
 
 
@@ -100,7 +99,7 @@ def test_prepare_refuses_subnet_too_small_for_a_gateway():
     att = attachment(load(mode="bridge", isGateway=True), Result(ips=(ipc("10.1.0.5/31"),)))
     with pytest.raises(CNIError) as e:
         bridge.prepare(att)
-    assert e.value.code == 7
+    assert e.value.code == Code.INVALID_CONFIG
 
 
 def link(index, name, kind="veth", peer=0, master=0):

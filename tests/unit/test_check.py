@@ -6,7 +6,6 @@ import dataclasses
 import ipaddress as ipa
 
 import pytest
-
 from nsveth import check, config
 from nsveth.errors import CNIError, Code
 from nsveth.links import IFF_UP, Link
@@ -214,7 +213,9 @@ def test_host_veth_missing():
 
 
 def test_host_veth_missing_without_host_interface_in_prev():
-    prev = dataclasses.replace(PREV, interfaces=(Interface("eth0", mac=POD_MAC, sandbox=NETNS),), ips=tuple(dataclasses.replace(i, interface=0) for i in PREV.ips))
+    prev = dataclasses.replace(
+        PREV, interfaces=(Interface("eth0", mac=POD_MAC, sandbox=NETNS),), ips=tuple(dataclasses.replace(i, interface=0) for i in PREV.ips)
+    )
     problems = check.compare(prev, 0, conf(), seen(host_link=None))
     assert problems == ["host veth is missing"]
 

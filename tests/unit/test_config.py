@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from nsveth import config, request, result, versions
 from nsveth.errors import CNIError, Code
 
@@ -77,7 +76,7 @@ def test_decode_failure(raw):
     assert info.value.code == Code.DECODE_FAILURE == 6
     assert info.value.msg.startswith("error decoding network config")
     # load() reports the same, before any version check
-    assert fails(raw).code == 6
+    assert fails(raw).code == Code.DECODE_FAILURE
 
 
 @pytest.mark.parametrize(
@@ -117,14 +116,14 @@ def test_version_missing_is_010_incompatible():
 @pytest.mark.parametrize("value", [1, 1.0, None, ["1.1.0"], {"v": "1.1.0"}, True])
 def test_version_not_a_string(value):
     err = fails(doc(cniVersion=value))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "cniVersion" in err.msg
 
 
 @pytest.mark.parametrize("value", ["0.1.0", "0.2.0", "1.2.0", "9.9.9", "1.1", "1.0", "", " 1.1.0", "1.1.0 ", "v1.1.0", "1.1.0-rc1"])
 def test_version_unsupported(value):
     err = fails(doc(cniVersion=value))
-    assert err.code == 1
+    assert err.code == Code.INCOMPATIBLE_VERSION
     assert err.msg == "incompatible CNI versions"
     assert f'"{value}"' in err.details
     for v in versions.SUPPORTED:
@@ -142,7 +141,7 @@ def test_version_supported(version):
 )
 def test_command_not_allowed_by_version(command, version):
     err = fails(doc(cniVersion=version), command)
-    assert err.code == 1
+    assert err.code == Code.INCOMPATIBLE_VERSION
     assert command in err.msg
 
 
@@ -156,7 +155,7 @@ def test_command_allowed_by_version(command, version):
 
 def test_version_checked_before_schema():
     # An unknown field in an unsupported version is a version error (1), not a field error (2).
-    assert fails(doc(cniVersion="9.9.9", bogus=1)).code == 1
+    assert fails(doc(cniVersion="9.9.9", bogus=1)).code == Code.INCOMPATIBLE_VERSION
 
 
 # ------------------------------------------------------------------ schema
@@ -170,7 +169,7 @@ def test_unknown_top_level_field(field):
 
 def test_unknown_fields_all_named():
     err = fails(doc(zeta="z", alpha=[1], advertise={"count": 1, "every": 5}))
-    assert err.code == 2
+    assert err.code == Code.UNSUPPORTED_FIELD
     for name in ("zeta", "alpha", "advertise.every"):
         assert name in err.msg
     assert 'zeta="z"' in err.details and "alpha=[1]" in err.details
@@ -186,7 +185,7 @@ def test_unknown_fields_all_named():
 )
 def test_unknown_nested_field(field, value, name):
     err = fails(doc(**{field: value}))
-    assert err.code == 2
+    assert err.code == Code.UNSUPPORTED_FIELD
     assert name in err.msg
 
 
@@ -205,14 +204,14 @@ def test_open_objects_accept_extra_keys(field):
 @pytest.mark.parametrize("mtu", [67, 0, -1, 65536, 1 << 40])
 def test_mtu_out_of_range(mtu):
     err = fails(doc(mtu=mtu))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "mtu" in err.msg
 
 
 @pytest.mark.parametrize("mtu", ["1500", True, 1500.5, [1500], None])
 def test_mtu_wrong_type(mtu):
     err = fails(doc(mtu=mtu))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "mtu" in err.msg
 
 
@@ -228,14 +227,14 @@ def test_mtu_in_range(mtu):
 def test_integral_float_is_not_an_integer(field, value):
     # JSON Schema calls 1500.0 an integer; nsveth's fields go to netlink as ints, so refuse it (as Go's decoder does).
     err = fails(doc(**{field: value}))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert field in err.msg
 
 
 @pytest.mark.parametrize("name", ["-net", ".net", "_net", "net work", "net/1", "net:1", "nét", "", "net\n", "\nnet", 7, None])
 def test_name_invalid(name):
     err = fails(doc(name=name))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "name" in err.msg
 
 
@@ -246,7 +245,7 @@ def test_name_valid(name):
 
 def test_name_required():
     err = fails(doc(name=...))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "name" in err.msg
 
 
@@ -257,7 +256,7 @@ def test_name_required():
 )
 def test_ipam_invalid(ipam):
     err = fails(doc(ipam=ipam))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "ipam" in err.msg
 
 
@@ -275,7 +274,7 @@ def test_ipam_invalid(ipam):
 )
 def test_advertise_out_of_range(advertise, field):
     err = fails(doc(advertise=advertise))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert f"advertise.{field}" in err.msg
 
 
@@ -325,7 +324,7 @@ def test_advertise_default():
 )
 def test_schema_violation(field, value):
     err = fails(doc(**{field: value}))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert field.split("/")[0] in err.msg
 
 
@@ -382,7 +381,7 @@ def test_bridge_fields():
 def test_bridge_name_limit_is_bytes(name):
     assert len(name) <= 15 < len(name.encode())
     err = fails(doc(mode="bridge", bridge=name))
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "bridge" in err.msg
 
 
@@ -456,7 +455,7 @@ def test_mac_normalised(given, normal):
 )
 def test_mac_invalid_from_cni_args(mac):
     err = fails(doc(macFromArgs=True), cni_args=f"MAC={mac}")
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "MAC" in err.msg
 
 
@@ -464,16 +463,16 @@ def test_mac_invalid_from_cni_args(mac):
 @pytest.mark.parametrize("where", ["args", "runtimeConfig"])
 def test_mac_invalid_from_config(mac, where):
     d = doc(macFromArgs=True, **{where: {"cni": {"mac": mac}} if where == "args" else {"mac": mac}})
-    assert fails(d).code == 7
+    assert fails(d).code == Code.INVALID_CONFIG
 
 
 @pytest.mark.parametrize("command", ["ADD", "CHECK"])
 def test_mac_from_args_needs_opt_in(command):
     """A MAC in args.cni (a pod author's input) is refused without "macFromArgs", naming the field."""
     err = fails(doc(args={"cni": {"mac": M1}}), command=command)
-    assert err.code == 7 and "args.cni.mac" in err.msg and "macFromArgs" in err.msg
+    assert err.code == Code.INVALID_CONFIG and "args.cni.mac" in err.msg and "macFromArgs" in err.msg
     err = fails(doc(), command=command, cni_args=f"MAC={M1}")
-    assert err.code == 7 and "CNI_ARGS MAC=" in err.msg and "macFromArgs" in err.msg
+    assert err.code == Code.INVALID_CONFIG and "CNI_ARGS MAC=" in err.msg and "macFromArgs" in err.msg
     assert load(doc(macFromArgs=True, args={"cni": {"mac": M1}}), command=command).mac == M1
 
 
@@ -524,13 +523,16 @@ def test_dns_override(dns, expected):
 
 @pytest.mark.parametrize("dns", [{"nameservers": [1]}, {"domain": 5}, {"search": "a"}, {"options": [None]}, []])
 def test_dns_invalid(dns):
-    assert fails(doc(dns=dns)).code == 7
+    assert fails(doc(dns=dns)).code == Code.INVALID_CONFIG
 
 
 # ------------------------------------------------------------- prevResult
 PREV_040 = {
     "cniVersion": "0.4.0",
-    "interfaces": [{"name": "nsv0123456789ab", "mac": "0a:00:00:00:00:01"}, {"name": "eth0", "mac": "0a:00:00:00:00:02", "sandbox": "/run/netns/p"}],
+    "interfaces": [
+        {"name": "nsv0123456789ab", "mac": "0a:00:00:00:00:01"},
+        {"name": "eth0", "mac": "0a:00:00:00:00:02", "sandbox": "/run/netns/p"},
+    ],
     "ips": [{"version": "4", "interface": 1, "address": "10.1.0.5/24", "gateway": "10.1.0.1"}],
     "routes": [{"dst": "0.0.0.0/0"}],
     "dns": {},
@@ -550,7 +552,7 @@ def test_prev_result_needs_version_field_in_040_config():
     prev = json.loads(json.dumps(PREV_040))
     del prev["ips"][0]["version"]
     err = fails(doc(cniVersion="0.4.0", prevResult=prev), "CHECK")
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "prevResult" in err.msg
 
 
@@ -574,7 +576,7 @@ def test_prev_result_without_version_field_in_100_config():
 )
 def test_prev_result_invalid(prev):
     err = fails(doc(prevResult=prev), "CHECK")
-    assert err.code == 7
+    assert err.code == Code.INVALID_CONFIG
     assert "invalid prevResult" in err.msg
 
 

@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 from nsveth import commands, dispatch, versions
 from nsveth.errors import CNIError, Code
 
@@ -59,7 +58,9 @@ def test_version_ignores_stdin(stdin):
     assert one_object(out) == {"cniVersion": "1.1.0", "supportedVersions": list(versions.SUPPORTED)}
 
 
-@pytest.mark.parametrize("junk", [{}, {"CNI_ARGS": "FOO=1"}, {"CNI_CONTAINERID": "/x"}, {"CNI_IFNAME": "a:b"}], ids=["clean", "args", "cid", "ifname"])
+@pytest.mark.parametrize(
+    "junk", [{}, {"CNI_ARGS": "FOO=1"}, {"CNI_CONTAINERID": "/x"}, {"CNI_IFNAME": "a:b"}], ids=["clean", "args", "cid", "ifname"]
+)
 def test_version_with_full_env(junk):
     out, status = dispatch.run(env("VERSION", **junk), no_stdin)
     assert status == 0
@@ -100,18 +101,18 @@ def test_env_errors(e, fragment):
 @pytest.mark.parametrize(
     "stdin,code,version",
     [
-        (b"", 6, "1.1.0"),
-        (b"{", 6, "1.1.0"),
-        (b"\xff", 6, "1.1.0"),
-        (b"[1]", 6, "1.1.0"),
-        (b'{"cniVersion": "0.4.0", "x": NaN}', 6, "0.4.0"),  # refused, but its version is still legible
-        (b"[" * 50000, 6, "1.1.0"),
-        (b'{"cniVersion": "0.4.0", "cniVersion": "0.4.0"}', 7, "0.4.0"),
-        (conf("9.9.9"), 1, "1.1.0"),
-        (conf("0.3.1", bogus=1), 2, "0.3.1"),
-        (conf("0.4.0", mtu=1), 7, "0.4.0"),
-        (conf("1.0.0", name="bad name"), 7, "1.0.0"),
-        (json.dumps({"name": "n", "type": "nsveth"}).encode(), 1, "1.1.0"),
+        (b"", Code.DECODE_FAILURE, versions.CURRENT),
+        (b"{", Code.DECODE_FAILURE, versions.CURRENT),
+        (b"\xff", Code.DECODE_FAILURE, versions.CURRENT),
+        (b"[1]", Code.DECODE_FAILURE, versions.CURRENT),
+        (b'{"cniVersion": "0.4.0", "x": NaN}', Code.DECODE_FAILURE, "0.4.0"),  # refused, but its version is still legible
+        (b"[" * 50000, Code.DECODE_FAILURE, versions.CURRENT),
+        (b'{"cniVersion": "0.4.0", "cniVersion": "0.4.0"}', Code.INVALID_CONFIG, "0.4.0"),
+        (conf("9.9.9"), Code.INCOMPATIBLE_VERSION, versions.CURRENT),
+        (conf("0.3.1", bogus=1), Code.UNSUPPORTED_FIELD, "0.3.1"),
+        (conf("0.4.0", mtu=1), Code.INVALID_CONFIG, "0.4.0"),
+        (conf("1.0.0", name="bad name"), Code.INVALID_CONFIG, "1.0.0"),
+        (json.dumps({"name": "n", "type": "nsveth"}).encode(), Code.INCOMPATIBLE_VERSION, versions.CURRENT),
     ],
 )
 def test_config_errors_carry_config_version(stdin, code, version):
@@ -124,7 +125,7 @@ def test_config_errors_carry_config_version(stdin, code, version):
 def test_check_refused_for_old_config():
     out, status = dispatch.run(env("CHECK"), conf("0.3.1"))
     body = error_reply(out, status)
-    assert body["code"] == 1
+    assert body["code"] == Code.INCOMPATIBLE_VERSION
     assert body["cniVersion"] == "0.3.1"
 
 
@@ -139,7 +140,7 @@ def test_stdin_read_failure_is_io_error():
 
 
 # ------------------------------------------------- commands (patched out)
-@pytest.mark.parametrize("version", ["0.3.1", "1.0.0", "1.1.0"])
+@pytest.mark.parametrize("version", versions.SUPPORTED)
 def test_unexpected_exception_is_internal_error(monkeypatch, capsys, version):
     def boom(req, conf):
         raise KeyError("surprise")
@@ -165,7 +166,7 @@ def test_unexpected_exception_in_parsing_is_internal_error(monkeypatch):
     monkeypatch.setattr(request, "parse", boom)
     out, status = dispatch.run(env("ADD"), no_stdin)
     body = error_reply(out, status)
-    assert body["code"] == 999
+    assert body["code"] == Code.INTERNAL
     assert "ZeroDivisionError" in body["msg"]
 
 
@@ -264,6 +265,6 @@ def test_light_paths_do_not_import_heavy_modules(e, stdin, status):
 def test_schema_errors_do_not_import_pyroute2():
     got = probe(env("ADD"), conf(bogus=1).decode())
     assert got["status"] == 1
-    assert json.loads(got["out"])["code"] == 2
+    assert json.loads(got["out"])["code"] == Code.UNSUPPORTED_FIELD
     assert "jsonschema" in got["heavy"]  # the probe does see the modules it looks for
     assert not [m for m in got["heavy"] if m.startswith("pyroute2") or m == "nsveth.netlink"]

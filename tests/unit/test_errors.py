@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
+from nsveth import versions
 from nsveth.errors import CNIError, Code
 
 
@@ -36,7 +36,7 @@ def test_own_codes_outside_spec_range():
     assert len({int(c) for c in Code}) == len(list(Code))
 
 
-@pytest.mark.parametrize("version", ["0.3.0", "0.4.0", "1.0.0", "1.1.0"])
+@pytest.mark.parametrize("version", versions.SUPPORTED)
 @pytest.mark.parametrize(
     "code,msg,details",
     [

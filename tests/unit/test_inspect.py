@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from nsveth import cleanup, cli, inspection
 
 PLUGIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "plugin")

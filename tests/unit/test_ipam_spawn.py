@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from nsveth import ipam
 from nsveth.errors import CNIError, Code
 from nsveth.request import Request
@@ -65,4 +64,4 @@ def test_failing_delegate_reports_its_error(tmp_path):
     delegate = script(tmp_path, 'echo \'{"code": 7, "msg": "no range"}\'; exit 1\n')
     with pytest.raises(CNIError) as e:
         ipam._exec(delegate, "ADD", req, b"{}", "host-local")
-    assert e.value.code == 7 and "no range" in e.value.msg
+    assert e.value.code == Code.INVALID_CONFIG and "no range" in e.value.msg

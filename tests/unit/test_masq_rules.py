@@ -6,7 +6,6 @@ import ipaddress
 import json
 
 import pytest
-
 from nsveth import masq
 from nsveth.errors import CNIError
 
@@ -45,7 +44,10 @@ def test_add_batch_one_rule_per_address():
     v4, v6 = rules_of(batch)
     assert v4["expr"][0]["match"] == {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "10.1.2.3"}
     assert v4["expr"][1]["match"]["op"] == "!="
-    assert v4["expr"][1]["match"]["right"]["set"] == [{"prefix": {"addr": "10.1.2.0", "len": 24}}, {"prefix": {"addr": "224.0.0.0", "len": 4}}]
+    assert v4["expr"][1]["match"]["right"]["set"] == [
+        {"prefix": {"addr": "10.1.2.0", "len": 24}},
+        {"prefix": {"addr": "224.0.0.0", "len": 4}},
+    ]
     assert v4["expr"][2] == {"masquerade": None}
     assert v6["expr"][0]["match"]["left"]["payload"]["protocol"] == "ip6"
     assert v6["expr"][1]["match"]["right"]["set"][1] == {"prefix": {"addr": "ff00::", "len": 8}}

@@ -6,7 +6,6 @@ import itertools
 import re
 
 import pytest
-
 from nsveth.attachment import HOST_PREFIX, host_ifname
 from nsveth.request import validate_ifname
 

@@ -106,7 +106,9 @@ def test_veth_linkinfo_round_trip():
     """The nested attributes nsveth sends to create a veth pair survive encode/decode."""
     from nsveth import netlink
 
-    info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": [("IFLA_IFNAME", "eth0")]})]})]}
+    info = {
+        "attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": [("IFLA_IFNAME", "eth0")]})]})]
+    }
     back = _round_trip(netlink.ifinfmsg, {"family": socket.AF_UNSPEC}, [("IFLA_IFNAME", "nsvhost"), ("IFLA_LINKINFO", info)])
     linkinfo = back.get_attr("IFLA_LINKINFO")
     assert linkinfo.get_attr("IFLA_INFO_KIND") == "veth"

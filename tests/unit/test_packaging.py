@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from nsveth.errors import Code
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -171,7 +172,7 @@ def test_installed_entry_point_runs_the_plugin(wheel, tmp_path):
                          text=True, env=env)
     err = json.loads(bad.stdout)
     # The packaged schema.json did the validation: code 7, naming the field.
-    assert bad.returncode != 0 and err["code"] == 7 and "mtu" in err["msg"], err
+    assert bad.returncode != 0 and err["code"] == Code.INVALID_CONFIG and "mtu" in err["msg"], err
     loaded = subprocess.check_output(
         [str(venv / "bin" / "python"), "-c", "import nsveth.schema as s; print(s.__file__)"],
         text=True, env=env)

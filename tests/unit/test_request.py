@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nsveth import request
 from nsveth.errors import CNIError, Code
 
@@ -73,7 +72,7 @@ def test_all_missing_named_in_one_error(command, blank):
 )
 def test_each_required_var(command, var):
     err = error(env(command, **{var: None}))
-    assert err.code == 4
+    assert err.code == Code.INVALID_ENV
     assert err.msg == f"required env variables [{var}] missing"
 
 
@@ -85,7 +84,7 @@ def test_netns_optional(command):
 @pytest.mark.parametrize("command", ["add", "Add", "GET", "", " ADD", "ADD\n", "VERSIONS", "DELETE"])
 def test_unknown_command(command):
     err = error(env(command))
-    assert err.code == 4
+    assert err.code == Code.INVALID_ENV
     assert "unknown CNI_COMMAND" in err.msg
 
 
@@ -125,7 +124,7 @@ def test_container_id_valid(cid):
 @pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
 def test_container_id_invalid(cid, command):
     err = error(env(command, CNI_CONTAINERID=cid))
-    assert err.code == 4
+    assert err.code == Code.INVALID_ENV
     assert err.msg == "invalid characters in containerID"
     assert err.details == cid
 
@@ -166,7 +165,7 @@ def test_ifname_valid(name):
 @pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL"])
 def test_ifname_invalid(name, fragment, command):
     err = error(env(command, CNI_IFNAME=name))
-    assert err.code == 4
+    assert err.code == Code.INVALID_ENV
     assert fragment in err.msg
 
 
@@ -184,7 +183,7 @@ def test_ifname_not_checked_where_unused(command):
 @pytest.mark.parametrize("name", ["", None])
 def test_ifname_missing_is_missing_env(name):
     err = error(env("ADD", CNI_IFNAME=name))
-    assert err.code == 4
+    assert err.code == Code.INVALID_ENV
     assert "CNI_IFNAME" in err.msg
 
 
@@ -219,7 +218,7 @@ def test_args_parsed(text, expected):
 def test_args_invalid_pair(text):
     with pytest.raises(CNIError) as info:
         request.parse_args(text)
-    assert info.value.code == 4
+    assert info.value.code == Code.INVALID_ENV
     assert "invalid pair" in info.value.msg
 
 
@@ -240,12 +239,12 @@ def test_args_unknown_keys(text, unknown):
     with pytest.raises(CNIError) as info:
         request.parse_args(text)
     err = info.value
-    assert err.code == 4
+    assert err.code == Code.INVALID_ENV
     for key in unknown:
         assert repr(key) in err.msg
     assert "IgnoreUnknown" in err.details
     # the same through parse(), for a command that needs CNI_ARGS
-    assert error(env("ADD", CNI_ARGS=text)).code == 4
+    assert error(env("ADD", CNI_ARGS=text)).code == Code.INVALID_ENV
 
 
 def test_args_last_duplicate_wins():

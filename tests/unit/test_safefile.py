@@ -7,7 +7,6 @@ import stat
 import threading
 
 import pytest
-
 from nsveth import safefile
 from nsveth.safefile import Unsafe
 

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
 
 import pytest
 from jsonschema import Draft202012Validator
-
 from nsveth import config, schema
-from nsveth.errors import CNIError
+from nsveth.errors import CNIError, Code
+from support import examples
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Network configs only (conf-examples/ also holds e.g. a sysctl allowlist, *.txt).
-EXAMPLES = sorted(
-    p for p in glob.glob(os.path.join(ROOT, "conf-examples", "*")) if p.endswith((".conf", ".conflist", ".json"))
-)
+EXAMPLES = examples(".conf", ".conflist", ".json")
 
 
 def _nsveth_entries(path: str) -> list[tuple[str, dict]]:
@@ -107,11 +103,15 @@ def test_validate_accepts_minimal():
 @pytest.mark.parametrize(
     "extra,code,names",
     [
-        ({"bogus": 1}, 2, ["bogus"]),
-        ({"bogus": 1, "mtu": 1}, 2, ["bogus"]),  # unknown fields are reported first
-        ({"mtu": 1}, 7, ["mtu"]),
-        ({"advertise": {"count": 9}}, 7, ["advertise.count"]),
-        ({"cni.dev/valid-attachments": [{"containerID": "", "ifname": "eth0"}]}, 7, ["cni.dev/valid-attachments[0].containerID"]),
+        ({"bogus": 1}, Code.UNSUPPORTED_FIELD, ["bogus"]),
+        ({"bogus": 1, "mtu": 1}, Code.UNSUPPORTED_FIELD, ["bogus"]),  # unknown fields are reported first
+        ({"mtu": 1}, Code.INVALID_CONFIG, ["mtu"]),
+        ({"advertise": {"count": 9}}, Code.INVALID_CONFIG, ["advertise.count"]),
+        (
+            {"cni.dev/valid-attachments": [{"containerID": "", "ifname": "eth0"}]},
+            Code.INVALID_CONFIG,
+            ["cni.dev/valid-attachments[0].containerID"],
+        ),
     ],
 )
 def test_validate_error_names_path(extra, code, names):
@@ -126,7 +126,7 @@ def test_validate_reports_at_most_five():
     bad = {**BASE, "mtu": 1, "vlan": -1, "logLevel": "x", "runtimeDir": "r", "logFile": "l", "mode": "m", "ipMasq": 1}
     with pytest.raises(CNIError) as info:
         schema.validate(bad)
-    assert info.value.code == 7
+    assert info.value.code == Code.INVALID_CONFIG
     assert len(info.value.msg.split("; ")) == 5
 
 
@@ -139,5 +139,5 @@ def test_validate_long_messages_shortened():
 def test_unsupported_details_bounded():
     with pytest.raises(CNIError) as info:
         schema.validate({**BASE, "bogus": "x" * 10000})
-    assert info.value.code == 2
+    assert info.value.code == Code.UNSUPPORTED_FIELD
     assert len(info.value.details) <= 2000

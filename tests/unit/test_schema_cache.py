@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-
 from nsveth import config, schema
 from nsveth.errors import CNIError, Code
 

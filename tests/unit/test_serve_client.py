@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from nsveth import client, serve
 
 PLUGIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "plugin")
@@ -17,8 +16,8 @@ def test_client_imports_nothing_heavy():
     """Every pod operation imports the client first: it must not load json, re, enum, socket.py,
     jsonschema or pyroute2 (a client that finds no server must not slow the in-process path)."""
     code = (
-        "import os, sys; sys.path.insert(0, %r); before = set(sys.modules); "
-        "from nsveth import client; print(' '.join(sorted(set(sys.modules) - before)))" % PLUGIN
+        f"import os, sys; sys.path.insert(0, {PLUGIN!r}); before = set(sys.modules); "
+        "from nsveth import client; print(' '.join(sorted(set(sys.modules) - before)))"
     )
     new = set(subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True).stdout.split())
     # (os is loaded before any of nsveth, by the interpreter or the bundle's bootstrap)

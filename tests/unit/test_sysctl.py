@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import support
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from nsveth import sysctl
 from nsveth.errors import CNIError, Code
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def rejected(fn, *args) -> str:
@@ -204,7 +202,7 @@ def test_args_with_allowlist_follow_the_allowlist():
 
 
 def test_k8s_safe_example_file_is_the_k8s_safe_set():
-    path = os.path.join(REPO, "conf-examples", "allowlist-k8s-safe.txt")
+    path = support.SHIPPED_ALLOWLIST
     with open(path) as f:
         assert sysctl.parse_allowlist(f.read(), path).patterns == sysctl.K8S_SAFE
 
@@ -307,8 +305,24 @@ def test_empty_allowlist_allows_nothing():
 
 @pytest.mark.parametrize(
     "line",
-    ["net.core.*x", "net..core", "Net.core.somaxconn", "net.core.somaxconn!", "^net\\.core", "*", "n*",
-     "vm.swappiness", "kernel.*", "kernel.sh*", "kernel.se*", "net*", "net.core.some thing", "net/core/" + "a" * 260, ".net.core", "net.core.-x"],
+    [
+        "net.core.*x",
+        "net..core",
+        "Net.core.somaxconn",
+        "net.core.somaxconn!",
+        "^net\\.core",
+        "*",
+        "n*",
+        "vm.swappiness",
+        "kernel.*",
+        "kernel.sh*",
+        "kernel.se*",
+        "net*",
+        "net.core.some thing",
+        "net/core/" + "a" * 260,
+        ".net.core",
+        "net.core.-x",
+    ],
 )
 def test_malformed_allowlist_is_an_error(line):
     msg = rejected(sysctl.parse_allowlist, f"net.core.somaxconn\n{line}\n", "/p")
@@ -327,7 +341,7 @@ def test_load_allowlist(tmp_path, monkeypatch):
     assert sysctl.load_allowlist(None) is None  # no default file: no policy
     with pytest.raises(CNIError) as e:
         sysctl.load_allowlist(str(tmp_path / "absent.conf"))  # named explicitly: must exist
-    assert e.value.code == 7 and "does not exist" in e.value.msg
+    assert e.value.code == Code.INVALID_CONFIG and "does not exist" in e.value.msg
     good = tmp_path / "a.conf"
     good.write_text("net.core.somaxconn\n")
     assert sysctl.load_allowlist(str(good)).patterns == ("net.core.somaxconn",)
@@ -358,8 +372,7 @@ def test_unreadable_allowlist_is_an_error(tmp_path, monkeypatch):
 
 
 def test_shipped_k8s_allowlist_parses():
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, "..", "..", "conf-examples", "allowlist-k8s-safe.txt")
+    path = support.SHIPPED_ALLOWLIST
     with open(path) as f:
         a = sysctl.parse_allowlist(f.read(), path)
     assert "net.ipv4.ip_local_port_range" in a.patterns and "net.ipv4.tcp_keepalive_time" in a.patterns
@@ -504,5 +517,5 @@ def test_schema_message_names_the_key_of_a_non_string_value(where):
     inner[where[-1]] = {"net.core.somaxconn": 1024}
     with pytest.raises(CNIError) as e:
         schema.validate(doc)
-    assert e.value.code == 7
+    assert e.value.code == Code.INVALID_CONFIG
     assert '.'.join(where) + '["net.core.somaxconn"]: 1024 is not of type \'string\'' in e.value.msg

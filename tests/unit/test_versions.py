@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nsveth import versions
 from nsveth.errors import CNIError, Code
 
@@ -70,7 +69,7 @@ def test_require_command(command, version):
         return
     with pytest.raises(CNIError) as info:
         versions.require_command(command, version)
-    assert info.value.code == 1
+    assert info.value.code == Code.INCOMPATIBLE_VERSION
     assert info.value.msg == f"config version does not allow {command}"
     assert f'"{version}"' in info.value.details and minimum in info.value.details
 

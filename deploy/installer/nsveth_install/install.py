@@ -14,9 +14,9 @@ import contextlib
 import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from . import InstallError, bundle, conflist, fsatomic, manifest
 from .manifest import Manifest, OwnedFile
