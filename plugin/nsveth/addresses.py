@@ -11,9 +11,7 @@ from .netlink import NetlinkError, Socket, ifaddrmsg
 from .result import IPInterface
 
 IFA_F_NODAD = 0x02
-IFA_F_TENTATIVE = 0x40
 IFA_F_NOPREFIXROUTE = 0x200
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 
 
 def _family(address: IPInterface) -> int:

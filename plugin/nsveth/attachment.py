@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     # Annotations only: `host_ifname` is used without netlink (pyroute2) by
@@ -13,10 +13,12 @@ if TYPE_CHECKING:
     from .links import Link
     from .netlink import Socket
     from .request import Request
-    from .result import Result
+    from .result import IPAddress, Result
     from .sysctl import Original
 
 HOST_PREFIX = "nsv"
+
+_T = TypeVar("_T")
 
 
 def host_ifname(container_id: str, ifname: str) -> str:
@@ -47,10 +49,36 @@ class Attachment:
     bridge_link: Link | None = None  # bridge mode: the bridge the host veth is a port of
 
     @property
-    def gateways(self) -> dict[int, object]:
+    def gateways(self) -> dict[int, IPAddress]:
         """Gateway of the first address of each family (4 and 6) in the lease."""
-        out: dict[int, object] = {}
-        for ip in self.lease.ips if self.lease else ():
-            if ip.gateway is not None:
-                out.setdefault(ip.address.version, ip.gateway)
-        return out
+        from .result import gateways
+
+        return gateways(self.lease.ips) if self.lease else {}
+
+    # The steps after IPAM and after the veth exists read these: each names
+    # what a step before it must have set.
+    @property
+    def leased(self) -> Result:
+        return _known(self.lease, "the lease")
+
+    @property
+    def pod_socket(self) -> Socket:
+        return _known(self.pod, "the pod netns socket")
+
+    @property
+    def pod_netns_fd(self) -> int:
+        return _known(self.pod_fd, "the pod netns")
+
+    @property
+    def host_veth(self) -> Link:
+        return _known(self.host_link, "the host veth")
+
+    @property
+    def pod_interface(self) -> Link:
+        return _known(self.pod_link, "the pod interface")
+
+
+def _known(value: _T | None, what: str) -> _T:
+    if value is None:
+        raise RuntimeError(f"{what} is not known at this step")
+    return value

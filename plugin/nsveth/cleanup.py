@@ -145,8 +145,9 @@ def teardown_attachments(runtime_dir: str, cni_path: str) -> list[str]:
                     record = state.read(runtime_dir, network, container_id, ifname) or {}
                 except CNIError:
                     record = {}  # unusable: released by name, as DEL does then
-                netns = record.get("netns") if isinstance(record.get("netns"), str) else ""
-                env = {
+                recorded_netns = record.get("netns")
+                netns = recorded_netns if isinstance(recorded_netns, str) else ""
+                env: dict[str, str] = {
                     "CNI_COMMAND": "DEL",
                     "CNI_CONTAINERID": container_id,
                     "CNI_IFNAME": ifname,

@@ -9,7 +9,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import addresses, advertise, check, crashpoints, ipam, links, log, netns, procsys, ptp, result, routes, state, timing
 from .attachment import Attachment, host_ifname
@@ -107,9 +107,9 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
         return result.to_wire(_result(att), conf.cni_version)
 
 
-def _interrupted(record: dict[str, Any] | None) -> bool:
+def _interrupted(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     """Whether an attachment's record says an ADD of it was killed mid-way (what exists is a leftover)."""
-    return bool(record) and record.get("phase") == "adding"  # type: ignore[union-attr]
+    return record is not None and record.get("phase") == "adding"
 
 
 def _topology(conf: NetConf) -> ModuleType:
@@ -134,7 +134,7 @@ def _masq_backend(conf: NetConf) -> str:
 
 def _masquerade(att: Attachment) -> None:
     req, conf = att.req, att.conf
-    ips = [ip.address for ip in att.lease.ips]  # type: ignore[union-attr]
+    ips = [ip.address for ip in att.leased.ips]
     from . import masq
 
     masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips, conf.non_masquerade)
@@ -148,11 +148,11 @@ def _create_veth(att: Attachment) -> None:
     if _kernel(f"remove stale host veth {att.host_name}", links.delete, att.host, att.host_name):
         log.get().info("replaced stale host veth %s", att.host_name)
     try:
-        links.create_veth(att.host, att.host_name, att.req.ifname, att.pod_fd, conf.mtu, conf.mac)  # type: ignore[arg-type]
+        links.create_veth(att.host, att.host_name, att.req.ifname, att.pod_netns_fd, conf.mtu, conf.mac)
     except NetlinkError as e:
         raise CNIError(Code.KERNEL, f"failed to create veth pair {att.host_name}/{att.req.ifname}: {e.strerror}") from None
     att.host_link = links.get(att.host, name=att.host_name)
-    att.pod_link = links.get(att.pod, name=att.req.ifname)  # type: ignore[arg-type]
+    att.pod_link = links.get(att.pod_socket, name=att.req.ifname)
     if att.host_link is None or att.pod_link is None:
         raise CNIError(Code.KERNEL, f"veth pair {att.host_name}/{att.req.ifname} vanished after creation")
     _kernel(f"bring up {att.host_name}", links.set_up, att.host, att.host_link.index)
@@ -168,7 +168,7 @@ def _no_accept_ra(host_name: str) -> None:
 
 
 def _configure_pod(att: Attachment) -> None:
-    with netns.entered(att.pod_fd):  # type: ignore[arg-type]
+    with netns.entered(att.pod_netns_fd):
         _kernel(f"set IPv6 on {att.req.ifname}", _set_ipv6, att)
     timing.mark("sysctl pod")
     _kernel(f"configure {att.req.ifname} in the pod", _topology(att.conf).setup_pod, att)
@@ -178,7 +178,7 @@ def _configure_pod(att: Attachment) -> None:
 def _set_ipv6(att: Attachment) -> None:
     """IPv6 on the pod interface only when the attachment has an IPv6 address,
     so an IPv4-only pod joins no multicast groups and takes no RAs."""
-    wants_v6 = any(ip.address.version == 6 for ip in att.lease.ips)  # type: ignore[union-attr]
+    wants_v6 = any(ip.address.version == 6 for ip in att.leased.ips)
     try:
         procsys.ensure("0" if wants_v6 else "1", "ipv6", "conf", att.req.ifname, "disable_ipv6")
     except FileNotFoundError:
@@ -235,7 +235,7 @@ def _drop_vanished_ipv6(att: Attachment) -> None:
     assert lease is not None and att.pod_link is not None and att.host_link is not None
     if not any(ip.address.version == 6 for ip in lease.ips):
         return
-    present = {a for a, _ in addresses.on_link(att.pod, att.pod_link.index)}  # type: ignore[arg-type]
+    present = {a for a, _ in addresses.on_link(att.pod_socket, att.pod_link.index)}
     gone = [ip for ip in lease.ips if ip.address.version == 6 and ip.address not in present]
     if not gone:
         return
@@ -300,7 +300,7 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
             "podName": req.args.get("K8S_POD_NAME") or None,
             "addresses": [str(ip.address) for ip in att.lease.ips] if att.lease else [],
             # DEL and CHECK act inside CNI_NETNS only when it is still this namespace.
-            "netnsIdentity": netns.identity(att.pod_fd),  # type: ignore[arg-type]
+            "netnsIdentity": netns.identity(att.pod_netns_fd),
             "hostIfname": att.host_name,
             "mode": conf.mode,
             "masq": _masq_backend(conf) if conf.ip_masq else None,
@@ -535,10 +535,10 @@ def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
 
 
 def _observe(att: Attachment) -> check.Observed:
-    att.pod_link = links.get(att.pod, name=att.req.ifname)  # type: ignore[arg-type]
+    att.pod_link = links.get(att.pod_socket, name=att.req.ifname)
     att.host_link = links.get(att.host, name=att.host_name)
-    pod_addrs = addresses.on_link(att.pod, att.pod_link.index) if att.pod_link else []  # type: ignore[arg-type]
-    pod_routes = routes.dump(att.pod) if att.pod_link else []  # type: ignore[arg-type]
+    pod_addrs = addresses.on_link(att.pod_socket, att.pod_link.index) if att.pod_link else []
+    pod_routes = routes.dump(att.pod_socket) if att.pod_link else []
     return check.Observed(att.pod_link, att.host_link, tuple(a for a, _ in pod_addrs), tuple(pod_routes))
 
 

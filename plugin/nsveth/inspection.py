@@ -89,6 +89,7 @@ def _entry(runtime_dir: str, network: str, container_id: str, ifname: str, recor
     namespace, name = _text(record.get("podNamespace")), _text(record.get("podName"))
     sender = senders.recorded(record)
     addresses = record.get("addresses")
+    lock = state.sender_lock(runtime_dir, network, container_id, ifname)
     return {
         "network": network,
         "pod": f"{namespace}/{name}" if namespace and name else name,
@@ -105,7 +106,7 @@ def _entry(runtime_dir: str, network: str, container_id: str, ifname: str, recor
         "masquerade": _text(record.get("masq")),
         "writtenAt": _iso(written),
         "ageSeconds": max(0, int(now - written / 1e9)) if written is not None else None,
-        "sender": {"pid": sender[0], "running": senders.running(record, state.sender_lock(runtime_dir, network, container_id, ifname)) is not None} if sender else None,
+        "sender": {"pid": sender[0], "running": senders.running(record, lock) is not None} if sender else None,
     }
 
 
@@ -116,7 +117,7 @@ def _text(value: object) -> str | None:
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).isoformat(timespec="seconds")
 
 
 def select(
@@ -168,7 +169,7 @@ def table(entries: list[dict[str, Any]]) -> str:
         cells = _cells(e)
         rows.append([cells[key] for _, key in COLUMNS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows)
 
 
 def main(argv: list[str]) -> int:

@@ -25,12 +25,13 @@ def main() -> None:
     timing.start(os.environ.get("NSVETH_TIMINGS"))
     # A warm server of this build runs the request without this process
     # importing the commands (see client.py).
-    status = client.handoff(os.environ)  # type: ignore[arg-type]
-    if status is None:
+    served = client.handoff(os.environ)
+    if served is None:
         if hooks_pending:
             _install_ctypes_hooks()
         status = plugin(dict(os.environ), client.fallback_reason)
     else:
+        status = served
         timing.flush("client " + os.environ.get("CNI_COMMAND", ""))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -74,12 +75,13 @@ def _install_ctypes_hooks() -> None:
     pyimod03_ctypes.install()
 
 
-class _Deferred(type(sys)):  # types.ModuleType
+class _Deferred(type(sys)):  # type: ignore[misc]  # types.ModuleType, without importing types at start-up
     """Stands in for a module until one of its attributes is used, then loads it."""
 
     def __getattr__(self, attr: str) -> object:
-        del sys.modules[self.__name__]
-        real = __import__(self.__name__)
+        name = str(self.__name__)
+        del sys.modules[name]
+        real = __import__(name)
         self.__dict__.update(real.__dict__)  # importers holding the stand-in now see the real names
         return getattr(real, attr)
 

@@ -16,6 +16,7 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator
+from typing import Any
 
 from .errors import CNIError, Code
 
@@ -146,7 +147,7 @@ def is_own(fd: int) -> bool:
         os.close(own)
 
 
-def open_recorded(path: str, record: dict, why: str) -> int | None:
+def open_recorded(path: str, record: dict[str, Any], why: str) -> int | None:
     """fd of the netns at `path` when it is the one the record names, else None (logged).
 
     DEL acts inside CNI_NETNS only through this: a missing path is silent (the

@@ -14,7 +14,7 @@ from .result import IPAddress, IPNetwork
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
 RTN_UNICAST = 1
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTNH_F_ONLINK = 0x4
 RTAX_MTU, RTAX_ADVMSS = 2, 8
 RTM_F_FIB_MATCH = 0x2000  # a lookup answers with the matching FIB entry (its own prefix), not the flow

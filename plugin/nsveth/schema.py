@@ -26,7 +26,8 @@ _SLOTS = 256  # at most this many remembered configs per runtime dir (one small 
 
 def load() -> dict[str, Any]:
     with open(PATH, "rb") as f:
-        return json.load(f)
+        doc: dict[str, Any] = json.load(f)
+    return doc
 
 
 def validate_cached(doc: dict[str, Any], raw: bytes, runtime_dir: object) -> None:
@@ -131,9 +132,11 @@ def _build_identity() -> bytes:
 
 
 def _stat_id(path: str | None) -> str:
+    if path is None:
+        return "-"
     try:
-        st = os.stat(path)  # type: ignore[arg-type]
-    except (OSError, TypeError):
+        st = os.stat(path)
+    except OSError:
         return "-"
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
@@ -269,6 +272,6 @@ def _join(path: list[Any]) -> str:
 
 def _describe(e: Any) -> str:
     # jsonschema's messages quote whole subdocuments; keep them short.
-    msg = e.message
+    msg: str = e.message
     return msg if len(msg) <= 300 else msg[:297] + "..."
 

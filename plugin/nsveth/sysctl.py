@@ -268,7 +268,7 @@ _FROM_ARGS = " from args.cni.sysctl"
 # scheduler / path manager look up registered names only. The allowed list is
 # in the table anyway: every name in it must be available, should a kernel
 # make it per-netns.
-MODULE_LOADING = {
+MODULE_LOADING: dict[tuple[str, ...], tuple[str, ...]] = {
     ("net", "ipv4", "tcp_congestion_control"): ("net", "ipv4", "tcp_available_congestion_control"),
     ("net", "ipv4", "tcp_allowed_congestion_control"): ("net", "ipv4", "tcp_available_congestion_control"),
 }
