@@ -21,15 +21,19 @@ HOST_PREFIX = "nsv"
 _T = TypeVar("_T")
 
 
-def host_ifname(container_id: str, ifname: str) -> str:
-    """Host-side veth name: "nsv" + 12 hex digits of SHA-256(containerID NUL ifname).
+def digest(container_id: str, ifname: str) -> str:
+    """SHA-256(containerID NUL ifname) in hex: what names an attachment's host-side objects
+    (veth, masquerade chains), deterministically, so DEL and GC find them without the pod netns."""
+    return hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
 
-    Deterministic, so DEL and GC find the link even when the pod netns is
-    gone; 15 bytes (the kernel's limit); 48 bits of hash, so two live
-    attachments colliding needs about 16 million of them on one node.
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    """Host-side veth name: "nsv" + 12 hex digits of `digest`.
+
+    15 bytes (the kernel's limit); 48 bits of hash, so two live attachments
+    colliding needs about 16 million of them on one node.
     """
-    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
-    return HOST_PREFIX + digest[:12]
+    return HOST_PREFIX + digest(container_id, ifname)[:12]
 
 
 @dataclasses.dataclass

@@ -179,8 +179,7 @@ def _ensure_bridge(att: Attachment) -> Link:
             # ignores IFLA_IFALIAS in the creating request, so it is set here).
             mark = [("IFLA_IFALIAS", MARK)] if created else []
             links.set_attrs(att.host, link.index, [("IFLA_ADDRESS", link.mac), *mark])
-            with contextlib.suppress(FileNotFoundError):
-                procsys.write("0", "ipv6", "conf", name, "accept_ra")
+            procsys.no_accept_ra(name)
     if link.kind != "bridge":
         kind = link.kind or "plain"
         raise CNIError(Code.INVALID_CONFIG, f'"{name}" already exists but is not a bridge (it is a {kind} link)')
@@ -259,11 +258,7 @@ def _ensure_gateway_addresses(att: Attachment) -> None:
             have.remove(old)
         addresses.add(att.host, bridge.index, want, prefix_route=True, exist_ok=True)
         have.append(want)
-    families = {a.version for a in _gateway_addresses(att)}
-    if 4 in families:
-        procsys.ensure("1", "ipv4", "ip_forward")
-    if 6 in families:
-        procsys.ensure("1", "ipv6", "conf", "all", "forwarding")
+    procsys.enable_forwarding({a.version for a in _gateway_addresses(att)})
 
 
 def _attach_port(att: Attachment) -> None:
@@ -347,21 +342,7 @@ def setup_pod(att: Attachment) -> None:
     for ip in lease.ips:
         addresses.add(pod, index, ip.address)
     links.set_up(pod, index)
-    gateways = result.gateways(lease.ips)
-    for r in lease.routes:
-        gw = r.gw or gateways.get(r.dst.version)
-        routes.add(
-            pod,
-            r.dst,
-            index,
-            gw=gw,
-            scope=r.scope,
-            table=r.table,
-            priority=r.priority,
-            mtu=r.mtu,
-            advmss=r.advmss,
-            exist_ok=True,
-        )
+    routes.add_lease_routes(pod, index, lease.routes, result.gateways(lease.ips), point_to_point=False)
 
 
 # -------------------------------------------------------------------- result

@@ -157,33 +157,17 @@ def _create_veth(att: Attachment) -> None:
         raise CNIError(Code.KERNEL, f"veth pair {att.host_name}/{att.req.ifname} vanished after creation")
     _kernel(f"bring up {att.host_name}", links.set_up, att.host, att.host_link.index)
     timing.mark("veth")
-    # The host end never learns routes from router advertisements.
-    _kernel(f"disable accept_ra on {att.host_name}", _no_accept_ra, att.host_name)
+    _kernel(f"disable accept_ra on {att.host_name}", procsys.no_accept_ra, att.host_name)
     timing.mark("sysctl host")
-
-
-def _no_accept_ra(host_name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):  # a host without IPv6
-        procsys.write("0", "ipv6", "conf", host_name, "accept_ra")
 
 
 def _configure_pod(att: Attachment) -> None:
     with netns.entered(att.pod_netns_fd):
-        _kernel(f"set IPv6 on {att.req.ifname}", _set_ipv6, att)
+        wants_v6 = any(ip.address.version == 6 for ip in att.leased.ips)
+        _kernel(f"set IPv6 on {att.req.ifname}", procsys.set_ipv6, att.req.ifname, wants_v6)
     timing.mark("sysctl pod")
     _kernel(f"configure {att.req.ifname} in the pod", _topology(att.conf).setup_pod, att)
     timing.mark("pod side")
-
-
-def _set_ipv6(att: Attachment) -> None:
-    """IPv6 on the pod interface only when the attachment has an IPv6 address,
-    so an IPv4-only pod joins no multicast groups and takes no RAs."""
-    wants_v6 = any(ip.address.version == 6 for ip in att.leased.ips)
-    try:
-        procsys.ensure("0" if wants_v6 else "1", "ipv6", "conf", att.req.ifname, "disable_ipv6")
-    except FileNotFoundError:
-        if wants_v6:
-            raise CNIError(Code.KERNEL, "IPv6 is not available in the pod netns") from None
 
 
 def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:

@@ -31,6 +31,7 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any, cast
 
+from . import attachment
 from .errors import CNIError, Code
 from .result import IPInterface, IPNetwork
 
@@ -59,12 +60,8 @@ def backend(requested: str | None) -> str:
     raise CNIError(Code.KERNEL, "ipMasq needs nft or iptables, and neither is installed")
 
 
-def _attachment_hash(container_id: str, ifname: str) -> str:
-    return hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()[:16]
-
-
 def nft_chain(network: str, container_id: str, ifname: str) -> str:
-    return f"{network}-{_attachment_hash(container_id, ifname)}"
+    return f"{network}-{attachment.digest(container_id, ifname)[:16]}"
 
 
 def iptables_chain(network: str, container_id: str, ifname: str) -> str:

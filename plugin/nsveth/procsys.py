@@ -8,7 +8,11 @@ interface name containing dots stays one segment).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Collection
+
+from .errors import CNIError, Code
 
 ROOT = "/proc/sys/net"
 
@@ -36,3 +40,26 @@ def ensure(value: str, *segments: str) -> bool:
         return False
     write(value, *segments)
     return True
+
+
+def enable_forwarding(families: Collection[int]) -> None:
+    """Forwarding on for each IP family (4, 6) the host routes for a pod; never turned off, other pods rely on it."""
+    if 4 in families:
+        ensure("1", "ipv4", "ip_forward")
+    if 6 in families:
+        ensure("1", "ipv6", "conf", "all", "forwarding")
+
+
+def no_accept_ra(ifname: str) -> None:
+    """A host-side link never learns routes from router advertisements."""
+    with contextlib.suppress(FileNotFoundError):  # a host without IPv6
+        write("0", "ipv6", "conf", ifname, "accept_ra")
+
+
+def set_ipv6(ifname: str, wanted: bool) -> None:
+    """IPv6 on `ifname` only when wanted, so an IPv4-only pod joins no multicast groups and takes no RAs."""
+    try:
+        ensure("0" if wanted else "1", "ipv6", "conf", ifname, "disable_ipv6")
+    except FileNotFoundError:
+        if wanted:
+            raise CNIError(Code.KERNEL, "IPv6 is not available in the pod netns") from None

@@ -81,11 +81,7 @@ def setup_host(att: Attachment) -> None:
             # (and if that route is gone again already, ours goes in now).
             _refuse_overlap(att, ip.address.ip)
             routes.add(att.host, _host_prefix(ip.address.ip), index, scope=routes.RT_SCOPE_LINK, exist_ok=True)
-    families = {ip.address.version for ip in att.leased.ips}
-    if 4 in families:
-        procsys.ensure("1", "ipv4", "ip_forward")
-    if 6 in families:
-        procsys.ensure("1", "ipv6", "conf", "all", "forwarding")
+    procsys.enable_forwarding({ip.address.version for ip in att.leased.ips})
 
 
 def setup_pod(att: Attachment) -> None:
@@ -102,23 +98,7 @@ def setup_pod(att: Attachment) -> None:
         routes.add(pod, _host_prefix(gw), index, src=ip.address.ip, scope=routes.RT_SCOPE_LINK, exist_ok=True)
         if ip.address.network.prefixlen < ip.address.max_prefixlen:
             routes.add(pod, ip.address.network, index, gw=gw, src=ip.address.ip, exist_ok=True)
-    for r in att.leased.routes:
-        route_gw = r.gw or gateways.get(r.dst.version)
-        if route_gw is None:
-            raise CNIError(Code.INVALID_CONFIG, f"route {r.dst} has no gateway and IPAM gave no address of its family")
-        routes.add(
-            pod,
-            r.dst,
-            index,
-            gw=route_gw,
-            # A gateway other than the ptp one has no link route: reach it on-link.
-            onlink=route_gw not in gateways.values(),
-            table=r.table,
-            priority=r.priority,
-            mtu=r.mtu,
-            advmss=r.advmss,
-            exist_ok=True,
-        )
+    routes.add_lease_routes(pod, index, att.leased.routes, gateways, point_to_point=True)
 
 
 def settle(att: Attachment) -> None:

@@ -167,16 +167,14 @@ def _lookup(directory: str, key: str) -> bool:
 
 
 def _store(runtime_dir: str, directory: str, key: str) -> None:
-    from . import state
-
     try:
         # Only inside a runtime dir the commands already made and own: a config
         # check alone (unit tests, STATUS on a fresh host) never creates one.
         if not _trusted(os.lstat(runtime_dir), stat.S_IFDIR):
             return
-        state._secure_dir(directory)
+        safefile.private_dir(directory)
         dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECTORY)
-    except (OSError, CNIError):
+    except (OSError, safefile.Unsafe):
         return
     try:
         st = os.fstat(dfd)
