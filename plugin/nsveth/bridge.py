@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-from . import addresses, links, log, netlink, procsys, result, routes, state
+from . import addresses, links, log, netlink, procsys, result, routes, state, veth
 from .attachment import Attachment
 from .errors import CNIError, Code
 from .links import Link
@@ -40,6 +40,16 @@ DEFAULT_VLAN = 1
 MARK = "nsveth"
 FORWARDING_WAIT_S = 2.0  # moby waits for its port the same way; STP off, this takes a few ms
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+
+
+# The links are a veth pair, as in ptp mode; the host end becomes a bridge port in setup_host.
+create = veth.create
+delete = veth.delete
+
+
+def preflight(att: Attachment) -> None:
+    """A MAC the config sets that is already in use on the bridge is refused before anything is made."""
+    refuse_mac_in_use(att.host, att.conf.bridge.name, att.conf.mac, att.host_name)
 
 
 # ------------------------------------------------------------------ the lease
@@ -358,7 +368,7 @@ def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
 
 
 # --------------------------------------------------------------------- CHECK
-def observe_host(att: Attachment) -> list[str]:
+def observe(att: Attachment) -> list[str]:
     """What differs on the host side from what setup_host made (for CHECK)."""
     conf = att.conf.bridge
     name = conf.name

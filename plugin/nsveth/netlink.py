@@ -33,7 +33,7 @@ import types
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from .errors import CNIError, Code
+from .errors import CNIError, Code, NetlinkError
 
 
 def _import_messages() -> None:
@@ -102,10 +102,6 @@ class Message(Protocol):
     def get_attr(self, name: str) -> Any: ...
 
     def encode(self) -> Any: ...
-
-
-class NetlinkError(OSError):
-    """A kernel error answer; `strerror` carries the extended ack text if any."""
 
 
 class Socket:

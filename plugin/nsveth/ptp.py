@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 
-from . import addresses, links, procsys, routes
+from . import addresses, links, procsys, routes, veth
 from .attachment import Attachment
 from .errors import CNIError, Code
 from .netlink import NetlinkError
@@ -21,6 +21,15 @@ from .result import Interface, IPAddress, IPConfig, IPNetwork
 
 def _host_prefix(address: IPAddress) -> IPNetwork:
     return ipaddress.ip_network(f"{address}/{address.max_prefixlen}")
+
+
+# The links are a veth pair, as in bridge mode.
+create = veth.create
+delete = veth.delete
+
+
+def preflight(att: Attachment) -> None:
+    """Nothing to refuse before the lease: overlaps are checked in `prepare`."""
 
 
 def _require_gateways(att: Attachment) -> list[IPConfig]:
@@ -114,7 +123,7 @@ def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
     ), 1
 
 
-def observe_host(att: Attachment) -> list[str]:
+def observe(att: Attachment) -> list[str]:
     """What differs on the host side from what setup_host made (for CHECK)."""
     problems = []
     index = att.host_veth.index
