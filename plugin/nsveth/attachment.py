@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     # Annotations only: `host_ifname` is used without netlink (pyroute2) by
-    # `nsveth inspect`; sysctl costs ~5 ms and only configs with sysctls need it.
+    # `nsveth inspect`; sysctl's import is start-up time only configs with sysctls need.
     from .config import NetConf
     from .links import Link
     from .netlink import Socket

@@ -13,9 +13,9 @@ from .config import NetConf
 from .errors import CNIError, Code, kernel
 from .request import Request
 
-# masq (~4 ms) and sysctl (~5 ms) are imported where a config needs them:
-# every pod operation is a fresh process, and most configs are ptp without
-# masquerade or sysctls.
+# masq and sysctl are imported where a config needs them: every pod operation
+# is a fresh process, and most configs have neither masquerade nor sysctls
+# (the import costs are in bench/README.md).
 if TYPE_CHECKING:
     from . import sysctl
 
@@ -138,7 +138,7 @@ def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
     args = ((conf.doc.get("args") or {}).get("cni") or {}).get("sysctl") or {}
     if not own and not args and conf.sysctl_allowlist is None:
         return ()
-    # Imported only here and where a plan or a record needs it: ~5 ms that
+    # Imported only here and where a plan or a record needs it: start-up time
     # the common config (no sysctls) does not pay.
     from . import sysctl
 

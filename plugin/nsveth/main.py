@@ -35,9 +35,9 @@ def main() -> None:
         timing.flush("client " + os.environ.get("CNI_COMMAND", ""))
     sys.stdout.flush()
     sys.stderr.flush()
-    # Interpreter teardown (freeing every module, atexit, GC) costs tens of ms
-    # per pod operation and has nothing left to do: output is flushed, files
-    # and sockets are closed by the commands, and the kernel frees the rest.
+    # Interpreter teardown (freeing every module, atexit, GC) has nothing left
+    # to do and is skipped: output is flushed, files and sockets are closed by
+    # the commands, and the kernel frees the rest (figures: bench/README.md).
     os._exit(status)
 
 
@@ -89,9 +89,9 @@ class _Deferred(type(sys)):  # type: ignore[misc]  # types.ModuleType, without i
 def _defer(name: str) -> None:
     """Import `name` only when something uses it.
 
-    dataclasses imports inspect (~4 ms with its own imports) only to build a
+    dataclasses imports inspect (with its own imports) only to build a
     __doc__ for classes that have none; nsveth's dataclasses all have one, so
-    a plain run never touches inspect. logging imports traceback (~2.5 ms with
+    a plain run never touches inspect. logging imports traceback (with
     textwrap and linecache) only to format exceptions. Code that does use them
     (jsonschema on a validation-cache miss, a logged exception) gets the real
     module transparently.

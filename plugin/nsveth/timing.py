@@ -69,8 +69,9 @@ def flush(command: str) -> None:
 
     mark("exit")
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    # JSON by hand: a served request's client has not imported json (and its
-    # import, with re, costs ~8 ms CPU); the names are this module's marks.
+    # JSON by hand: a served request's client has not imported json, and
+    # importing it (with re) would be most of the client's CPU time; the names
+    # are this module's marks.
     marks = ",".join(f"[{_json_str(name)},{t},{c}]" for name, t, c in _marks)
     record = (
         f'{{"pid": {os.getpid()}, "command": {_json_str(command)}, "maxrss_kb": {usage.ru_maxrss}, '

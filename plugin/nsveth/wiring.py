@@ -48,7 +48,7 @@ class Wiring(Protocol):
 
 
 def of(mode: str) -> Wiring:
-    """The wiring of `mode` (bridge is imported only by configs that use it: ~3 ms)."""
+    """The wiring of `mode` (bridge's import is start-up time only configs that use it pay)."""
     if mode == "bridge":
         from . import bridge
 
