@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from . import config, senders, state
+from . import cli, config, senders, state
 from .attachment import host_ifname
 from .errors import CNIError
 
@@ -50,14 +50,7 @@ SHORT_ID = 12  # container IDs in the table, as docker and crictl show them
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nsveth inspect", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--runtime-dir",
-        default=config.DEFAULT_RUNTIME_DIR,
-        help=f"the networks' runtimeDir (default {config.DEFAULT_RUNTIME_DIR})",
-    )
+    p = cli.parser("nsveth inspect", DESCRIPTION, config.DEFAULT_RUNTIME_DIR)
     p.add_argument("--network", help="only attachments of this network")
     p.add_argument("--container", metavar="ID", help="only this container (an ID prefix is enough)")
     p.add_argument("--pod", metavar="[NAMESPACE/]NAME", help="only this pod (from K8S_POD_NAMESPACE/K8S_POD_NAME)")
