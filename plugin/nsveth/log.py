@@ -69,7 +69,8 @@ def scoped(level: str, log_file: str | None, prefix: str) -> Iterator[logging.Lo
     """A logger for one command; lines carry `prefix` (command, container, ifname)."""
     logger = logging.Logger("nsveth")
     logger.setLevel(level.upper())
-    fmt = _OneLine(_FORMAT.replace("%(message)s", f"{prefix} %(message)s"))
+    # The prefix becomes part of the format string: a "%" in it (an unchecked CNI_COMMAND) is literal.
+    fmt = _OneLine(_FORMAT.replace("%(message)s", f"{prefix.replace('%', '%%')} %(message)s"))
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         try:
