@@ -18,22 +18,22 @@
 # - no PyInstaller runtime hooks for inspect, pkgutil and multiprocessing:
 #   they import or patch modules for uses nsveth never has (source lookup of
 #   frozen code, pkgutil.iter_modules over the archive, frozen child
-#   interpreters), and the inspect one alone costs ms on every start;
+#   interpreters), and the inspect one costs start-up time on every run;
 # - excluded modules nothing imports at run time (pyroute2's subsystems other
 #   than the rtnetlink message classes, which its package __init__ would pull
 #   in; sqlite3, ssl, asyncio...), and OpenSSL's hashlib backend (hashlib falls
 #   back to its built-in sha256): a smaller archive to open, fewer shared
 #   libraries to load, and less for the single-file variant to unpack.
-# - ctypes is not imported by PyInstaller's bootstrap (~3 ms CPU; the warm
-#   server's client never needs it): scripts/pyi_defer_ctypes.py, which runs
+# - ctypes is not imported by PyInstaller's bootstrap (the warm server's
+#   client never needs it): scripts/pyi_defer_ctypes.py, which runs
 #   before the bootstrap, and nsveth.main, which installs PyInstaller's ctypes
 #   hooks itself before anything that may use ctypes;
-# - one-dir only: modules as plain .pyc files instead of the PYZ archive
-#   (about 10 ms less CPU per ADD);
-# (Bytecode is compiled as is, not as with python -O: an A/B with the warm
-# server's work showed no measurable gain on the in-process path.)
-# Every one of these is checked by the test suite in exe mode (tests/), which
-# runs the built executable.
+# - one-dir only: modules as plain .pyc files instead of the PYZ archive,
+#   which each import would otherwise search and decompress.
+# Bytecode is compiled as is (not as with python -O): -O saves nothing
+# measurable on the in-process path. The figures behind each item are in
+# bench/README.md. Every one of these is checked by the test suite in exe mode
+# (tests/), which runs the built executable.
 set -euo pipefail
 top=$(cd "$(dirname "$0")" && pwd)
 cd "$top"

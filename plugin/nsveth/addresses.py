@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 
-from . import netlink
+from . import log, netlink, routes
+from .errors import kernel
 from .netlink import NetlinkError, Socket, ifaddrmsg
 from .result import IPInterface
 
+if TYPE_CHECKING:
+    from .attachment import Attachment
+
 IFA_F_NODAD = 0x02
-IFA_F_TENTATIVE = 0x40
 IFA_F_NOPREFIXROUTE = 0x200
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 
 
 def _family(address: IPInterface) -> int:
@@ -48,6 +52,31 @@ def delete(sock: Socket, index: int, address: IPInterface) -> None:
     msg["index"] = index
     msg["attrs"] = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
     sock.request(msg, netlink.RTM_DELADDR)
+
+
+def drop_vanished_ipv6(att: Attachment) -> None:
+    """IPv6 addresses the kernel removed (disable_ipv6=1 among the sysctls, or
+    otherwise) leave the result, and their host routes go, so nothing
+    advertises or routes an address that is not there."""
+    lease = att.leased
+    if not any(ip.address.version == 6 for ip in lease.ips):
+        return
+    present = {a for a, _ in on_link(att.pod_socket, att.pod_interface.index)}
+    gone = [ip for ip in lease.ips if ip.address.version == 6 and ip.address not in present]
+    if not gone:
+        return
+    log.get().warning(
+        "IPv6 address(es) %s are not on %s after its sysctls were applied (disable_ipv6?): left out of the result",
+        ", ".join(str(ip.address) for ip in gone),
+        att.req.ifname,
+    )
+    ips = tuple(ip for ip in lease.ips if ip not in gone)
+    keep_v6_routes = any(ip.address.version == 6 for ip in ips)
+    kept_routes = tuple(r for r in lease.routes if r.dst.version == 4 or keep_v6_routes)
+    for ip in gone:
+        host_route = ipaddress.ip_network(f"{ip.address.ip}/128")
+        kernel(f"remove the host route to {ip.address.ip}", routes.delete, att.host, host_route, att.host_veth.index)
+    att.lease = dataclasses.replace(lease, ips=ips, routes=kept_routes)
 
 
 def on_link(sock: Socket, index: int) -> list[tuple[IPInterface, int]]:

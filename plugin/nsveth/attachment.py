@@ -4,30 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     # Annotations only: `host_ifname` is used without netlink (pyroute2) by
-    # `nsveth inspect`; sysctl costs ~5 ms and only configs with sysctls need it.
+    # `nsveth inspect`; sysctl's import is start-up time only configs with sysctls need.
     from .config import NetConf
     from .links import Link
     from .netlink import Socket
     from .request import Request
-    from .result import Result
+    from .result import IPAddress, Result
     from .sysctl import Original
 
 HOST_PREFIX = "nsv"
 
+_T = TypeVar("_T")
+
+
+def digest(container_id: str, ifname: str) -> str:
+    """SHA-256(containerID NUL ifname) in hex: what names an attachment's host-side objects
+    (veth, masquerade chains), deterministically, so DEL and GC find them without the pod netns."""
+    return hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
+
 
 def host_ifname(container_id: str, ifname: str) -> str:
-    """Host-side veth name: "nsv" + 12 hex digits of SHA-256(containerID NUL ifname).
+    """Host-side veth name: "nsv" + 12 hex digits of `digest`.
 
-    Deterministic, so DEL and GC find the link even when the pod netns is
-    gone; 15 bytes (the kernel's limit); 48 bits of hash, so two live
-    attachments colliding needs about 16 million of them on one node.
+    15 bytes (the kernel's limit); 48 bits of hash, so two live attachments
+    colliding needs about 16 million of them on one node.
     """
-    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
-    return HOST_PREFIX + digest[:12]
+    return HOST_PREFIX + digest(container_id, ifname)[:12]
 
 
 @dataclasses.dataclass
@@ -47,10 +53,36 @@ class Attachment:
     bridge_link: Link | None = None  # bridge mode: the bridge the host veth is a port of
 
     @property
-    def gateways(self) -> dict[int, object]:
+    def gateways(self) -> dict[int, IPAddress]:
         """Gateway of the first address of each family (4 and 6) in the lease."""
-        out: dict[int, object] = {}
-        for ip in self.lease.ips if self.lease else ():
-            if ip.gateway is not None:
-                out.setdefault(ip.address.version, ip.gateway)
-        return out
+        from .result import gateways
+
+        return gateways(self.lease.ips) if self.lease else {}
+
+    # The steps after IPAM and after the veth exists read these: each names
+    # what a step before it must have set.
+    @property
+    def leased(self) -> Result:
+        return _known(self.lease, "the lease")
+
+    @property
+    def pod_socket(self) -> Socket:
+        return _known(self.pod, "the pod netns socket")
+
+    @property
+    def pod_netns_fd(self) -> int:
+        return _known(self.pod_fd, "the pod netns")
+
+    @property
+    def host_veth(self) -> Link:
+        return _known(self.host_link, "the host veth")
+
+    @property
+    def pod_interface(self) -> Link:
+        return _known(self.pod_link, "the pod interface")
+
+
+def _known(value: _T | None, what: str) -> _T:
+    if value is None:
+        raise RuntimeError(f"{what} is not known at this step")
+    return value

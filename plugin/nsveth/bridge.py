@@ -24,15 +24,15 @@ import socket
 import time
 from collections.abc import Iterator
 
-from . import addresses, links, log, netlink, procsys, routes, state
+from . import addresses, links, log, netlink, procsys, result, routes, state, veth
 from .attachment import Attachment
 from .errors import CNIError, Code
 from .links import Link
 from .netlink import NetlinkError, Socket, ifinfmsg
-from .result import Interface, IPConfig, Route
+from .result import Interface, Route
 
 AF_BRIDGE = 7
-BR_STATE_DISABLED, BR_STATE_FORWARDING = 0, 3
+BR_STATE_FORWARDING = 3
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
 DEFAULT_VLAN = 1
 # IFLA_IFALIAS of every bridge nsveth creates: `nsveth cleanup` removes only
@@ -40,6 +40,16 @@ DEFAULT_VLAN = 1
 MARK = "nsveth"
 FORWARDING_WAIT_S = 2.0  # moby waits for its port the same way; STP off, this takes a few ms
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+
+
+# The links are a veth pair, as in ptp mode; the host end becomes a bridge port in setup_host.
+create = veth.create
+delete = veth.delete
+
+
+def preflight(att: Attachment) -> None:
+    """A MAC the config sets that is already in use on the bridge is refused before anything is made."""
+    refuse_mac_in_use(att.host, att.conf.bridge.name, att.conf.mac, att.host_name)
 
 
 # ------------------------------------------------------------------ the lease
@@ -66,24 +76,16 @@ def prepare(att: Attachment) -> None:
     extra_routes = []
     if conf.is_default_gateway:
         defaults = {r.dst.version for r in lease.routes if r.dst.prefixlen == 0}
-        for version, gw in _gateways(ips).items():
+        for version, gw in result.gateways(ips).items():
             if version not in defaults:
                 extra_routes.append(Route(dst=ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0"), gw=gw))
     att.lease = dataclasses.replace(lease, ips=tuple(ips), routes=lease.routes + tuple(extra_routes))
 
 
-def _gateways(ips: list[IPConfig] | tuple[IPConfig, ...]) -> dict[int, object]:
-    out: dict[int, object] = {}
-    for ip in ips:
-        if ip.gateway is not None:
-            out.setdefault(ip.address.version, ip.gateway)
-    return out
-
-
 def _gateway_addresses(att: Attachment) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     """The addresses the bridge carries when isGateway: each gateway with its subnet's prefix."""
     out = []
-    for ip in att.lease.ips:  # type: ignore[union-attr]
+    for ip in att.leased.ips:
         if ip.gateway is not None:
             want = ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
             if want not in out:
@@ -187,8 +189,7 @@ def _ensure_bridge(att: Attachment) -> Link:
             # ignores IFLA_IFALIAS in the creating request, so it is set here).
             mark = [("IFLA_IFALIAS", MARK)] if created else []
             links.set_attrs(att.host, link.index, [("IFLA_ADDRESS", link.mac), *mark])
-            with contextlib.suppress(FileNotFoundError):
-                procsys.write("0", "ipv6", "conf", name, "accept_ra")
+            procsys.no_accept_ra(name)
     if link.kind != "bridge":
         kind = link.kind or "plain"
         raise CNIError(Code.INVALID_CONFIG, f'"{name}" already exists but is not a bridge (it is a {kind} link)')
@@ -236,22 +237,8 @@ def _set_bridge_data(sock: Socket, index: int, data: list[tuple[str, object]]) -
     links.set_attrs(sock, index, [("IFLA_LINKINFO", info)])
 
 
-def _raw_link(sock: Socket, index: int) -> object | None:
-    msg = ifinfmsg()
-    msg["family"] = socket.AF_UNSPEC
-    msg["index"] = index
-    try:
-        return sock.get(msg, netlink.RTM_GETLINK)
-    except NetlinkError as e:
-        if e.errno in (errno.ENODEV, errno.ENOENT):
-            return None
-        raise
-
-
 def _vlan_filtering(sock: Socket, index: int) -> bool:
-    m = _raw_link(sock, index)
-    info = m.get_attr("IFLA_LINKINFO") if m is not None else None  # type: ignore[attr-defined]
-    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    data = links.info(links.message(sock, index=index), "IFLA_INFO_DATA")
     return bool(data.get_attr("IFLA_BR_VLAN_FILTERING")) if data is not None else False
 
 
@@ -281,11 +268,7 @@ def _ensure_gateway_addresses(att: Attachment) -> None:
             have.remove(old)
         addresses.add(att.host, bridge.index, want, prefix_route=True, exist_ok=True)
         have.append(want)
-    families = {a.version for a in _gateway_addresses(att)}
-    if 4 in families:
-        procsys.ensure("1", "ipv4", "ip_forward")
-    if 6 in families:
-        procsys.ensure("1", "ipv6", "conf", "all", "forwarding")
+    procsys.enable_forwarding({a.version for a in _gateway_addresses(att)})
 
 
 def _attach_port(att: Attachment) -> None:
@@ -330,11 +313,10 @@ class Port:
 
 def port_info(sock: Socket, index: int) -> Port | None:
     """Bridge-port state and hairpin of a link, None if it is not a bridge port."""
-    m = _raw_link(sock, index)
-    info = m.get_attr("IFLA_LINKINFO") if m is not None else None  # type: ignore[attr-defined]
-    if info is None or info.get_attr("IFLA_INFO_SLAVE_KIND") != "bridge":
+    m = links.message(sock, index=index)
+    if links.info(m, "IFLA_INFO_SLAVE_KIND") != "bridge":
         return None
-    data = info.get_attr("IFLA_INFO_SLAVE_DATA")
+    data = links.info(m, "IFLA_INFO_SLAVE_DATA")
     if data is None:
         return None
     return Port(state=data.get_attr("IFLA_BRPORT_STATE") or 0, hairpin=bool(data.get_attr("IFLA_BRPORT_MODE")))
@@ -346,7 +328,7 @@ def settle(att: Attachment) -> None:
     With STP off the port forwards as soon as both veth ends are up; a bridge
     someone runs with STP takes seconds: then we go on, with a warning.
     """
-    index = att.host_link.index  # type: ignore[union-attr]
+    index = att.host_veth.index
     deadline = time.monotonic() + FORWARDING_WAIT_S
     delay = 0.005
     while True:
@@ -366,27 +348,11 @@ def settle(att: Attachment) -> None:
 # ------------------------------------------------------------------ pod side
 def setup_pod(att: Attachment) -> None:
     """Addresses with their subnet routes, link up, then the lease's routes via the gateway."""
-    index = att.pod_link.index  # type: ignore[union-attr]
-    lease = att.lease
-    assert lease is not None
+    pod, index, lease = att.pod_socket, att.pod_interface.index, att.leased
     for ip in lease.ips:
-        addresses.add(att.pod, index, ip.address)  # type: ignore[arg-type]
-    links.set_up(att.pod, index)  # type: ignore[arg-type]
-    gateways = _gateways(lease.ips)
-    for r in lease.routes:
-        gw = r.gw or gateways.get(r.dst.version)
-        routes.add(
-            att.pod,  # type: ignore[arg-type]
-            r.dst,
-            index,
-            gw=gw,  # type: ignore[arg-type]
-            scope=r.scope,
-            table=r.table,
-            priority=r.priority,
-            mtu=r.mtu,
-            advmss=r.advmss,
-            exist_ok=True,
-        )
+        addresses.add(pod, index, ip.address)
+    links.set_up(pod, index)
+    routes.add_lease_routes(pod, index, lease.routes, result.gateways(lease.ips), point_to_point=False)
 
 
 # -------------------------------------------------------------------- result
@@ -402,7 +368,7 @@ def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
 
 
 # --------------------------------------------------------------------- CHECK
-def observe_host(att: Attachment) -> list[str]:
+def observe(att: Attachment) -> list[str]:
     """What differs on the host side from what setup_host made (for CHECK)."""
     conf = att.conf.bridge
     name = conf.name

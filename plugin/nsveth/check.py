@@ -1,24 +1,56 @@
-"""CHECK's comparison of prevResult against what the kernel shows (pure)."""
+"""CHECK's comparison of prevResult against what the kernel shows (pure).
+
+The shell (commands.py) gathers what the kernel shows; this module only
+compares, so it names what it reads as protocols instead of importing the
+netlink modules (links.Link and routes.Entry satisfy them).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 from .config import NetConf
 from .errors import CNIError, Code
-from .links import Link
-from .result import IPInterface, Result
-from .routes import Entry
+from .result import IPAddress, IPInterface, IPNetwork, Result
+
+
+class SeenLink(Protocol):
+    """What CHECK reads of a link."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def mac(self) -> str: ...
+    @property
+    def mtu(self) -> int: ...
+    @property
+    def peer_index(self) -> int: ...
+    @property
+    def up(self) -> bool: ...
+
+
+class SeenRoute(Protocol):
+    """What CHECK reads of a route."""
+
+    @property
+    def dst(self) -> IPNetwork: ...
+    @property
+    def gw(self) -> IPAddress | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
     """What the kernel shows of an attachment, gathered for CHECK."""
 
-    pod_link: Link | None
-    host_link: Link | None
+    pod_link: SeenLink | None
+    host_link: SeenLink | None
     pod_addresses: tuple[IPInterface, ...]
-    pod_routes: tuple[Entry, ...]
+    pod_routes: tuple[SeenRoute, ...]
 
 
 def pod_interface_index(prev: Result, ifname: str, netns: str) -> int:

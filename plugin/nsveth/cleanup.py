@@ -28,7 +28,7 @@ import stat
 import sys
 from typing import Any
 
-from . import config, inspection, state
+from . import cli, config, inspection, state
 from .errors import CNIError
 
 DEFAULT_CNI_PATH = "/opt/cni/bin:/usr/lib/cni"
@@ -61,14 +61,7 @@ class Plan:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nsveth cleanup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--runtime-dir",
-        default=config.DEFAULT_RUNTIME_DIR,
-        help=f"the networks' runtimeDir (default {config.DEFAULT_RUNTIME_DIR})",
-    )
+    p = cli.parser("nsveth cleanup", __doc__ or "", config.DEFAULT_RUNTIME_DIR)
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, change nothing")
     p.add_argument(
         "--force",
@@ -145,8 +138,9 @@ def teardown_attachments(runtime_dir: str, cni_path: str) -> list[str]:
                     record = state.read(runtime_dir, network, container_id, ifname) or {}
                 except CNIError:
                     record = {}  # unusable: released by name, as DEL does then
-                netns = record.get("netns") if isinstance(record.get("netns"), str) else ""
-                env = {
+                recorded_netns = record.get("netns")
+                netns = recorded_netns if isinstance(recorded_netns, str) else ""
+                env: dict[str, str] = {
                     "CNI_COMMAND": "DEL",
                     "CNI_CONTAINERID": container_id,
                     "CNI_IFNAME": ifname,

@@ -8,10 +8,22 @@ it), so the plugin path never pays for them.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
 Subcommand = Callable[[list[str]], int]
+
+
+def parser(prog: str, description: str, default_runtime_dir: str) -> argparse.ArgumentParser:
+    """The parser a subcommand over the networks' records starts from: its help text and --runtime-dir."""
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--runtime-dir",
+        default=default_runtime_dir,
+        help=f"the networks' runtimeDir (default {default_runtime_dir})",
+    )
+    return p
 
 
 def _serve(argv: list[str]) -> int:

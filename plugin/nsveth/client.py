@@ -19,13 +19,17 @@ later) and exits 1.
 
 # (No `from __future__ import annotations`: see main.py.)
 
+import _socket
+import _struct
 import os
 import sys
 
-import _socket
-import _struct
-
 from . import timing
+
+# typing's own TYPE_CHECKING would import typing (start-up time); mypy treats any name so called the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_SOCKET = "/run/nsveth/nsveth.sock"
 SOCKET_ENV = "NSVETH_SOCKET"
@@ -42,7 +46,7 @@ class _Fallback(Exception):
     """Not accepted: run in-process."""
 
 
-def socket_path(env: dict[str, str]) -> str | None:
+def socket_path(env: "Mapping[str, str]") -> str | None:
     path = env.get(SOCKET_ENV, DEFAULT_SOCKET)
     return None if path in ("off", "") else path
 
@@ -90,7 +94,7 @@ def _recv_exact(sock: _socket.socket, size: int) -> bytes | None:
     return data
 
 
-def handoff(env: dict[str, str]) -> int | None:
+def handoff(env: "Mapping[str, str]") -> int | None:
     global fallback_reason
     path = socket_path(env)
     if path is None:
@@ -110,7 +114,7 @@ def handoff(env: dict[str, str]) -> int | None:
         sock.close()
 
 
-def _serve_through(sock: _socket.socket, path: str, env: dict[str, str]) -> int:
+def _serve_through(sock: _socket.socket, path: str, env: "Mapping[str, str]") -> int:
     sock.settimeout(HELLO_TIMEOUT)
     try:
         sock.connect(path)
@@ -171,7 +175,7 @@ def _serve_through(sock: _socket.socket, path: str, env: dict[str, str]) -> int:
     timing.mark("serve done")
     if done is None or len(done[1]) != 4:
         return _lost(env, "the server ended before the request reported a status")
-    (value,) = _struct.unpack("!I", done[1])
+    value = int(_struct.unpack("!I", done[1])[0])
     if done[0] == b"X":
         return value & 0xFF
     if done[0] == b"K":
@@ -194,14 +198,14 @@ def _caller_fds() -> list[int]:
     return [0, 1, 2, *opened]
 
 
-def _request_payload(env: dict[str, str]) -> bytes:
+def _request_payload(env: "Mapping[str, str]") -> bytes:
     umask = os.umask(0o022)
     os.umask(umask)
     entries = [f"{k}={v}".encode("utf-8", "surrogateescape") for k, v in env.items()]
     return _struct.pack("!I", umask) + b"\0".join(entries)
 
 
-def _lost(env: dict[str, str], why: str) -> int:
+def _lost(env: "Mapping[str, str]", why: str) -> int:
     """After acceptance the request never runs again: tell the runtime to try later."""
     from . import versions
     from .errors import CNIError, Code

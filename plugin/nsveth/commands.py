@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
-import ipaddress
 import os
-from collections.abc import Callable, Iterator
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from . import addresses, advertise, check, crashpoints, ipam, links, log, netns, procsys, ptp, result, routes, state, timing
+from . import addresses, advertise, check, crashpoints, ipam, links, log, netns, procsys, result, routes, state, timing, wiring
 from .attachment import Attachment, host_ifname
 from .config import NetConf
-from .errors import CNIError, Code
-from .netlink import NetlinkError, Socket
+from .errors import CNIError, Code, kernel
 from .request import Request
 
-# bridge (~3 ms), masq (~4 ms) and sysctl (~5 ms) are imported where a
-# config needs them: every pod operation is a fresh process, and most
-# configs are ptp without masquerade or sysctls.
+# masq and sysctl are imported where a config needs them: every pod operation
+# is a fresh process, and most configs have neither masquerade nor sysctls
+# (the import costs are in bench/README.md).
 if TYPE_CHECKING:
     from . import sysctl
 
@@ -35,95 +30,82 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
     for warning in conf.warnings:
         log.get().warning("%s", warning)
     sysctls = _sysctl_plan(req, conf)  # a bad key fails here: no IPAM call, nothing written
-    with _opened_pod(req) as (pod_fd, host_sock, pod_sock):
-        if links.get(pod_sock, name=req.ifname) is not None and not _interrupted(
-            state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname)
-        ):
-            raise CNIError(Code.INVALID_ENV, f'interface "{req.ifname}" already exists in netns {req.netns}')
-        if sysctls:
-            from . import sysctl
-
-            with netns.entered(pod_fd):
-                sysctl.probe(sysctls, req.ifname)
-        if conf.mode == "bridge":
-            from . import bridge
-
-            bridge.refuse_mac_in_use(host_sock, conf.bridge.name, conf.mac, host_ifname(req.container_id, req.ifname))
+    wired = wiring.of(conf.mode)
+    with netns.opened_pod(req.netns) as (pod_fd, host_sock, pod_sock):
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname))
-        timing.mark("open netns")
+        _refuse_taken(att, sysctls, wired)
+        crashpoints.step(req, "open netns")
         with state.lock(conf.runtime_dir, conf.name, exclusive=False), contextlib.ExitStack() as undo:
-            earlier = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname)
-            if _interrupted(earlier):
-                # An ADD of this attachment was killed and no DEL came: its
-                # leftovers (lease, veth, rules) are replaced, not an error.
-                log.get().info("an earlier ADD of this attachment was interrupted: releasing what it left")
-                _restore_recorded_sysctls(req, earlier)
-                _release(req, conf, earlier)
-            else:
-                # A sender left by an earlier ADD of this attachment would announce a dead MAC.
-                advertise.cancel(earlier, _sender_lock(req, conf))
+            _take_over_earlier(att)
             _record(att, phase="adding")
             undo.callback(_quietly, state.remove, conf.runtime_dir, conf.name, req.container_id, req.ifname)
-            timing.mark("state adding")
-            crashpoints.reached(req, "after-state")
+            crashpoints.step(req, "state adding")
             # Armed before the call: a delegate that allocated and then answered
             # something unusable (no IPs, a malformed result) still holds a lease.
             undo.callback(_quietly, ipam.delete, conf, req)
             att.lease = ipam.add(conf, req)
-            timing.mark("ipam")
-            crashpoints.reached(req, "after-ipam")
-            topology = _topology(conf)
-            _kernel("look at the host side", topology.prepare, att)
+            crashpoints.step(req, "ipam")
+            kernel("look at the host side", wired.prepare, att)
             # Armed first: the pair exists as soon as the kernel has made it.
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
-            _create_veth(att)
-            crashpoints.reached(req, "after-veth")
-            _kernel("configure the host side", topology.setup_host, att)
-            if conf.ip_masq:
-                from . import masq
-
-                _masquerade(att)
-                undo.callback(_quietly, masq.teardown, _masq_backend(conf), conf.name, req.container_id, req.ifname)
-            timing.mark("host side")
-            crashpoints.reached(req, "after-host")
-            _configure_pod(att)
-            crashpoints.reached(req, "after-addresses")
-            if sysctls:
-                _apply_sysctls(att, sysctls, undo)
-                timing.mark("sysctl config")
-            crashpoints.reached(req, "after-sysctls")
-            _drop_vanished_ipv6(att)
-            _kernel(f"wait for {att.host_name} to forward", topology.settle, att)
-            timing.mark("settle")
+            wired.create(att)
+            crashpoints.step(req, "sysctl host")
+            kernel("configure the host side", wired.setup_host, att)
+            _masquerade(att, undo)
+            crashpoints.step(req, "host side")
+            _set_pod_ipv6(att)
+            crashpoints.step(req, "sysctl pod")
+            kernel(f"configure {req.ifname} in the pod", wired.setup_pod, att)
+            crashpoints.step(req, "pod side")
+            _apply_sysctls(att, sysctls, undo)
+            crashpoints.step(req, "sysctl config")
+            addresses.drop_vanished_ipv6(att)
+            kernel(f"wait for {att.host_name} to forward", wired.settle, att)
+            crashpoints.step(req, "settle")
             # Last, with sysctls applied, vanished addresses dropped and the port forwarding.
             sender = _announce(att)
             undo.callback(_quietly, advertise.cancel, {"advertiser": sender}, _sender_lock(req, conf))
-            timing.mark("announce")
+            crashpoints.step(req, "announce")
             _record(att, phase="added", advertiser=sender)
-            # The detached sender is between its rounds here (tests kill ADD at this point).
-            crashpoints.reached(req, "mid-announcement")
             undo.pop_all()
-            timing.mark("state added")
+            # The detached sender is between its rounds here (tests kill ADD at this point).
+            crashpoints.step(req, "state added")
         return result.to_wire(_result(att), conf.cni_version)
 
 
-def _interrupted(record: dict[str, Any] | None) -> bool:
+def _refuse_taken(att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], wired: wiring.Wiring) -> None:
+    """Refusals before anything is written or allocated: CNI_IFNAME taken (by other than a killed ADD
+    of this attachment), a sysctl the pod netns lacks, what the wiring refuses."""
+    req, conf = att.req, att.conf
+    if links.get(att.pod_socket, name=req.ifname) is not None and not _interrupted(
+        state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname)
+    ):
+        raise CNIError(Code.INVALID_ENV, f'interface "{req.ifname}" already exists in netns {req.netns}')
+    if sysctls:
+        from . import sysctl
+
+        with netns.entered(att.pod_netns_fd):
+            sysctl.probe(sysctls, req.ifname)
+    wired.preflight(att)
+
+
+def _take_over_earlier(att: Attachment) -> None:
+    """An earlier ADD of this attachment that was killed, with no DEL since, left leftovers (lease,
+    veth, rules): they are released, not an error. Otherwise its announcement sender, if still
+    running, is stopped: it would announce a dead MAC."""
+    req, conf = att.req, att.conf
+    earlier = state.read(conf.runtime_dir, conf.name, req.container_id, req.ifname)
+    if _interrupted(earlier):
+        log.get().info("an earlier ADD of this attachment was interrupted: releasing what it left")
+        _restore_recorded_sysctls(req, earlier)
+        _release(req, conf, earlier)
+    else:
+        advertise.cancel(earlier, _sender_lock(req, conf))
+
+
+def _interrupted(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     """Whether an attachment's record says an ADD of it was killed mid-way (what exists is a leftover)."""
-    return bool(record) and record.get("phase") == "adding"  # type: ignore[union-attr]
-
-
-def _topology(conf: NetConf) -> ModuleType:
-    """How the host side is wired: `ptp` (routed veth) or `bridge` (veth as a bridge port).
-
-    Both modules offer prepare (complete the lease), setup_host, setup_pod,
-    settle (wait until the pod can be announced), interfaces (for the result)
-    and observe_host (for CHECK).
-    """
-    if conf.mode == "bridge":
-        from . import bridge
-
-        return bridge
-    return ptp
+    return record is not None and record.get("phase") == "adding"
 
 
 def _masq_backend(conf: NetConf) -> str:
@@ -132,58 +114,22 @@ def _masq_backend(conf: NetConf) -> str:
     return masq.backend(conf.ip_masq_backend)
 
 
-def _masquerade(att: Attachment) -> None:
+def _masquerade(att: Attachment, undo: contextlib.ExitStack) -> None:
+    """Source NAT of the pod's addresses (ipMasq), removed again by `undo` if ADD fails later."""
     req, conf = att.req, att.conf
-    ips = [ip.address for ip in att.lease.ips]  # type: ignore[union-attr]
+    if not conf.ip_masq:
+        return
     from . import masq
 
+    ips = [ip.address for ip in att.leased.ips]
     masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips, conf.non_masquerade)
+    undo.callback(_quietly, masq.teardown, _masq_backend(conf), conf.name, req.container_id, req.ifname)
 
 
-def _create_veth(att: Attachment) -> None:
-    """The pair, pod end named CNI_IFNAME created directly in the pod netns."""
-    conf = att.conf
-    # A leftover of this same attachment (a crashed ADD whose DEL never came)
-    # holds the deterministic name: replace it rather than fail.
-    if _kernel(f"remove stale host veth {att.host_name}", links.delete, att.host, att.host_name):
-        log.get().info("replaced stale host veth %s", att.host_name)
-    try:
-        links.create_veth(att.host, att.host_name, att.req.ifname, att.pod_fd, conf.mtu, conf.mac)  # type: ignore[arg-type]
-    except NetlinkError as e:
-        raise CNIError(Code.KERNEL, f"failed to create veth pair {att.host_name}/{att.req.ifname}: {e.strerror}") from None
-    att.host_link = links.get(att.host, name=att.host_name)
-    att.pod_link = links.get(att.pod, name=att.req.ifname)  # type: ignore[arg-type]
-    if att.host_link is None or att.pod_link is None:
-        raise CNIError(Code.KERNEL, f"veth pair {att.host_name}/{att.req.ifname} vanished after creation")
-    _kernel(f"bring up {att.host_name}", links.set_up, att.host, att.host_link.index)
-    timing.mark("veth")
-    # The host end never learns routes from router advertisements.
-    _kernel(f"disable accept_ra on {att.host_name}", _no_accept_ra, att.host_name)
-    timing.mark("sysctl host")
-
-
-def _no_accept_ra(host_name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):  # a host without IPv6
-        procsys.write("0", "ipv6", "conf", host_name, "accept_ra")
-
-
-def _configure_pod(att: Attachment) -> None:
-    with netns.entered(att.pod_fd):  # type: ignore[arg-type]
-        _kernel(f"set IPv6 on {att.req.ifname}", _set_ipv6, att)
-    timing.mark("sysctl pod")
-    _kernel(f"configure {att.req.ifname} in the pod", _topology(att.conf).setup_pod, att)
-    timing.mark("pod side")
-
-
-def _set_ipv6(att: Attachment) -> None:
-    """IPv6 on the pod interface only when the attachment has an IPv6 address,
-    so an IPv4-only pod joins no multicast groups and takes no RAs."""
-    wants_v6 = any(ip.address.version == 6 for ip in att.lease.ips)  # type: ignore[union-attr]
-    try:
-        procsys.ensure("0" if wants_v6 else "1", "ipv6", "conf", att.req.ifname, "disable_ipv6")
-    except FileNotFoundError:
-        if wants_v6:
-            raise CNIError(Code.KERNEL, "IPv6 is not available in the pod netns") from None
+def _set_pod_ipv6(att: Attachment) -> None:
+    wants_v6 = any(ip.address.version == 6 for ip in att.leased.ips)
+    with netns.entered(att.pod_netns_fd):
+        kernel(f"set IPv6 on {att.req.ifname}", procsys.set_ipv6, att.req.ifname, wants_v6)
 
 
 def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
@@ -192,7 +138,7 @@ def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
     args = ((conf.doc.get("args") or {}).get("cni") or {}).get("sysctl") or {}
     if not own and not args and conf.sysctl_allowlist is None:
         return ()
-    # Imported only here and where a plan or a record needs it: ~5 ms that
+    # Imported only here and where a plan or a record needs it: start-up time
     # the common config (no sysctls) does not pay.
     from . import sysctl
 
@@ -205,15 +151,16 @@ def _apply_sysctls(att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: co
     state record before the first write, so DEL restores them even after a
     kill between two writes; a failed write (or any later step) restores them
     through `undo`."""
+    if not sysctls:
+        return
     from . import sysctl
 
-    assert att.pod_fd is not None
-    with netns.entered(att.pod_fd):
+    with netns.entered(att.pod_netns_fd):
         att.sysctl_originals = sysctl.pending(sysctls)
     if att.sysctl_originals:
         _record(att, phase="adding")
-    undo.callback(_quietly, _restore_sysctls, att.pod_fd, att.sysctl_originals)
-    with netns.entered(att.pod_fd):
+    undo.callback(_quietly, _restore_sysctls, att.pod_netns_fd, att.sysctl_originals)
+    with netns.entered(att.pod_netns_fd):
         # The same originals, now with the form the kernel shows (CHECK accepts it).
         att.sysctl_originals = sysctl.apply(sysctls)
 
@@ -227,36 +174,9 @@ def _restore_sysctls(pod_fd: int, originals: list[sysctl.Original]) -> None:
         log.get().warning("could not restore sysctl(s): %s", "; ".join(failed))
 
 
-def _drop_vanished_ipv6(att: Attachment) -> None:
-    """IPv6 addresses the kernel removed (disable_ipv6=1 among the sysctls, or
-    otherwise) leave the result, and their host routes go, so nothing
-    advertises or routes an address that is not there."""
-    lease = att.lease
-    assert lease is not None and att.pod_link is not None and att.host_link is not None
-    if not any(ip.address.version == 6 for ip in lease.ips):
-        return
-    present = {a for a, _ in addresses.on_link(att.pod, att.pod_link.index)}  # type: ignore[arg-type]
-    gone = [ip for ip in lease.ips if ip.address.version == 6 and ip.address not in present]
-    if not gone:
-        return
-    log.get().warning(
-        "IPv6 address(es) %s are not on %s after its sysctls were applied (disable_ipv6?): left out of the result",
-        ", ".join(str(ip.address) for ip in gone),
-        att.req.ifname,
-    )
-    ips = tuple(ip for ip in lease.ips if ip not in gone)
-    keep_v6_routes = any(ip.address.version == 6 for ip in ips)
-    kept_routes = tuple(r for r in lease.routes if r.dst.version == 4 or keep_v6_routes)
-    for ip in gone:
-        host_route = ipaddress.ip_network(f"{ip.address.ip}/128")
-        _kernel(f"remove the host route to {ip.address.ip}", routes.delete, att.host, host_route, att.host_link.index)
-    att.lease = dataclasses.replace(lease, ips=ips, routes=kept_routes)
-
-
 def _result(att: Attachment) -> result.Result:
-    lease = att.lease
-    assert lease is not None and att.host_link is not None and att.pod_link is not None
-    interfaces, pod_index = _topology(att.conf).interfaces(att)
+    lease = att.leased
+    interfaces, pod_index = wiring.of(att.conf.mode).interfaces(att)
     ips = tuple(result.IPConfig(ip.address, ip.gateway, interface=pod_index) for ip in lease.ips)
     dns = att.conf.dns if not att.conf.dns.is_empty() else lease.dns
     return result.Result(interfaces, ips, lease.routes, dns)
@@ -300,7 +220,7 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
             "podName": req.args.get("K8S_POD_NAME") or None,
             "addresses": [str(ip.address) for ip in att.lease.ips] if att.lease else [],
             # DEL and CHECK act inside CNI_NETNS only when it is still this namespace.
-            "netnsIdentity": netns.identity(att.pod_fd),  # type: ignore[arg-type]
+            "netnsIdentity": netns.identity(att.pod_netns_fd),
             "hostIfname": att.host_name,
             "mode": conf.mode,
             "masq": _masq_backend(conf) if conf.ip_masq else None,
@@ -425,7 +345,7 @@ def _release(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
     except CNIError as e:
         failures.append(e)
     try:
-        _remove_links(req, record)
+        wiring.of(conf.mode).delete(req, record)
     except CNIError as e:
         failures.append(e)
     timing.mark("links")
@@ -456,37 +376,6 @@ def _unmasquerade(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
     masq.teardown(kind, conf.name, req.container_id, req.ifname)
 
 
-def _remove_links(req: Request, record: dict[str, Any]) -> None:
-    name = host_ifname(req.container_id, req.ifname)
-    with Socket() as host:
-        try:
-            if links.delete(host, name):
-                return  # the pod end died with it
-        except NetlinkError as e:
-            raise CNIError(Code.KERNEL, f"failed to delete host veth {name}: {e.strerror}") from None
-    # No host end: a pod interface may still be there (its peer moved away or
-    # renamed by hand). It is deleted only from the netns ADD recorded: without
-    # a record nothing proves an interface named CNI_IFNAME is this
-    # attachment's (a veth's peer dies with it, so with no host veth left there
-    # is no peer to match either), and a stale path may name any netns.
-    if not req.netns:
-        return
-    fd = netns.open_recorded(req.netns, record, f"pod interface {req.ifname} left alone")
-    if fd is None:
-        return  # the pod is gone (its interfaces with it), or the path names another netns
-    try:
-        with netns.entered(fd):
-            pod = Socket()
-        with pod:
-            link = links.get(pod, name=req.ifname)
-            if link is not None and link.kind == "veth":
-                links.delete(pod, req.ifname)
-    except NetlinkError as e:
-        raise CNIError(Code.KERNEL, f"failed to delete {req.ifname} in {req.netns}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-
-
 # ------------------------------------------------------------------- CHECK
 def check_(req: Request, conf: NetConf) -> None:
     prev = conf.prev_result
@@ -494,13 +383,13 @@ def check_(req: Request, conf: NetConf) -> None:
         raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult in the network config")
     pod_index = check.pod_interface_index(prev, req.ifname, req.netns)
     sysctls = _sysctl_plan(req, conf)
-    with _opened_pod(req, missing_code=Code.CHECK_FAILED) as (pod_fd, host_sock, pod_sock):
+    with netns.opened_pod(req.netns, missing_code=Code.CHECK_FAILED) as (pod_fd, host_sock, pod_sock):
         _refuse_other_netns(req, conf, pod_fd)
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname), lease=prev)
         observed = _observe(att)
         problems = check.compare(prev, pod_index, conf, observed)
         if att.host_link is not None and att.pod_link is not None:
-            problems += _topology(conf).observe_host(att)
+            problems += wiring.of(conf.mode).observe(att)
         if sysctls:
             from . import sysctl
 
@@ -535,10 +424,10 @@ def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
 
 
 def _observe(att: Attachment) -> check.Observed:
-    att.pod_link = links.get(att.pod, name=att.req.ifname)  # type: ignore[arg-type]
+    att.pod_link = links.get(att.pod_socket, name=att.req.ifname)
     att.host_link = links.get(att.host, name=att.host_name)
-    pod_addrs = addresses.on_link(att.pod, att.pod_link.index) if att.pod_link else []  # type: ignore[arg-type]
-    pod_routes = routes.dump(att.pod) if att.pod_link else []  # type: ignore[arg-type]
+    pod_addrs = addresses.on_link(att.pod_socket, att.pod_link.index) if att.pod_link else []
+    pod_routes = routes.dump(att.pod_socket) if att.pod_link else []
     return check.Observed(att.pod_link, att.host_link, tuple(a for a, _ in pod_addrs), tuple(pod_routes))
 
 
@@ -616,37 +505,6 @@ def status(req: Request, conf: NetConf) -> None:
 
 
 # ------------------------------------------------------------------ shared
-@contextlib.contextmanager
-def _opened_pod(req: Request, missing_code: int = Code.UNKNOWN_CONTAINER) -> Iterator[tuple[int, Socket, Socket]]:
-    """Pod netns fd plus a netlink socket in each namespace; refuses the plugin's own netns."""
-    try:
-        pod_fd = netns.open_path(req.netns)
-    except netns.NotFound:
-        raise CNIError(missing_code, f"netns {req.netns} does not exist") from None
-    try:
-        if netns.is_own(pod_fd):
-            raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {req.netns} is the plugin's own network namespace")
-        with Socket() as host_sock:
-            with netns.entered(pod_fd):
-                pod_sock = Socket()
-            with pod_sock:
-                yield pod_fd, host_sock, pod_sock
-    finally:
-        os.close(pod_fd)
-
-
-def _kernel(what: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a kernel step, turning netlink/proc failures into a CNI error naming the step."""
-    try:
-        return fn(*args)
-    except NetlinkError as e:
-        raise CNIError(Code.KERNEL, f"failed to {what}: {e.strerror}") from None
-    except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise CNIError(Code.KERNEL, f"failed to {what}: {e.strerror} ({e.filename or ''})") from None
-        raise CNIError(Code.KERNEL, f"failed to {what}: {e}") from None
-
-
 def _quietly(fn: Callable[..., Any], *args: Any) -> None:
     """Undo steps never raise: the runtime must see the original error, not the rollback's."""
     try:

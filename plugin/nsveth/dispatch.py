@@ -19,12 +19,18 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Union
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, timing, versions
 from .errors import CNIError, Code
 
-Stdin = Union[bytes, Callable[[], bytes]]
+if TYPE_CHECKING:  # annotations only: VERSION and environment errors never load these
+    import logging
+
+    from .config import NetConf
+    from .request import Request
+
+Stdin = bytes | Callable[[], bytes]
 
 
 def about() -> str:
@@ -70,7 +76,7 @@ def run(env: Mapping[str, str], stdin: Stdin, note: str = "") -> tuple[bytes, in
         return CNIError(Code.INTERNAL, f"internal error: {type(e).__name__}: {e}").to_json(reply_version), 1
 
 
-def _execute(req, conf, started, note=""):  # type: ignore[no-untyped-def]
+def _execute(req: Request, conf: NetConf, started: float, note: str = "") -> dict[str, Any] | None:
     from . import commands, log
 
     timing.mark("import commands")
@@ -104,12 +110,21 @@ def _prefix(command: str, container_id: str, ifname: str) -> str:
     return f"{command} {log.field(container_id or '-')}/{log.field(ifname or '-')}"
 
 
-def _prev_addresses(conf):  # type: ignore[no-untyped-def]
+def _prev_addresses(conf: NetConf) -> list[dict[str, str]] | None:
     prev = conf.prev_result
     return [{"address": str(ip.address)} for ip in prev.ips] if prev is not None else None
 
 
-def _summary(logger, env, command, outcome, started, network, netns, ips) -> None:  # type: ignore[no-untyped-def]
+def _summary(
+    logger: logging.Logger,
+    env: Mapping[str, str],
+    command: str,
+    outcome: str,
+    started: float,
+    network: str | None,
+    netns: str,
+    ips: object,
+) -> None:
     """The one line per command that says what happened to which pod."""
     from . import log
 
@@ -169,7 +184,7 @@ def _log_unconfigured(env: Mapping[str, str], raw: bytes | None, e: CNIError, st
             _summary(logger, env, command, f"error {e.code}", started, network, env.get("CNI_NETNS", ""), None)
 
 
-def _loose(raw: bytes | None) -> dict:  # type: ignore[type-arg]
+def _loose(raw: bytes | None) -> dict[str, Any]:
     """The config as a JSON object when it decodes as one, else {}."""
     try:
         doc = json.loads(raw) if raw else {}

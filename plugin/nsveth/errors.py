@@ -1,9 +1,12 @@
-"""The one error type nsveth raises, carrying its CNI error code."""
+"""The one error type nsveth raises, carrying its CNI error code; kernel failures turned into it."""
 
 from __future__ import annotations
 
 import enum
+import errno
 import json
+from collections.abc import Callable
+from typing import Any
 
 
 class Code(enum.IntEnum):
@@ -42,3 +45,19 @@ class CNIError(Exception):
 
     def __repr__(self) -> str:
         return f"CNIError({self.code}, {self.msg!r}, {self.details!r})"
+
+
+class NetlinkError(OSError):
+    """A kernel error answer to a netlink request; `strerror` carries the extended ack text if any."""
+
+
+def kernel(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a kernel step, turning netlink/proc failures into a CNI error (code 100) naming the step."""
+    try:
+        return fn(*args)
+    except NetlinkError as e:
+        raise CNIError(Code.KERNEL, f"failed to {what}: {e.strerror}") from None
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise CNIError(Code.KERNEL, f"failed to {what}: {e.strerror} ({e.filename or ''})") from None
+        raise CNIError(Code.KERNEL, f"failed to {what}: {e}") from None

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from . import config, senders, state
+from . import cli, config, senders, state
 from .attachment import host_ifname
 from .errors import CNIError
 
@@ -50,14 +50,7 @@ SHORT_ID = 12  # container IDs in the table, as docker and crictl show them
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nsveth inspect", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--runtime-dir",
-        default=config.DEFAULT_RUNTIME_DIR,
-        help=f"the networks' runtimeDir (default {config.DEFAULT_RUNTIME_DIR})",
-    )
+    p = cli.parser("nsveth inspect", DESCRIPTION, config.DEFAULT_RUNTIME_DIR)
     p.add_argument("--network", help="only attachments of this network")
     p.add_argument("--container", metavar="ID", help="only this container (an ID prefix is enough)")
     p.add_argument("--pod", metavar="[NAMESPACE/]NAME", help="only this pod (from K8S_POD_NAMESPACE/K8S_POD_NAME)")
@@ -89,6 +82,7 @@ def _entry(runtime_dir: str, network: str, container_id: str, ifname: str, recor
     namespace, name = _text(record.get("podNamespace")), _text(record.get("podName"))
     sender = senders.recorded(record)
     addresses = record.get("addresses")
+    lock = state.sender_lock(runtime_dir, network, container_id, ifname)
     return {
         "network": network,
         "pod": f"{namespace}/{name}" if namespace and name else name,
@@ -105,7 +99,7 @@ def _entry(runtime_dir: str, network: str, container_id: str, ifname: str, recor
         "masquerade": _text(record.get("masq")),
         "writtenAt": _iso(written),
         "ageSeconds": max(0, int(now - written / 1e9)) if written is not None else None,
-        "sender": {"pid": sender[0], "running": senders.running(record, state.sender_lock(runtime_dir, network, container_id, ifname)) is not None} if sender else None,
+        "sender": {"pid": sender[0], "running": senders.running(record, lock) is not None} if sender else None,
     }
 
 
@@ -116,7 +110,7 @@ def _text(value: object) -> str | None:
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).isoformat(timespec="seconds")
 
 
 def select(
@@ -168,7 +162,7 @@ def table(entries: list[dict[str, Any]]) -> str:
         cells = _cells(e)
         rows.append([cells[key] for _, key in COLUMNS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows)
 
 
 def main(argv: list[str]) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import errno
 import socket
+from typing import Any
 
 from . import netlink
-from .netlink import NetlinkError, Socket, ifinfmsg
+from .netlink import Message, NetlinkError, Socket, ifinfmsg
 
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
@@ -33,24 +34,34 @@ class Link:
         return bool(self.flags & IFF_UP)
 
 
-def _from_msg(m: object) -> Link:
-    info = m.get_attr("IFLA_LINKINFO")  # type: ignore[attr-defined]
+def _from_msg(m: Message) -> Link:
     return Link(
-        index=m["index"],  # type: ignore[index]
-        name=m.get_attr("IFLA_IFNAME"),  # type: ignore[attr-defined]
-        kind=(info.get_attr("IFLA_INFO_KIND") if info is not None else None) or "",
-        mac=(m.get_attr("IFLA_ADDRESS") or "").lower(),  # type: ignore[attr-defined]
-        mtu=m.get_attr("IFLA_MTU") or 0,  # type: ignore[attr-defined]
-        flags=m["flags"],  # type: ignore[index]
-        master=m.get_attr("IFLA_MASTER") or 0,  # type: ignore[attr-defined]
-        peer_index=m.get_attr("IFLA_LINK") or 0,  # type: ignore[attr-defined]
-        peer_netnsid=m.get_attr("IFLA_LINK_NETNSID"),  # type: ignore[attr-defined]
-        alias=m.get_attr("IFLA_IFALIAS") or "",  # type: ignore[attr-defined]
+        index=m["index"],
+        name=m.get_attr("IFLA_IFNAME"),
+        kind=info(m, "IFLA_INFO_KIND") or "",
+        mac=(m.get_attr("IFLA_ADDRESS") or "").lower(),
+        mtu=m.get_attr("IFLA_MTU") or 0,
+        flags=m["flags"],
+        master=m.get_attr("IFLA_MASTER") or 0,
+        peer_index=m.get_attr("IFLA_LINK") or 0,
+        peer_netnsid=m.get_attr("IFLA_LINK_NETNSID"),
+        alias=m.get_attr("IFLA_IFALIAS") or "",
     )
 
 
-def get(sock: Socket, name: str | None = None, index: int | None = None) -> Link | None:
-    """The link by name or index, None if there is none."""
+def info(m: Message | None, attr: str) -> Any:
+    """One attribute of the link's IFLA_LINKINFO (kind, kind data, port data), None if absent."""
+    linkinfo = m.get_attr("IFLA_LINKINFO") if m is not None else None
+    return linkinfo.get_attr(attr) if linkinfo is not None else None
+
+
+def _gone(e: NetlinkError) -> bool:
+    """Whether the kernel's refusal means the link does not exist (ENODEV; ENOENT on some paths)."""
+    return e.errno in (errno.ENODEV, errno.ENOENT)
+
+
+def message(sock: Socket, name: str | None = None, index: int | None = None) -> Message | None:
+    """The link's netlink message by name or index, None if there is none."""
     msg = ifinfmsg()
     msg["family"] = socket.AF_UNSPEC
     if index is not None:
@@ -58,11 +69,16 @@ def get(sock: Socket, name: str | None = None, index: int | None = None) -> Link
     else:
         msg["attrs"] = [("IFLA_IFNAME", name)]
     try:
-        found = sock.get(msg, netlink.RTM_GETLINK)
+        return sock.get(msg, netlink.RTM_GETLINK)
     except NetlinkError as e:
-        if e.errno in (errno.ENODEV, errno.ENOENT):
+        if _gone(e):
             return None
         raise
+
+
+def get(sock: Socket, name: str | None = None, index: int | None = None) -> Link | None:
+    """The link by name or index, None if there is none."""
+    found = message(sock, name=name, index=index)
     return _from_msg(found) if found is not None else None
 
 
@@ -81,8 +97,8 @@ def create_veth(
     than creating both ends here and moving one. Raises NetlinkError (EEXIST
     when either name is taken).
     """
-    peer = [("IFLA_IFNAME", peer_name), ("IFLA_NET_NS_FD", peer_netns_fd)]
-    mine = [("IFLA_IFNAME", host_name)]
+    peer: list[tuple[str, object]] = [("IFLA_IFNAME", peer_name), ("IFLA_NET_NS_FD", peer_netns_fd)]
+    mine: list[tuple[str, object]] = [("IFLA_IFNAME", host_name)]
     if mtu:
         peer.append(("IFLA_MTU", mtu))
         mine.append(("IFLA_MTU", mtu))
@@ -114,7 +130,7 @@ def delete(sock: Socket, name: str) -> bool:
     except NetlinkError as e:
         # ENODEV: gone; the peer of a veth dies with it, so a racing delete of
         # the other end shows up here too.
-        if e.errno in (errno.ENODEV, errno.ENOENT):
+        if _gone(e):
             return False
         raise
     return True

@@ -69,7 +69,8 @@ def scoped(level: str, log_file: str | None, prefix: str) -> Iterator[logging.Lo
     """A logger for one command; lines carry `prefix` (command, container, ifname)."""
     logger = logging.Logger("nsveth")
     logger.setLevel(level.upper())
-    # The prefix carries CNI_CONTAINERID/CNI_IFNAME as the runtime gave them: a "%" there is text, not a format field.
+    # The prefix carries CNI_COMMAND, CNI_CONTAINERID and CNI_IFNAME as the runtime gave them:
+    # a "%" there is text, not a format field.
     fmt = _OneLine(_FORMAT.replace("%(message)s", f"{prefix.replace('%', '%%')} %(message)s"))
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:

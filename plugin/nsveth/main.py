@@ -25,18 +25,19 @@ def main() -> None:
     timing.start(os.environ.get("NSVETH_TIMINGS"))
     # A warm server of this build runs the request without this process
     # importing the commands (see client.py).
-    status = client.handoff(os.environ)  # type: ignore[arg-type]
-    if status is None:
+    served = client.handoff(os.environ)
+    if served is None:
         if hooks_pending:
             _install_ctypes_hooks()
         status = plugin(dict(os.environ), client.fallback_reason)
     else:
+        status = served
         timing.flush("client " + os.environ.get("CNI_COMMAND", ""))
     sys.stdout.flush()
     sys.stderr.flush()
-    # Interpreter teardown (freeing every module, atexit, GC) costs tens of ms
-    # per pod operation and has nothing left to do: output is flushed, files
-    # and sockets are closed by the commands, and the kernel frees the rest.
+    # Interpreter teardown (freeing every module, atexit, GC) has nothing left
+    # to do and is skipped: output is flushed, files and sockets are closed by
+    # the commands, and the kernel frees the rest (figures: bench/README.md).
     os._exit(status)
 
 
@@ -74,12 +75,13 @@ def _install_ctypes_hooks() -> None:
     pyimod03_ctypes.install()
 
 
-class _Deferred(type(sys)):  # types.ModuleType
+class _Deferred(type(sys)):  # type: ignore[misc]  # types.ModuleType, without importing types at start-up
     """Stands in for a module until one of its attributes is used, then loads it."""
 
     def __getattr__(self, attr: str) -> object:
-        del sys.modules[self.__name__]
-        real = __import__(self.__name__)
+        name = str(self.__name__)
+        del sys.modules[name]
+        real = __import__(name)
         self.__dict__.update(real.__dict__)  # importers holding the stand-in now see the real names
         return getattr(real, attr)
 
@@ -87,9 +89,9 @@ class _Deferred(type(sys)):  # types.ModuleType
 def _defer(name: str) -> None:
     """Import `name` only when something uses it.
 
-    dataclasses imports inspect (~4 ms with its own imports) only to build a
+    dataclasses imports inspect (with its own imports) only to build a
     __doc__ for classes that have none; nsveth's dataclasses all have one, so
-    a plain run never touches inspect. logging imports traceback (~2.5 ms with
+    a plain run never touches inspect. logging imports traceback (with
     textwrap and linecache) only to format exceptions. Code that does use them
     (jsonschema on a validation-cache miss, a logged exception) gets the real
     module transparently.

@@ -29,7 +29,9 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
+from typing import Any, cast
 
+from . import attachment
 from .errors import CNIError, Code
 from .result import IPInterface, IPNetwork
 
@@ -58,12 +60,8 @@ def backend(requested: str | None) -> str:
     raise CNIError(Code.KERNEL, "ipMasq needs nft or iptables, and neither is installed")
 
 
-def _attachment_hash(container_id: str, ifname: str) -> str:
-    return hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()[:16]
-
-
 def nft_chain(network: str, container_id: str, ifname: str) -> str:
-    return f"{network}-{_attachment_hash(container_id, ifname)}"
+    return f"{network}-{attachment.digest(container_id, ifname)[:16]}"
 
 
 def iptables_chain(network: str, container_id: str, ifname: str) -> str:
@@ -77,17 +75,17 @@ def comment(network: str, container_id: str, ifname: str) -> str:
 
 
 # -------------------------------------------------------------------- nftables
-def _chain_ref(name: str) -> dict:
+def _chain_ref(name: str) -> dict[str, Any]:
     return {"family": NFT_FAMILY, "table": NFT_TABLE, "name": name}
 
 
-def _nat_chain(name: str) -> dict:
+def _nat_chain(name: str) -> dict[str, Any]:
     return {**_chain_ref(name), "type": "nat", "hook": "postrouting", "prio": NAT_PRIORITY_SRCNAT, "policy": "accept"}
 
 
 def nft_add_batch(
     network: str, container_id: str, ifname: str, ips: Iterable[IPInterface], keep: Iterable[IPNetwork] = ()
-) -> dict:
+) -> dict[str, Any]:
     """The JSON transaction that (re)creates the attachment's chain with one rule per address (pure).
 
     Destinations in the pod subnet, multicast and `keep` (nonMasqueradeCIDRs)
@@ -96,14 +94,17 @@ def nft_add_batch(
     """
     keep = list(keep)
     chain = nft_chain(network, container_id, ifname)
-    cmds: list[dict] = [
+    cmds: list[dict[str, Any]] = [
         {"add": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}},
         {"add": {"chain": _nat_chain(chain)}},
         {"flush": {"chain": _chain_ref(chain)}},
     ]
     for ip in ips:
         proto = "ip" if ip.version == 4 else "ip6"
-        outside = ipaddress.collapse_addresses([ip.network, _MULTICAST[ip.version]] + [n for n in keep if n.version == ip.version])
+        # All of ip's family: the cast only tells mypy so (collapse_addresses needs one family).
+        nets = [ip.network, _MULTICAST[ip.version]] + [n for n in keep if n.version == ip.version]
+        same_family = cast("list[ipaddress.IPv4Network]", nets)
+        outside = ipaddress.collapse_addresses(same_family)
         expr = [
             {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": str(ip.ip)}},
             {
@@ -131,9 +132,9 @@ def nft_add_batch(
     return {"nftables": cmds}
 
 
-def nft_delete_batch(chains: Iterable[str]) -> dict:
+def nft_delete_batch(chains: Iterable[str]) -> dict[str, Any]:
     """The JSON transaction that removes chains, present or not (pure)."""
-    cmds: list[dict] = [{"add": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}}]
+    cmds: list[dict[str, Any]] = [{"add": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}}]
     for chain in chains:
         cmds += [
             {"add": {"chain": _nat_chain(chain)}},
@@ -143,7 +144,7 @@ def nft_delete_batch(chains: Iterable[str]) -> dict:
     return {"nftables": cmds}
 
 
-def _nft(batch: dict) -> None:
+def _nft(batch: dict[str, Any]) -> None:
     _run([_tool("nft"), "-j", "-f", "-"], json.dumps(batch))
 
 
@@ -178,7 +179,7 @@ def _iptables(version: int) -> str:
     return _tool("iptables" if version == 4 else "ip6tables")
 
 
-def _ipt(version: int, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _ipt(version: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return _run([_iptables(version), "-w", "5", "-t", "nat", *args], None, check=check)
 
 
@@ -334,7 +335,7 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(argv: list[str], stdin: str | None, check: bool = True) -> subprocess.CompletedProcess:
+def _run(argv: list[str], stdin: str | None, check: bool = True) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as e:

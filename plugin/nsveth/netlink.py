@@ -30,9 +30,10 @@ import socket
 import struct
 import sys
 import types
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
-from .errors import CNIError, Code
+from .errors import CNIError, Code, NetlinkError
 
 
 def _import_messages() -> None:
@@ -54,7 +55,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
 from pyroute2.netlink.rtnl.ndmsg import ndmsg  # noqa: E402
 from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
-__all__ = ["ifaddrmsg", "ifinfmsg", "ndmsg", "rtmsg", "Socket", "NetlinkError"]
+__all__ = ["ifaddrmsg", "ifinfmsg", "ndmsg", "rtmsg", "Message", "Socket", "NetlinkError"]
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
@@ -63,7 +64,7 @@ RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
 
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP = 0x300
-NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLMSGERR_ATTR_MSG = 1
@@ -89,8 +90,18 @@ _DECODERS = {
 }
 
 
-class NetlinkError(OSError):
-    """A kernel error answer; `strerror` carries the extended ack text if any."""
+class Message(Protocol):
+    """What nsveth uses of a pyroute2 message (pyroute2 ships no types)."""
+
+    data: bytes
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+    def get_attr(self, name: str) -> Any: ...
+
+    def encode(self) -> Any: ...
 
 
 class Socket:
@@ -122,24 +133,24 @@ class Socket:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, msg: Any, msg_type: int, flags: int = 0) -> None:
+    def request(self, msg: Message, msg_type: int, flags: int = 0) -> None:
         """Send one request and wait for the kernel's ack; raise NetlinkError on refusal."""
         self._send(msg, msg_type, flags | NLM_F_REQUEST | NLM_F_ACK)
         for _ in self._replies():
             pass
 
-    def dump(self, msg: Any, msg_type: int) -> list[Any]:
+    def dump(self, msg: Message, msg_type: int) -> list[Message]:
         """All objects of one kind (links, addresses, routes), decoded."""
         self._send(msg, msg_type, NLM_F_REQUEST | NLM_F_DUMP)
         return list(self._replies())
 
-    def get(self, msg: Any, msg_type: int) -> Any:
+    def get(self, msg: Message, msg_type: int) -> Message | None:
         """One object (e.g. RTM_GETLINK by name); raises NetlinkError if absent."""
         self._send(msg, msg_type, NLM_F_REQUEST)
         found = list(self._replies())
         return found[0] if found else None
 
-    def _send(self, msg: Any, msg_type: int, flags: int) -> None:
+    def _send(self, msg: Message, msg_type: int, flags: int) -> None:
         self._seq += 1
         self._request = _NAMES.get(msg_type, f"type {msg_type}")
         msg["header"]["type"] = msg_type
@@ -149,7 +160,7 @@ class Socket:
         msg.encode()
         self._sock.send(msg.data)
 
-    def _replies(self) -> Any:
+    def _replies(self) -> Iterator[Message]:
         while True:
             try:
                 data, (sender, _groups) = self._sock.recvfrom(1 << 18)

@@ -16,8 +16,10 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator
+from typing import Any
 
 from .errors import CNIError, Code
+from .netlink import Socket
 
 CLONE_NEWNET = 0x40000000
 _NS_GET_NSTYPE = 0xB703  # ioctl: which kind of namespace an nsfs fd is (Linux 4.11+)
@@ -53,6 +55,25 @@ def open_path(path: str) -> int:
         os.close(fd)
         raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {path!r} is not a network namespace")
     return fd
+
+
+@contextlib.contextmanager
+def opened_pod(path: str, missing_code: int = Code.UNKNOWN_CONTAINER) -> Iterator[tuple[int, Socket, Socket]]:
+    """Pod netns fd plus a netlink socket in each namespace (host, pod); refuses the plugin's own netns."""
+    try:
+        pod_fd = open_path(path)
+    except NotFound:
+        raise CNIError(missing_code, f"netns {path} does not exist") from None
+    try:
+        if is_own(pod_fd):
+            raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {path} is the plugin's own network namespace")
+        with Socket() as host_sock:
+            with entered(pod_fd):
+                pod_sock = Socket()
+            with pod_sock:
+                yield pod_fd, host_sock, pod_sock
+    finally:
+        os.close(pod_fd)
 
 
 def current() -> int:
@@ -146,7 +167,7 @@ def is_own(fd: int) -> bool:
         os.close(own)
 
 
-def open_recorded(path: str, record: dict, why: str) -> int | None:
+def open_recorded(path: str, record: dict[str, Any], why: str) -> int | None:
     """fd of the netns at `path` when it is the one the record names, else None (logged).
 
     DEL acts inside CNI_NETNS only through this: a missing path is silent (the

@@ -12,19 +12,28 @@ from __future__ import annotations
 import errno
 import ipaddress
 
-from . import addresses, links, procsys, routes
+from . import addresses, links, procsys, routes, veth
 from .attachment import Attachment
 from .errors import CNIError, Code
 from .netlink import NetlinkError
-from .result import Interface, IPConfig
+from .result import Interface, IPAddress, IPConfig, IPNetwork
 
 
-def _host_prefix(address: ipaddress._BaseAddress) -> ipaddress._BaseNetwork:
+def _host_prefix(address: IPAddress) -> IPNetwork:
     return ipaddress.ip_network(f"{address}/{address.max_prefixlen}")
 
 
+# The links are a veth pair, as in bridge mode.
+create = veth.create
+delete = veth.delete
+
+
+def preflight(att: Attachment) -> None:
+    """Nothing to refuse before the lease: overlaps are checked in `prepare`."""
+
+
 def _require_gateways(att: Attachment) -> list[IPConfig]:
-    ips = list(att.lease.ips)  # type: ignore[union-attr]
+    ips = list(att.leased.ips)
     for ip in ips:
         if ip.gateway is None:
             raise CNIError(
@@ -37,11 +46,11 @@ def _require_gateways(att: Attachment) -> list[IPConfig]:
 def prepare(att: Attachment) -> None:
     """The lease is used as IPAM gave it, unless the host already routes one
     of its addresses to another interface (see `_refuse_overlap`)."""
-    for ip in att.lease.ips:  # type: ignore[union-attr]
+    for ip in att.leased.ips:
         _refuse_overlap(att, ip.address.ip)
 
 
-def _refuse_overlap(att: Attachment, address: ipaddress._BaseAddress) -> None:
+def _refuse_overlap(att: Attachment, address: IPAddress) -> None:
     """Code 7 when the host routes `address` by a host route (/32, /128)
     through an interface other than this attachment's host veth.
 
@@ -67,10 +76,11 @@ def _refuse_overlap(att: Attachment, address: ipaddress._BaseAddress) -> None:
 
 def setup_host(att: Attachment) -> None:
     """Gateway address(es) on the host veth, routes back to the pod, forwarding on."""
-    index = att.host_link.index  # type: ignore[union-attr]
+    index = att.host_veth.index
     for ip in _require_gateways(att):
         gw = ip.gateway
-        addresses.add(att.host, index, ipaddress.ip_interface(f"{gw}/{gw.max_prefixlen}"), prefix_route=False, exist_ok=True)  # type: ignore[union-attr]
+        assert gw is not None  # _require_gateways
+        addresses.add(att.host, index, ipaddress.ip_interface(f"{gw}/{gw.max_prefixlen}"), prefix_route=False, exist_ok=True)
         try:
             routes.add(att.host, _host_prefix(ip.address.ip), index, scope=routes.RT_SCOPE_LINK)
         except NetlinkError as e:
@@ -80,43 +90,24 @@ def setup_host(att: Attachment) -> None:
             # (and if that route is gone again already, ours goes in now).
             _refuse_overlap(att, ip.address.ip)
             routes.add(att.host, _host_prefix(ip.address.ip), index, scope=routes.RT_SCOPE_LINK, exist_ok=True)
-    families = {ip.address.version for ip in att.lease.ips}  # type: ignore[union-attr]
-    if 4 in families:
-        procsys.ensure("1", "ipv4", "ip_forward")
-    if 6 in families:
-        procsys.ensure("1", "ipv6", "conf", "all", "forwarding")
+    procsys.enable_forwarding({ip.address.version for ip in att.leased.ips})
 
 
 def setup_pod(att: Attachment) -> None:
     """Addresses (without the kernel's subnet route), link up, then routes."""
-    index = att.pod_link.index  # type: ignore[union-attr]
+    pod, index = att.pod_socket, att.pod_interface.index
     ips = _require_gateways(att)
     for ip in ips:
-        addresses.add(att.pod, index, ip.address, prefix_route=False)  # type: ignore[arg-type]
-    links.set_up(att.pod, index)  # type: ignore[arg-type]
+        addresses.add(pod, index, ip.address, prefix_route=False)
+    links.set_up(pod, index)
     gateways = att.gateways
     for ip in ips:
         gw = ip.gateway
-        routes.add(att.pod, _host_prefix(gw), index, src=ip.address.ip, scope=routes.RT_SCOPE_LINK, exist_ok=True)  # type: ignore[arg-type]
+        assert gw is not None  # _require_gateways
+        routes.add(pod, _host_prefix(gw), index, src=ip.address.ip, scope=routes.RT_SCOPE_LINK, exist_ok=True)
         if ip.address.network.prefixlen < ip.address.max_prefixlen:
-            routes.add(att.pod, ip.address.network, index, gw=gw, src=ip.address.ip, exist_ok=True)  # type: ignore[arg-type]
-    for r in att.lease.routes:  # type: ignore[union-attr]
-        gw = r.gw or gateways.get(r.dst.version)
-        if gw is None:
-            raise CNIError(Code.INVALID_CONFIG, f"route {r.dst} has no gateway and IPAM gave no address of its family")
-        routes.add(
-            att.pod,  # type: ignore[arg-type]
-            r.dst,
-            index,
-            gw=gw,
-            # A gateway other than the ptp one has no link route: reach it on-link.
-            onlink=gw not in gateways.values(),
-            table=r.table,
-            priority=r.priority,
-            mtu=r.mtu,
-            advmss=r.advmss,
-            exist_ok=True,
-        )
+            routes.add(pod, ip.address.network, index, gw=gw, src=ip.address.ip, exist_ok=True)
+    routes.add_lease_routes(pod, index, att.leased.routes, gateways, point_to_point=True)
 
 
 def settle(att: Attachment) -> None:
@@ -132,13 +123,13 @@ def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
     ), 1
 
 
-def observe_host(att: Attachment) -> list[str]:
+def observe(att: Attachment) -> list[str]:
     """What differs on the host side from what setup_host made (for CHECK)."""
     problems = []
-    index = att.host_link.index  # type: ignore[union-attr]
+    index = att.host_veth.index
     have_addrs = {a for a, _ in addresses.on_link(att.host, index)}
     have_routes = {(r.dst, r.oif) for r in routes.dump(att.host)}
-    for ip in att.lease.ips:  # type: ignore[union-attr]
+    for ip in att.leased.ips:
         if ip.gateway is not None:
             want = ipaddress.ip_interface(f"{ip.gateway}/{ip.gateway.max_prefixlen}")
             if want not in have_addrs:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Any, Union
+from collections.abc import Iterable
+from typing import Any
 
 from . import versions
 from .errors import CNIError, Code
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +166,16 @@ def _parse(obj: Any, version: str) -> Result:
     return Result(interfaces, ips, routes, _dns_in({} if dns is None else dns))
 
 
-def _list(obj: dict, key: str) -> list:
+def gateways(ips: Iterable[IPConfig]) -> dict[int, IPAddress]:
+    """Gateway of the first address of each family (4 and 6) that has one."""
+    out: dict[int, IPAddress] = {}
+    for ip in ips:
+        if ip.gateway is not None:
+            out.setdefault(ip.address.version, ip.gateway)
+    return out
+
+
+def _list(obj: dict[str, Any], key: str) -> list[Any]:
     value = obj.get(key)
     if value is None:
         return []
@@ -241,7 +251,7 @@ def _dns_in(d: Any) -> DNS:
     )
 
 
-def _str(obj: dict, key: str, where: str) -> str:
+def _str(obj: dict[str, Any], key: str, where: str) -> str:
     value = obj.get(key, "")
     if value is None:
         return ""
@@ -250,27 +260,28 @@ def _str(obj: dict, key: str, where: str) -> str:
     return value
 
 
-def _required_str(obj: dict, key: str, where: str) -> str:
+def _required_str(obj: dict[str, Any], key: str, where: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value:
         raise ValueError(f"{where}.{key} is required")
     return value
 
 
-def _strings(obj: dict, key: str) -> tuple[str, ...]:
+def _strings(obj: dict[str, Any], key: str) -> tuple[str, ...]:
     value = obj.get(key) or []
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise TypeError(f"dns.{key} must be a list of strings")
     return tuple(value)
 
 
-def _address_or_none(obj: dict, key: str, where: str) -> IPAddress | None:
+def _address_or_none(obj: dict[str, Any], key: str, where: str) -> IPAddress | None:
     value = obj.get(key)
     if value in (None, ""):
         return None
     if not isinstance(value, str):
         raise TypeError(f"{where}.{key} must be a string")
-    return _located(ipaddress.ip_address, value, f"{where}.{key}")
+    address: IPAddress = _located(ipaddress.ip_address, value, f"{where}.{key}")
+    return address
 
 
 def _located(parse: Any, value: str, where: str) -> Any:

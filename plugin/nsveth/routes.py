@@ -6,15 +6,17 @@ import dataclasses
 import errno
 import ipaddress
 import socket
+from collections.abc import Iterable, Mapping
 
 from . import netlink
+from .errors import CNIError, Code
 from .netlink import NetlinkError, Socket, rtmsg
-from .result import IPAddress, IPNetwork
+from .result import IPAddress, IPNetwork, Route
 
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
 RTN_UNICAST = 1
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTNH_F_ONLINK = 0x4
 RTAX_MTU, RTAX_ADVMSS = 2, 8
 RTM_F_FIB_MATCH = 0x2000  # a lookup answers with the matching FIB entry (its own prefix), not the flow
@@ -76,6 +78,34 @@ def add(
     except NetlinkError as e:
         if not (exist_ok and e.errno == errno.EEXIST):
             raise
+
+
+def add_lease_routes(
+    sock: Socket, oif: int, lease_routes: Iterable[Route], gateways: Mapping[int, IPAddress], point_to_point: bool
+) -> None:
+    """The lease's routes through `oif`, each via its own gateway or else the lease's gateway of its family.
+
+    Point-to-point, every route needs a gateway, and one other than the
+    lease's has no link route, so it is reached on-link; on a shared L2 link
+    (bridge) a route without any gateway is a direct one, in its own scope.
+    """
+    for r in lease_routes:
+        gw = r.gw or gateways.get(r.dst.version)
+        if point_to_point and gw is None:
+            raise CNIError(Code.INVALID_CONFIG, f"route {r.dst} has no gateway and IPAM gave no address of its family")
+        add(
+            sock,
+            r.dst,
+            oif,
+            gw=gw,
+            scope=None if point_to_point else r.scope,
+            onlink=point_to_point and gw not in gateways.values(),
+            table=r.table,
+            priority=r.priority,
+            mtu=r.mtu,
+            advmss=r.advmss,
+            exist_ok=True,
+        )
 
 
 def delete(sock: Socket, dst: IPNetwork, oif: int, table: int | None = None) -> bool:

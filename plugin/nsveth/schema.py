@@ -26,7 +26,8 @@ _SLOTS = 256  # at most this many remembered configs per runtime dir (one small 
 
 def load() -> dict[str, Any]:
     with open(PATH, "rb") as f:
-        return json.load(f)
+        doc: dict[str, Any] = json.load(f)
+    return doc
 
 
 def validate_cached(doc: dict[str, Any], raw: bytes, runtime_dir: object) -> None:
@@ -131,9 +132,11 @@ def _build_identity() -> bytes:
 
 
 def _stat_id(path: str | None) -> str:
+    if path is None:
+        return "-"
     try:
-        st = os.stat(path)  # type: ignore[arg-type]
-    except (OSError, TypeError):
+        st = os.stat(path)
+    except OSError:
         return "-"
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
@@ -164,16 +167,14 @@ def _lookup(directory: str, key: str) -> bool:
 
 
 def _store(runtime_dir: str, directory: str, key: str) -> None:
-    from . import state
-
     try:
         # Only inside a runtime dir the commands already made and own: a config
         # check alone (unit tests, STATUS on a fresh host) never creates one.
         if not _trusted(os.lstat(runtime_dir), stat.S_IFDIR):
             return
-        state._secure_dir(directory)
+        safefile.private_dir(directory)
         dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECTORY)
-    except (OSError, CNIError):
+    except (OSError, safefile.Unsafe):
         return
     try:
         st = os.fstat(dfd)
@@ -269,6 +270,6 @@ def _join(path: list[Any]) -> str:
 
 def _describe(e: Any) -> str:
     # jsonschema's messages quote whole subdocuments; keep them short.
-    msg = e.message
+    msg: str = e.message
     return msg if len(msg) <= 300 else msg[:297] + "..."
 

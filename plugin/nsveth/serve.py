@@ -41,6 +41,7 @@ import stat
 import struct
 import sys
 import time
+import types
 
 from . import client
 from .errors import CNIError
@@ -189,13 +190,13 @@ def warm_up() -> None:
     gc.freeze()  # the forked requests then share these pages instead of copying them for the collector
 
 
-def _compile_netlink_tables(netlink: object) -> None:
+def _compile_netlink_tables(netlink: types.ModuleType) -> None:
     """pyroute2 compiles a message class's attribute table when the class is first instantiated
     and keeps it on the class: done here, once, instead of in every forked request that encodes
     a message (veth peer, address, route...) the warm-up's link dump never decoded."""
     from pyroute2.netlink import nlmsg_base
 
-    roots = [netlink.ifinfmsg, netlink.ifaddrmsg, netlink.rtmsg, netlink.ndmsg]  # type: ignore[attr-defined]
+    roots = [netlink.ifinfmsg, netlink.ifaddrmsg, netlink.rtmsg, netlink.ndmsg]
     todo: list[type] = [v for root in roots for v in vars(sys.modules[root.__module__]).values() if isinstance(v, type)]
     seen: set[type] = set()
     while todo:
@@ -283,7 +284,7 @@ class Server:
             timeout = min([c.deadline for c in self.conns.values() if not c.child] + [now + 3600.0])
             if self.idle_exit and not self.conns:
                 timeout = min(timeout, self.last_active + self.idle_exit)
-            for fd, events in self.poll.poll(max(0, int((timeout - now) * 1000)) + 1):
+            for fd, _events in self.poll.poll(max(0, int((timeout - now) * 1000)) + 1):
                 if self.listener is not None and fd == self.listener.fileno():
                     self._accept()
                 elif fd == self.wake_r:
@@ -539,7 +540,8 @@ class Server:
         else:
             outcome = f"status {code}"
             reply = client.pack(b"X", struct.pack("!I", code))
-        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms faults={usage.ru_minflt} pid={conn.peer_pid}")  # before the reply: the client's exit follows it
+        # Logged before the reply: the client's exit follows it.
+        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms faults={usage.ru_minflt} pid={conn.peer_pid}")
         if reply:
             _send(conn.sock, reply)
         self._drop(conn, "")

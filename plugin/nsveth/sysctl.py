@@ -34,8 +34,10 @@ import stat
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import safefile
+from . import procsys, safefile
 from .errors import CNIError, Code
+from .procsys import read_fd as _read_fd
+from .procsys import write_fd as _write_fd
 
 DEFAULT_ALLOWLIST = "/etc/cni/nsveth/allowlist.conf"
 PLACEHOLDER = "IFNAME"
@@ -268,7 +270,7 @@ _FROM_ARGS = " from args.cni.sysctl"
 # scheduler / path manager look up registered names only. The allowed list is
 # in the table anyway: every name in it must be available, should a kernel
 # make it per-netns.
-MODULE_LOADING = {
+MODULE_LOADING: dict[tuple[str, ...], tuple[str, ...]] = {
     ("net", "ipv4", "tcp_congestion_control"): ("net", "ipv4", "tcp_available_congestion_control"),
     ("net", "ipv4", "tcp_allowed_congestion_control"): ("net", "ipv4", "tcp_available_congestion_control"),
 }
@@ -365,9 +367,6 @@ def compare(
 
 
 # ---------------------------------------------------------- kernel-facing part
-ROOT = "/proc/sys/net"
-
-
 def load_allowlist(path: str | None) -> Allowlist | None:
     """The admin policy: `path` (must be readable), else the default file when present, else None.
 
@@ -390,72 +389,6 @@ def load_allowlist(path: str | None) -> Allowlist | None:
     return parse_allowlist(text, path)
 
 
-class _Tree:
-    """/proc/sys/net of the calling thread's netns, opened once; files reached by a no-follow walk."""
-
-    def __init__(self) -> None:
-        self.fd = os.open(ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        self.dev = os.fstat(self.fd).st_dev
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def __enter__(self) -> _Tree:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def open(self, segments: Sequence[str], flags: int) -> int:
-        """fd of /proc/sys/net/<segments[1:]>; OSError (ENOENT, ELOOP, EACCES...) or ValueError when unsafe."""
-        if not segments or segments[0] != "net" or len(segments) < 2:
-            raise ValueError("not under /proc/sys/net")
-        for s in segments[1:]:
-            if not s or s in (".", "..") or "/" in s or "\0" in s:
-                raise ValueError(f"unsafe path segment {s!r}")
-        dir_fd = self.fd
-        try:
-            for s in segments[1:-1]:
-                fd = os.open(s, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
-                if dir_fd != self.fd:
-                    os.close(dir_fd)
-                dir_fd = fd
-                if os.fstat(fd).st_dev != self.dev:
-                    raise ValueError(f"{s} is on another filesystem")
-            fd = os.open(segments[-1], flags | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
-        finally:
-            if dir_fd != self.fd:
-                os.close(dir_fd)
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISLNK(st.st_mode):  # O_PATH|O_NOFOLLOW opens the link itself
-                raise ValueError("a symbolic link is on its path")
-            if not stat.S_ISREG(st.st_mode):
-                raise ValueError("not a regular file")
-            if st.st_dev != self.dev:
-                raise ValueError("on another filesystem")
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-
-def _read_fd(fd: int) -> str:
-    chunks = []
-    offset = 0
-    while chunk := os.pread(fd, 65536, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks).decode(errors="replace").rstrip("\n")
-
-
-def _write_fd(fd: int, value: str) -> None:
-    data = value.encode()
-    n = os.pwrite(fd, data, 0)
-    if n != len(data):
-        raise OSError(errno.EIO, f"short write ({n} of {len(data)} bytes)")
-
-
 def probe(wanted: Sequence[Sysctl], new_ifname: str) -> None:
     """Code 7 naming the first key that is not a writable per-netns sysctl here; writes nothing.
 
@@ -466,9 +399,9 @@ def probe(wanted: Sequence[Sysctl], new_ifname: str) -> None:
     """
     if not wanted:
         return
-    with _Tree() as tree:
+    with procsys.Tree() as tree:
         if os.fstatvfs(tree.fd).f_flag & os.ST_RDONLY:
-            raise CNIError(Code.KERNEL, f"{ROOT} is mounted read-only where nsveth runs: sysctls cannot be set")
+            raise CNIError(Code.KERNEL, f"{procsys.ROOT} is mounted read-only where nsveth runs: sysctls cannot be set")
         for s in wanted:
             segments = s.segments
             if s.interface() == new_ifname:
@@ -495,7 +428,7 @@ def probe(wanted: Sequence[Sysctl], new_ifname: str) -> None:
         refuse_module_loading(wanted, _listings(tree, wanted))
 
 
-def _listings(tree: _Tree, wanted: Sequence[Sysctl]) -> dict[tuple[str, ...], str | None]:
+def _listings(tree: procsys.Tree, wanted: Sequence[Sysctl]) -> dict[tuple[str, ...], str | None]:
     """Content of the MODULE_LOADING list files the wanted keys need, read in this netns."""
     out: dict[tuple[str, ...], str | None] = {}
     for s in wanted:
@@ -588,7 +521,7 @@ def apply(wanted: Sequence[Sysctl]) -> list[Original]:
     done: list[Original] = []
     if not wanted:
         return done
-    with _Tree() as tree:
+    with procsys.Tree() as tree:
         for s in wanted:
             original = _set(tree, s)
             if original is not None:
@@ -596,7 +529,7 @@ def apply(wanted: Sequence[Sysctl]) -> list[Original]:
     return done
 
 
-def _set(tree: _Tree, s: Sysctl) -> Original | None:
+def _set(tree: procsys.Tree, s: Sysctl) -> Original | None:
     try:
         fd = tree.open(s.segments, os.O_RDWR)
     except FileNotFoundError:
@@ -629,7 +562,7 @@ def restore(originals: Sequence[Original]) -> list[str]:
     failed: list[str] = []
     if not originals:
         return failed
-    with _Tree() as tree:
+    with procsys.Tree() as tree:
         for o in reversed(originals):
             try:
                 fd = tree.open(o.segments, os.O_RDWR)
@@ -653,7 +586,7 @@ def read(wanted: Sequence[Sysctl]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     if not wanted:
         return out
-    with _Tree() as tree:
+    with procsys.Tree() as tree:
         for s in wanted:
             try:
                 fd = tree.open(s.segments, os.O_RDONLY)

@@ -21,6 +21,11 @@ At logLevel debug the same phases are logged as durations.
 import os
 import time
 
+# typing's own TYPE_CHECKING would import typing (start-up time); mypy treats any name so called the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from resource import struct_rusage
+
 _T0 = time.monotonic_ns(), time.process_time_ns()
 _marks: list[tuple[str, int, int]] | None = None
 _sink: str | None = None
@@ -49,7 +54,7 @@ def durations() -> list[tuple[str, float]]:
     """(phase, ms) for each mark after the first: the time since the previous mark."""
     if not _marks:
         return []
-    return [(name, (t - prev) / 1e6) for (_, prev, _), (name, t, _) in zip(_marks, _marks[1:])]
+    return [(name, (t - prev) / 1e6) for (_, prev, _), (name, t, _) in zip(_marks, _marks[1:], strict=False)]
 
 
 def summary() -> str:
@@ -64,8 +69,9 @@ def flush(command: str) -> None:
 
     mark("exit")
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    # JSON by hand: a served request's client has not imported json (and its
-    # import, with re, costs ~8 ms CPU); the names are this module's marks.
+    # JSON by hand: a served request's client has not imported json, and
+    # importing it (with re) would be most of the client's CPU time; the names
+    # are this module's marks.
     marks = ",".join(f"[{_json_str(name)},{t},{c}]" for name, t, c in _marks)
     record = (
         f'{{"pid": {os.getpid()}, "command": {_json_str(command)}, "maxrss_kb": {usage.ru_maxrss}, '
@@ -81,8 +87,8 @@ def flush(command: str) -> None:
         os.write(2, f"nsveth: cannot write timings to {_sink}: {e.strerror}\n".encode())
 
 
-def _cpu_ns(usage: object) -> int:
-    return int((usage.ru_utime + usage.ru_stime) * 1e9)  # type: ignore[attr-defined]
+def _cpu_ns(usage: "struct_rusage") -> int:
+    return int((usage.ru_utime + usage.ru_stime) * 1e9)
 
 
 def _json_str(text: str) -> str:

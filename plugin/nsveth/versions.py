@@ -48,5 +48,5 @@ def highest_common(theirs: list[str], ceiling: str) -> str | None:
     return max(common, key=key) if common else None
 
 
-def report() -> dict:
+def report() -> dict[str, object]:
     return {"cniVersion": CURRENT, "supportedVersions": list(SUPPORTED)}

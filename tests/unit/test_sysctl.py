@@ -8,7 +8,7 @@ import pytest
 import support
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nsveth import sysctl
+from nsveth import procsys, sysctl
 from nsveth.errors import CNIError, Code
 
 
@@ -435,7 +435,7 @@ def fake_root(tmp_path, monkeypatch):
     (root / "core" / "link").symlink_to(tmp_path / "secret")
     (root / "evil").symlink_to(tmp_path)
     os.mkfifo(root / "core" / "fifo")
-    monkeypatch.setattr(sysctl, "ROOT", str(root))
+    monkeypatch.setattr(procsys, "ROOT", str(root))
     return root
 
 
@@ -464,7 +464,7 @@ def test_probe_absent_read_only_and_new_interface(fake_root):
 
 
 def test_tree_open_refuses_unsafe_segments_even_when_handed_them(fake_root):
-    tree = sysctl._Tree()
+    tree = procsys.Tree()
     try:
         for segments in [("net", "..", "secret"), ("net", "core", "."), ("kernel", "x"), ("net",), ("net", "a/b"),
                          ("net", "")]:

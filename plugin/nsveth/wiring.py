@@ -1,0 +1,58 @@
+"""The host-side wiring of a pod: what each mode implements, and the one place modes are registered.
+
+A wiring is a module (ptp: a routed veth; bridge: a veth as a bridge port)
+with the functions of `Wiring`; mypy checks each registered module against
+it. A new wiring (say macvlan) is its own module, its mode in schema.json,
+and one branch in `of`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .attachment import Attachment
+    from .request import Request
+    from .result import Interface
+
+
+class Wiring(Protocol):
+    """The steps of ADD, DEL and CHECK that differ by mode, in the order ADD runs them."""
+
+    def preflight(self, att: Attachment) -> None:
+        """Refuse before anything is written or allocated (e.g. a MAC already in use)."""
+
+    def prepare(self, att: Attachment) -> None:
+        """Complete or check the lease before anything uses it."""
+
+    def create(self, att: Attachment) -> None:
+        """Make the links: the pod interface in the pod netns (att.pod_link) and its host side (att.host_link)."""
+
+    def setup_host(self, att: Attachment) -> None:
+        """Configure the host side (addresses, routes, forwarding, bridge port)."""
+
+    def setup_pod(self, att: Attachment) -> None:
+        """Configure the pod interface: addresses, link up, the lease's routes."""
+
+    def settle(self, att: Attachment) -> None:
+        """Wait until the pod's frames leave the host side (before the announcement)."""
+
+    def interfaces(self, att: Attachment) -> tuple[tuple[Interface, ...], int]:
+        """The result's interfaces and the index of the pod interface among them."""
+
+    def observe(self, att: Attachment) -> list[str]:
+        """CHECK: what differs on the host side from what setup_host made."""
+
+    def delete(self, req: Request, record: dict[str, Any]) -> None:
+        """DEL: remove the links (best effort: what is gone is success)."""
+
+
+def of(mode: str) -> Wiring:
+    """The wiring of `mode` (bridge's import is start-up time only configs that use it pay)."""
+    if mode == "bridge":
+        from . import bridge
+
+        return bridge
+    from . import ptp
+
+    return ptp
