@@ -391,13 +391,24 @@ def _max_fd() -> int:
 def cancel(record: Any, lock_path: str) -> bool:
     """Stop the sender a state record names, if it still runs and really is the sender of
     this attachment (it holds `lock_path`'s lock); True if it was stopped."""
-    pid = senders.running(record, lock_path)
-    if pid is None:
-        return False  # finished, or the pid is someone else's
+    sender = senders.recorded(record)
+    if sender is None:
+        return False
+    # A pidfd pins the process before it is checked: if the sender exits and its pid is
+    # reused between the check and the signal, the signal goes nowhere instead of to the new owner.
     try:
-        os.kill(pid, signal.SIGTERM)
+        pidfd = os.pidfd_open(sender[0])
+    except OSError:
+        return False  # gone already
+    try:
+        pid = senders.running(record, lock_path)
+        if pid is None:
+            return False  # finished, or the pid is someone else's
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
     except ProcessLookupError:
         return False
+    finally:
+        os.close(pidfd)
     # Wait (briefly) until it is gone, so nothing is sent after DEL returns:
     # the lock goes when its descriptors close, as it exits.
     deadline = time.monotonic() + 0.5

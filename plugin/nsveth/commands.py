@@ -98,7 +98,8 @@ def _take_over_earlier(att: Attachment) -> None:
     if _interrupted(earlier):
         log.get().info("an earlier ADD of this attachment was interrupted: releasing what it left")
         _restore_recorded_sysctls(req, earlier)
-        _release(req, conf, earlier)
+        # With the IPAM config that ADD had, as DEL does: the conflist may have changed since.
+        _release(req, _recorded_conf(req, conf.runtime_dir, conf.name, earlier) or conf, earlier)
     else:
         advertise.cancel(earlier, _sender_lock(req, conf))
 
@@ -122,8 +123,10 @@ def _masquerade(att: Attachment, undo: contextlib.ExitStack) -> None:
     from . import masq
 
     ips = [ip.address for ip in att.leased.ips]
-    masq.setup(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips, conf.non_masquerade)
-    undo.callback(_quietly, masq.teardown, _masq_backend(conf), conf.name, req.container_id, req.ifname)
+    backend = _masq_backend(conf)
+    # Armed first: iptables builds the rules in several calls, and one failing midway leaves the others.
+    undo.callback(_quietly, masq.teardown, backend, conf.name, req.container_id, req.ifname)
+    masq.setup(backend, conf.name, req.container_id, req.ifname, ips, conf.non_masquerade)
 
 
 def _set_pod_ipv6(att: Attachment) -> None:
