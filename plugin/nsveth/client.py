@@ -122,6 +122,10 @@ def _serve_through(sock: _socket.socket, path: str, env: "Mapping[str, str]") ->
     except OSError as e:
         raise _Fallback(f"no server at {path}: {e}") from None
     timing.mark("serve hello")
+    # The config, the result and the namespaces go only to a server run by root.
+    _pid, server_uid, _gid = _struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))
+    if server_uid != 0:
+        raise _Fallback(f"the server at {path} is not root's (uid {server_uid})")
     if hello is None:
         raise _Fallback(f"the server at {path} closed the connection before its hello")
     kind, payload = hello

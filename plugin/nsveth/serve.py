@@ -19,7 +19,8 @@ plugin). The announcement sender it may start is a double fork in its own
 session: pdeathsig is not inherited across fork, so the sender outlives it
 as it outlives an in-process plugin.
 
-Only root peers (SO_PEERCRED uid 0 in this user namespace) are served. The
+Only root peers with the server's privileges (SO_PEERCRED uid 0, the same user
+namespace, every capability the server has) are served. The
 socket's directory must pass the runtime dir rule (state._secure_dir: owned
 by this user, writable by no one else), else the server refuses to start.
 Anything malformed on a connection closes that connection only.
@@ -330,9 +331,10 @@ class Server:
         self.last_active = time.monotonic()
         sock.setblocking(False)
         pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        if uid != 0:
-            log(f"refused pid {pid}: uid {uid} is not root")
-            _send(sock, client.pack(b"D", b"only root is served"))
+        refusal = f"uid {uid} is not root" if uid != 0 else _less_privileged(pid)
+        if refusal is not None:
+            log(f"refused pid {pid}: {refusal}")
+            _send(sock, client.pack(b"D", b"only root with the server's privileges is served"))
             sock.close()
             return
         if len(self.conns) >= MAX_CONNECTIONS:
@@ -628,6 +630,39 @@ def _max_fd() -> int:
         return max(os.sysconf("SC_OPEN_MAX"), 1024)
     except (ValueError, OSError):
         return 1 << 16
+
+
+def _less_privileged(pid: int) -> str | None:
+    """Why a uid-0 peer may not have its request run here, None if it may.
+
+    uid 0 is not privilege: a container's root runs with fewer capabilities, a
+    seccomp filter and its own user namespace. The request runs with the
+    server's capabilities and executes the IPAM plugin the caller names, so a
+    caller is served only when it could have run the plugin itself: same user
+    namespace, and every capability the server has.
+    """
+    try:
+        if _user_ns(str(pid)) != _user_ns("self"):
+            return "it is in another user namespace"
+        theirs, ours = _cap_eff(str(pid)), _cap_eff("self")
+    except OSError as e:
+        return f"its credentials cannot be read: {e.strerror or e}"
+    if theirs & ours != ours:
+        return f"it lacks capabilities the server has (CapEff {theirs:#x}, the server's {ours:#x})"
+    return None
+
+
+def _user_ns(pid: str) -> tuple[int, int]:
+    st = os.stat(f"/proc/{pid}/ns/user")
+    return st.st_dev, st.st_ino
+
+
+def _cap_eff(pid: str) -> int:
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"CapEff:"):
+                return int(line.split()[1], 16)
+    raise OSError(0, "no CapEff in its status")
 
 
 def _setns(fd: int, kind: int) -> None:

@@ -10,12 +10,15 @@ kill the client or the server at a known point and see what dies.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import struct
 import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
@@ -214,6 +217,58 @@ def test_non_root_clients_are_not_served(server):
     assert out.startswith("None ") and "refused this client" in out, out
     assert "is not root" in server.log()
     still_serves(server)
+
+
+def test_root_without_the_servers_privileges_is_not_served(server):
+    """uid 0 is not privilege: a root client with no capabilities (an empty bounding set,
+    as in a restricted container) or in its own user namespace runs in-process, with its
+    own privileges, and the server logs why."""
+    env = {**os.environ, "CNI_COMMAND": "VERSION", "NSVETH_SOCKET": server.socket}
+    for prefix, why in (
+        (["setpriv", "--bounding-set=-all", "--inh-caps=-all"], "lacks capabilities the server has"),
+        (["unshare", "--user", "--map-root-user"], "in another user namespace"),
+    ):
+        served = server.served_count()
+        proc = subprocess.run([*prefix, support.EXECUTABLE], env=env, capture_output=True, timeout=60)
+        assert proc.returncode == 0 and json.loads(proc.stdout)["supportedVersions"], proc
+        assert server.served_count() == served
+        assert why in server.log(), server.log()[-2000:]
+    still_serves(server)
+
+
+def test_the_client_hands_nothing_to_a_server_that_is_not_roots():
+    """A socket at the path answered by another user gets nothing: the client runs in-process."""
+    where = tempfile.mkdtemp(prefix="nsvfake-")  # pytest's tmp_path is root-only: nobody could not bind there
+    os.chmod(where, 0o777)
+    path = os.path.join(where, "nsveth.sock")
+    fake = subprocess.Popen(
+        [sys.executable, "-c", FAKE_SERVER, path, os.path.join(support.REPO, "plugin")],
+        preexec_fn=lambda: (os.setgroups([]), os.setgid(65534), os.setuid(65534)),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == b"listening\n"
+        status = client.handoff({"CNI_COMMAND": "VERSION", "NSVETH_SOCKET": path})
+        assert status is None and "is not root's (uid 65534)" in client.fallback_reason, client.fallback_reason
+    finally:
+        fake.kill()
+        fake.wait()
+        shutil.rmtree(where)
+
+
+# Accepts one connection and greets it as an nsveth server of the same build would.
+FAKE_SERVER = """
+import socket, sys
+sys.path.insert(0, sys.argv[2])
+from nsveth import client
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen()
+print("listening", flush=True)
+c, _ = s.accept()
+c.sendall(client.pack(b"H", client.PROTOCOL + b"\\0" + client.build_id()))
+c.recv(1)
+"""
 
 
 def test_fifty_parallel_adds_and_dels_through_one_server(net, server):
