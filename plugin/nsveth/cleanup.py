@@ -44,7 +44,7 @@ class Plan:
 
     attachments: list[dict[str, Any]]
     bridges: list[str]  # marked, no ports: removed
-    busy_bridges: list[str]  # marked, with ports: kept
+    busy_bridges: dict[str, list[str]]  # marked, with ports (their names): kept
     nft_chains: list[str] | None  # None: no table
     ipt_chains: list[str]
     runtime_dir: str | None  # None: nothing there
@@ -84,7 +84,10 @@ def survey(runtime_dir: str) -> Plan:
 
     with Socket() as sock:
         every = links.dump(sock)
-    ports = {link.master for link in every if link.master}
+    ports: dict[int, list[str]] = {}
+    for link in every:
+        if link.master:
+            ports.setdefault(link.master, []).append(link.name)
     marked = [link for link in every if link.kind == "bridge" and link.alias == MARK]
     unknown: list[str] = []
     present = os.path.lexists(runtime_dir)
@@ -93,7 +96,7 @@ def survey(runtime_dir: str) -> Plan:
     return Plan(
         attachments=inspection.collect(runtime_dir),
         bridges=sorted(b.name for b in marked if b.index not in ports),
-        busy_bridges=sorted(b.name for b in marked if b.index in ports),
+        busy_bridges={b.name: sorted(ports[b.index]) for b in marked if b.index in ports},
         nft_chains=masq.nft_table_chains(),
         ipt_chains=masq.ipt_chains(),
         runtime_dir=runtime_dir if present else None,
@@ -191,6 +194,39 @@ def remove(plan: Plan) -> list[str]:
     return failures
 
 
+def unrecorded_use(plan: Plan) -> list[str]:
+    """What is in use on the host that no record in this runtime dir explains.
+
+    The table, the chains and the bridges are shared by every runtimeDir on the
+    host: a port on a marked bridge, or a masquerade chain no record here names,
+    belongs to a live pod of another runtime dir (or a mistyped --runtime-dir),
+    and removing the table or the bridge would cut its traffic.
+    """
+    from . import masq
+
+    ids = [(str(a["network"]), str(a["containerID"]), str(a["ifname"])) for a in plan.attachments]
+    nft_known = {masq.nft_chain(*i) for i in ids}
+    ipt_known = {masq.iptables_chain(*i) for i in ids}
+    veths = {a["hostIfname"] for a in plan.attachments}
+    foreign_ports = {b: [p for p in ports if p not in veths] for b, ports in plan.busy_bridges.items()}
+    return (
+        [f"bridge {b} has ports {', '.join(p)}" for b, p in foreign_ports.items() if p]
+        + [f"nftables chain {c}" for c in plan.nft_chains or [] if c not in nft_known]
+        + [f"iptables chain {c}" for c in plan.ipt_chains if c not in ipt_known]
+    )
+
+
+def _refuse_unrecorded_use(plan: Plan, err: Any) -> bool:
+    in_use = unrecorded_use(plan)
+    if in_use:
+        err.write(
+            f"nsveth cleanup: in use, but not by an attachment recorded in {plan.runtime_dir or 'this runtime dir'} "
+            "(pods of another runtimeDir, or a mistyped --runtime-dir); nothing was removed:\n"
+        )
+        err.writelines(f"  {u}\n" for u in in_use)
+    return bool(in_use)
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
@@ -207,6 +243,8 @@ def main(argv: list[str]) -> int:
         )
         err.write(inspection.table(plan.attachments))
         return 1
+    if _refuse_unrecorded_use(plan, err):
+        return 1
     verb = "would remove" if args.dry_run else "removed"
     if plan.attachments:
         if args.dry_run:
@@ -218,9 +256,10 @@ def main(argv: list[str]) -> int:
                 err.writelines(f"  {f}\n" for f in failures)
                 return 1
             plan = survey(args.runtime_dir)
+            if _refuse_unrecorded_use(plan, err):
+                return 1
     failures = [] if args.dry_run else remove(plan)
     out.writelines(f"{verb}: {r}\n" for r in plan.removals())
-    out.writelines(f"kept: bridge {b} (it still has ports)\n" for b in plan.busy_bridges)
     out.writelines(f"kept: {u} (not made by nsveth; the runtime dir stays)\n" for u in plan.unknown)
     if not plan.removals() and not args.dry_run:
         out.write("nothing of nsveth's to remove\n")

@@ -238,7 +238,22 @@ def test_cleanup_force_tears_attachments_down_as_del_would(cli, inproc, tmp_path
         b.delete()
 
 
-def test_cleanup_keeps_bridges_with_ports_and_runtime_dirs_with_foreign_files(cli, inproc, net, pod_ns):
+def test_cleanup_refuses_what_no_record_here_explains_and_keeps_foreign_files(cli, inproc, net, pod_ns, tmp_path):
+    """The table, chains and bridges are the host's: a pod of another runtimeDir (or a mistyped
+    --runtime-dir) still uses them, so cleanup removes nothing, even with --force."""
+    other = Network(str(tmp_path / "other"), "10.79.0.0/24")
+    oconf = other.conf(ipMasq=True)
+    add(inproc, oconf, "ctr-other", pod_ns)
+    try:
+        assert nft_table(inproc.host)
+        for extra in ((), ("--force",)):
+            status, out, err = cli("cleanup", "--runtime-dir", net.runtime_dir, *extra)
+            assert status == 1 and "not by an attachment recorded" in err and "nftables chain nsveth" not in out, err
+            assert f"nftables chain {other.name}-" in err, err
+            assert nft_table(inproc.host) and len(host_veths(inproc.host)) == 1
+    finally:
+        assert inproc.run("DEL", oconf, container_id="ctr-other", netns=pod_ns.path).status == 0
+
     bridge = unique("brb")
     conf = net.conf(mode="bridge", bridge=bridge)
     add(inproc, conf, "ctr-x", pod_ns)
@@ -246,11 +261,16 @@ def test_cleanup_keeps_bridges_with_ports_and_runtime_dirs_with_foreign_files(cl
     port = unique("vq")
     inproc.host.run("ip", "link", "add", port, "type", "veth", "peer", "name", unique("vq"))
     inproc.host.run("ip", "link", "set", port, "master", bridge)
+    status, out, err = cli("cleanup", "--runtime-dir", net.runtime_dir)
+    assert status == 1 and f"bridge {bridge} has ports {port}" in err, (out, err)
+    assert bridge in inproc.host.links() and os.path.isdir(net.runtime_dir)
+
+    inproc.host.run("ip", "link", "del", port)
     stray = os.path.join(net.runtime_dir, "notes.txt")
     with open(stray, "w") as f:
         f.write("mine")
     status, out, err = cli("cleanup", "--runtime-dir", net.runtime_dir)
     assert status == 0, err
-    assert f"kept: bridge {bridge} (it still has ports)" in out
+    assert f"removed: bridge {bridge}" in out
     assert f"kept: {stray} (not made by nsveth; the runtime dir stays)" in out
-    assert bridge in inproc.host.links() and os.path.exists(stray)
+    assert bridge not in inproc.host.links() and os.path.exists(stray)
