@@ -259,7 +259,15 @@ class Server:
             return ""
 
     def served(self, pid: int) -> bool:
-        return f" pid={pid}\n" in self.log()
+        """Whether the server ran the request of client `pid` (not one whose set-up failed,
+        which the client then ran itself: that line says "not started")."""
+        return any(
+            line.endswith(f" pid={pid}") and "not started" not in line for line in self.log().splitlines()
+        )
+
+    def served_count(self) -> int:
+        """Requests the server ran (one log line each, naming the client's pid)."""
+        return sum(" pid=" in line and "not started" not in line for line in self.log().splitlines())
 
     def stop(self, timeout: float = 30) -> int | None:
         return stop(self.proc, timeout) if self.proc is not None else None

@@ -342,7 +342,7 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str, mode
     if mode == "served" and chain[0] != "nsveth":
         pytest.skip("the warm server is nsveth's")
     server = request.getfixturevalue("nsveth_server") if mode == "served" else None
-    served_before = server.log().count(" pid=") if server else 0
+    served_before = server.served_count() if server else 0
     daemon = make_containerd(server.socket if server else "off")
     fw_before = cnienv.firewall_snapshot(env.host_ns)
     mappings = [{"protocol": "TCP", "container_port": POD_PORT, "host_port": HOST_PORT}] \
@@ -399,7 +399,7 @@ def test_cri_pod_lifecycle(env: CniEnv, make_containerd: Any, variant: str, mode
     if server is not None:
         # ADD and the three DELs of this pod, each run by the server (one log line per request).
         nsveth_calls = [c for c in calls if c.plugin == "nsveth"]
-        served = server.log().count(" pid=") - served_before
+        served = server.served_count() - served_before
         assert served >= len(nsveth_calls) == 4, (served, nsveth_calls, server.log()[-2000:])
 
 

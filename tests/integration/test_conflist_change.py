@@ -117,13 +117,22 @@ def test_record_config_naming_another_network_is_not_trusted(inproc, pod_ns, net
     assert inproc.run("ADD", before, container_id=CID, netns=pod_ns.path).status == 0
     path = net.record_path(CID)
     record = net.record(CID)
+    # The same attachment's record under the network its forged config names, itself
+    # naming this one: trusting either would remove the other by the wrong names.
+    elsewhere = os.path.join(net.runtime_dir, "somewhere-else")
+    os.mkdir(elsewhere, 0o700)
+    fd = os.open(os.path.join(elsewhere, f"{CID}:eth0.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
     record["config"] = json.dumps({**before, "name": "somewhere-else"})
     with open(path, "w") as f:
         json.dump(record, f)
     after = conf_b(net, tmp_path, unique("nt-b-"), str(tmp_path / "ipam-b"))
     dele = inproc.run("DEL", after, container_id=CID, netns=pod_ns.path)
     assert dele.status == 0, dele.stdout
-    assert records(net.runtime_dir) == [f"{net.name}/{CID}:eth0.json"]
+    assert records(net.runtime_dir) == sorted([f"{net.name}/{CID}:eth0.json", f"somewhere-else/{CID}:eth0.json"])
+    assert leases(net.ipam_dir, net.name) == ["10.77.0.2"]
+    os.unlink(os.path.join(elsewhere, f"{CID}:eth0.json"))
     assert inproc.run("DEL", before, container_id=CID, netns=pod_ns.path).status == 0
     assert leases(net.ipam_dir, net.name) == [] and records(net.runtime_dir) == []
 
