@@ -35,6 +35,7 @@ import dataclasses
 import errno
 import gc
 import os
+import resource
 import select
 import signal
 import socket
@@ -79,6 +80,11 @@ def main(argv: list[str]) -> int:
     except (OSError, CNIError) as e:
         log(f"cannot serve: {getattr(e, 'msg', None) or e}")
         return 1
+    # Each connection holds up to 7 descriptors (its socket and the caller's 6): with the usual
+    # soft limit of 1024, MAX_CONNECTIONS pending clients would run the server out of them.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     warm_up()
     log(f"serving {owned or _name(listener)} (build {client.build_id().decode(errors='replace')})")
     return Server(listener, owned, opts.idle_exit).run()
