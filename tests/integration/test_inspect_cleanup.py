@@ -162,12 +162,18 @@ def test_help_and_usage_errors(cli, tmp_path):
 
 
 # ------------------------------------------------------------------ cleanup
-def test_cleanup_refuses_while_attachments_exist_then_removes_what_nsveth_left(cli, inproc, tmp_path):
-    bridge_net = Network(str(tmp_path), "10.78.0.0/24")
+def two_networks(tmp_path) -> tuple[Network, str, dict, dict]:
+    """One runtime dir with two masquerading networks: a bridge (nftables) and a ptp (iptables)."""
+    net = Network(str(tmp_path), "10.78.0.0/24")
     bridge = unique("brb")
-    bconf = bridge_net.conf(mode="bridge", bridge=bridge, isGateway=True, ipMasq=True)
-    pconf = {**bridge_net.conf(ipMasq=True, ipMasqBackend="iptables"), "name": unique("nt-")}
+    bconf = net.conf(mode="bridge", bridge=bridge, isGateway=True, ipMasq=True)
+    pconf = {**net.conf(ipMasq=True, ipMasqBackend="iptables"), "name": unique("nt-")}
     pconf["ipam"] = {**pconf["ipam"], "ranges": [[{"subnet": "10.79.0.0/24"}]]}
+    return net, bridge, bconf, pconf
+
+
+def test_cleanup_refuses_while_attachments_exist_then_removes_what_nsveth_left(cli, inproc, tmp_path):
+    bridge_net, bridge, bconf, pconf = two_networks(tmp_path)
     foreign = unique("brf")
     inproc.host.run("ip", "link", "add", foreign, "type", "bridge")  # not nsveth's: never touched
     a, b = Netns("nsvp-"), Netns("nsvp-")
@@ -209,11 +215,7 @@ def test_cleanup_refuses_while_attachments_exist_then_removes_what_nsveth_left(c
 
 
 def test_cleanup_force_tears_attachments_down_as_del_would(cli, inproc, tmp_path):
-    net = Network(str(tmp_path), "10.78.0.0/24")
-    bridge = unique("brb")
-    bconf = net.conf(mode="bridge", bridge=bridge, isGateway=True, ipMasq=True)
-    pconf = {**net.conf(ipMasq=True, ipMasqBackend="iptables"), "name": unique("nt-")}
-    pconf["ipam"] = {**pconf["ipam"], "ranges": [[{"subnet": "10.79.0.0/24"}]]}
+    net, bridge, bconf, pconf = two_networks(tmp_path)
     a, b = Netns("nsvp-"), Netns("nsvp-")
     try:
         add(inproc, bconf, "ctr-bridge", a)
