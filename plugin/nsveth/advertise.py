@@ -9,8 +9,11 @@ updates an existing entry from either; it does not create new entries from
 them (arp_accept, accept_untracked_na), so only stale caches change.
 
 Rounds: ADD sends the first one itself; the rest come from a detached
-process (see `_detach`) so that ADD returns at once. It runs unprivileged
-(see `_drop_privileges`). Before every round that process re-reads the link
+process (see `_detach`) so that ADD returns at once. In plugin mode that is
+a forked sender; a served request process (serve.py) is already a process of
+its own, so it sends the rest itself once its request is answered
+(`keep_rest_here`), which saves ADD two forks of a large process. Either way
+the sender runs unprivileged (see `_drop_privileges`). Before every round that process re-reads the link
 by ifindex and stops if it is gone or its MAC has changed; DEL and GC end it
 early with SIGTERM, but only once the attachment's sender lock (a POSIX lock
 on a root-only file, taken before it dropped root) shows that the pid in the
@@ -225,6 +228,7 @@ def announce(pod_fd: int, plan: Plan, lock_path: str) -> dict[str, int] | None:
     except OSError as e:
         log.get().warning("cannot announce addresses of ifindex %d: %s", plan.ifindex, e.strerror or e)
         return None
+    kept = False
     try:
         failures = announcer.send_round()
         for f in failures:
@@ -232,15 +236,92 @@ def announce(pod_fd: int, plan: Plan, lock_path: str) -> dict[str, int] | None:
         if plan.count <= 1:
             return None
         try:
+            if _rest_here is not None:
+                kept = True
+                return _keep(announcer, time.monotonic(), lock_path)
             return _detach(announcer, time.monotonic(), lock_path)
         except OSError as e:
+            kept = False
             log.get().warning("cannot start the announcement sender: %s", e.strerror or e)
             return None
     finally:
-        # The parent's copies; the sender has its own. (Closing the last
-        # reference to a packet socket waits for an RCU grace period, about
-        # 10 ms: with a sender running, the sender pays it, in the background.)
-        announcer.close()
+        if not kept:
+            # The parent's copies; a forked sender has its own. (Closing the last
+            # reference to a packet socket waits for an RCU grace period, about
+            # 10 ms: with a sender running, the sender pays it, in the background.)
+            announcer.close()
+
+
+@dataclasses.dataclass
+class _Rest:
+    """The rounds after the first, kept for this process to send after its request is answered."""
+
+    announcer: Announcer
+    first_round: float
+    lock_fd: int  # the sender lock, held by this process
+
+
+# Set once, before the command runs, in a served request process (keep_rest_here);
+# None in plugin mode. The process is single-threaded and runs one request.
+_rest_here: list[_Rest] | None = None
+
+
+def keep_rest_here() -> None:
+    """This process sends the later rounds itself, after its request is answered (`send_rest_here`).
+
+    For a served request process: it is already a process apart from the
+    plugin's caller, and the server answers the client before it ends, so
+    continuing in it replaces the detached sender's double fork. Until the
+    answer it is still the request's process, killed with it (the runtime's
+    kill of the plugin, or the server's end): then the sender is gone with
+    the ADD the runtime gave up on, whose DEL finds no sender to stop.
+    """
+    global _rest_here
+    _rest_here = []
+
+
+def _keep(announcer: Announcer, first_round: float, lock_path: str) -> dict[str, int]:
+    """The sender is this process: take the sender lock now, while root, and keep the rest for later."""
+    assert _rest_here is not None
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.lockf(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    # A DEL that stops this sender (SIGTERM) before the answer must not cut the ADD short:
+    # the signal waits until the request is answered (see send_rest_here).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    _rest_here.append(_Rest(announcer, first_round, lock_fd))
+    pid = os.getpid()
+    start = start_time(pid)
+    return {"pid": pid, "start": start if start is not None else -1}
+
+
+def _drop_rest() -> bool:
+    """Forget the kept rounds (the ADD is rolled back): sockets closed, sender lock released."""
+    if not _rest_here:
+        return False
+    rest = _rest_here.pop()
+    rest.announcer.close()
+    os.close(rest.lock_fd)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    return True
+
+
+def kept_rest() -> bool:
+    """Whether this process kept later rounds to send (see keep_rest_here)."""
+    return bool(_rest_here)
+
+
+def send_rest_here() -> None:
+    """In a served request process whose request is answered: send the kept rounds, then exit.
+
+    The caller (serve.py) has made the process independent of the server first."""
+    assert _rest_here
+    rest = _rest_here.pop()
+    keep = [*rest.announcer.fds(), rest.lock_fd]
+    _sender_main(rest.announcer, rest.first_round, keep, rest.lock_fd, None)  # never returns
 
 
 def _detach(announcer: Announcer, first_round: float, lock_path: str) -> dict[str, int]:
@@ -304,15 +385,16 @@ def _fork_sender(announcer: Announcer, first_round: float, lock_fd: int) -> dict
     return {"pid": sender_pid, "start": start if start is not None else -1}
 
 
-def _sender_main(announcer: Announcer, first_round: float, keep: list[int], lock_fd: int, ready: int) -> None:
+def _sender_main(announcer: Announcer, first_round: float, keep: list[int], lock_fd: int, ready: int | None) -> None:
     """The detached sender's whole life. It touches only its sockets, the
     clock and sleep: no logging, locks or imports inherited in unknown states
     (in tests this is a fork of the test process), and ends with os._exit.
 
     First, while still root: the sender lock (proof for DEL/GC that this pid
-    is this attachment's sender), then privileges dropped for good and a
-    deadline armed; only then is its pid reported (`ready`). Any failure
-    there ends it before it sends anything."""
+    is this attachment's sender; a served request process took it already,
+    `ready` None), then privileges dropped for good and a deadline armed;
+    only then is its pid reported (`ready`). Any failure there ends it
+    before it sends anything."""
     try:
         with contextlib.suppress(ValueError):  # only the main thread may; after fork this one is
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -320,12 +402,15 @@ def _sender_main(announcer: Announcer, first_round: float, keep: list[int], lock
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
         plan = announcer.plan
-        fcntl.lockf(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if ready is not None:
+            fcntl.lockf(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _drop_privileges()
         # Hard deadline: the last round is due (count - 1) x interval after the
         # first; SIGALRM (default action: terminate) ends it a little later whatever happens.
         signal.alarm(int((plan.count - 1) * plan.interval_ms / 1000) + 3)
-        os.write(ready, struct.pack("=i", os.getpid()))
+        if ready is not None:
+            os.write(ready, struct.pack("=i", os.getpid()))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a DEL's stop, held back until now (_keep)
         _detach_fds(keep)
         interval = plan.interval_ms / 1000.0
         for n in range(1, plan.count):
@@ -394,6 +479,8 @@ def cancel(record: Any, lock_path: str) -> bool:
     sender = senders.recorded(record)
     if sender is None:
         return False
+    if sender[0] == os.getpid():
+        return _drop_rest()  # this served request process is the sender: its ADD is rolled back
     # A pidfd pins the process before it is checked: if the sender exits and its pid is
     # reused between the check and the signal, the signal goes nowhere instead of to the new owner.
     try:

@@ -15,9 +15,12 @@ changes to its working directory, takes its stdin, stdout and stderr, its
 umask and its environment, and then runs exactly what plugin mode runs
 in-process (main.plugin). It dies with the server (PR_SET_PDEATHSIG) and is
 killed the moment its client's connection hangs up (the runtime killed the
-plugin). The announcement sender it may start is a double fork in its own
-session: pdeathsig is not inherited across fork, so the sender outlives it
-as it outlives an in-process plugin.
+plugin). It reports its exit status to the server on a socket pair of its
+own (`report`), having let go of the caller's descriptors, and the server
+answers the client at once. An ADD's process then goes on as the sender of
+the later announcement rounds (advertise.keep_rest_here): in its own session,
+no longer dying with the server, as a forked sender outlives an in-process
+plugin.
 
 Only root peers with the server's privileges (SO_PEERCRED uid 0, the same user
 namespace, every capability the server has) are served. The
@@ -232,6 +235,7 @@ class Conn:
     fds: list[int] = dataclasses.field(default_factory=list)
     child: int = 0
     pidfd: int = -1
+    report: socket.socket | None = None  # the server's end of the request process's status channel
     started: float = 0.0
     what: str = ""
     gone: bool = False
@@ -255,8 +259,11 @@ class Server:
         self.idle_exit = idle_exit
         self.build = client.build_id()
         self.pid = os.getpid()
+        self.own_mnt = _own_ns("mnt")  # the mount namespace its request processes start in
         self.conns: dict[int, Conn] = {}  # by connection fd
         self.children: dict[int, Conn] = {}  # by pidfd
+        self.reports: dict[int, Conn] = {}  # by report socket fd
+        self.answered: dict[int, int] = {}  # pidfd -> pid: processes that reported (senders now), still to reap
         self.spare: Spare | None = None
         self.spare_lost = 0.0  # when a spare last died before it got a request (no new one for a second)
         self.stopping = ""  # why the server is ending, once it is
@@ -305,6 +312,10 @@ class Server:
                     self._spare_died()
                 elif fd in self.children:
                     self._reap(self.children[fd])
+                elif fd in self.reports:
+                    self._reported(self.reports[fd])
+                elif fd in self.answered:
+                    self._reap_answered(fd)
                 elif fd in self.conns:
                     conn = self.conns[fd]
                     try:
@@ -422,21 +433,34 @@ class Server:
         t0 = time.monotonic_ns()
         if not self._hand_to_spare(conn, payload, t0):
             try:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            except OSError as e:
+                _send(conn.sock, client.pack(b"F", f"socketpair: {e}".encode()))
+                self._drop(conn, f"cannot make a status channel: {e}")
+                return
+            try:
                 pid = os.fork()
             except OSError as e:
+                ours.close()
+                theirs.close()
                 _send(conn.sock, client.pack(b"F", f"fork: {e}".encode()))
                 self._drop(conn, f"cannot fork: {e}")
                 return
             if pid == 0:
-                self._leave_server([conn.sock.fileno(), *conn.fds])
-                self._become_request(conn.sock, conn.fds, umask, env, t0, "fork")  # never returns
-            conn.child = pid
+                self._leave_server([conn.sock.fileno(), theirs.fileno(), *conn.fds])
+                self._become_request(conn.sock, theirs, conn.fds, umask, env, t0, "fork")  # never returns
+            theirs.close()
+            conn.child, conn.report = pid, ours
             conn.pidfd = os.pidfd_open(pid)
         for fd in conn.fds:
             os.close(fd)
         conn.fds = []
         self.children[conn.pidfd] = conn
         self.poll.register(conn.pidfd, select.POLLIN)
+        assert conn.report is not None
+        conn.report.setblocking(False)
+        self.reports[conn.report.fileno()] = conn
+        self.poll.register(conn.report.fileno(), select.POLLIN)
 
     # ------------------------------------------------------- the spare
     # A request process is forked before its request arrives, so the fork and
@@ -447,7 +471,7 @@ class Server:
     def _fork_spare(self) -> None:
         if self.spare is not None or self.stopping or time.monotonic() - self.spare_lost < 1.0:
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
             pid = os.fork()
         except OSError as e:
@@ -481,8 +505,8 @@ class Server:
         finally:
             if memfd >= 0:
                 os.close(memfd)
-            spare.ctl.close()
-        conn.child, conn.pidfd = spare.pid, spare.pidfd
+        # The same socket pair carries the request's status back (see _reported).
+        conn.child, conn.pidfd, conn.report = spare.pid, spare.pidfd, spare.ctl
         return True
 
     def _spare_died(self) -> None:
@@ -521,22 +545,37 @@ class Server:
             sock_fd, memfd, *caller_fds = fds
             payload = os.pread(memfd, client.MAX_PAYLOAD + 1, 0)
             os.close(memfd)
-            ctl.close()
             umask, env = _decode(payload)
             sock = socket.socket(fileno=sock_fd)
         except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
             os._exit(SETUP_FAILED)
-        self._become_request(sock, caller_fds, umask, env, t0, "spare")
+        self._become_request(sock, ctl, caller_fds, umask, env, t0, "spare")
+
+    def _reported(self, conn: Conn) -> None:
+        """The request's process reports its status (it has let go of the caller's descriptors):
+        the client is answered now, whether the process ends now or goes on as a sender."""
+        assert conn.report is not None
+        try:
+            data = conn.report.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if len(data) != _REPORT.size:  # it ended without a report (or garbled one): its exit tells (_reap)
+            self._close_report(conn)
+            return
+        status, cpu_us, faults = _REPORT.unpack(data)
+        del self.children[conn.pidfd]
+        self.answered[conn.pidfd] = conn.child  # its pidfd stays registered: reaped when it ends
+        self._answer(conn, f"status {status}", client.pack(b"X", struct.pack("!I", status & 0xFFFFFFFF)), cpu_us / 1000, faults)
 
     def _reap(self, conn: Conn) -> None:
+        """The request's process ended before it reported a status."""
         _, wstatus, usage = os.wait4(conn.child, 0)  # its CPU includes the children it waited for (IPAM)
-        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
         code = os.waitstatus_to_exitcode(wstatus)
         self.poll.unregister(conn.pidfd)
         del self.children[conn.pidfd]
         os.close(conn.pidfd)
-        self.last_active = time.monotonic()
-        ms = (self.last_active - conn.started) * 1000
         reply = b""
         if code == SETUP_FAILED:
             outcome = "not started (see the client)"
@@ -548,12 +587,33 @@ class Server:
         else:
             outcome = f"status {code}"
             reply = client.pack(b"X", struct.pack("!I", code))
+        self._answer(conn, outcome, reply, (usage.ru_utime + usage.ru_stime) * 1000, usage.ru_minflt)
+
+    def _answer(self, conn: Conn, outcome: str, reply: bytes, cpu_ms: float, faults: int) -> None:
+        self.last_active = time.monotonic()
+        ms = (self.last_active - conn.started) * 1000
         # Logged before the reply: the client's exit follows it.
-        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms faults={usage.ru_minflt} pid={conn.peer_pid}")
+        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms faults={faults} pid={conn.peer_pid}")
         if reply:
             _send(conn.sock, reply)
         self._drop(conn, "")
         self._fork_spare()  # for the next request: after this one, not competing with it for CPU
+
+    def _reap_answered(self, pidfd: int) -> None:
+        """A process that reported its status has ended (its sender's rounds, if any, are done)."""
+        pid = self.answered.pop(pidfd)
+        self.poll.unregister(pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.wait4(pid, 0)
+        os.close(pidfd)
+
+    def _close_report(self, conn: Conn) -> None:
+        if conn.report is not None:
+            fd = conn.report.fileno()
+            if self.reports.pop(fd, None) is not None:
+                self.poll.unregister(fd)
+            conn.report.close()
+            conn.report = None
 
     def _drop(self, conn: Conn, why: str) -> None:
         if why:
@@ -561,6 +621,7 @@ class Server:
         for fd in conn.fds:
             os.close(fd)
         conn.fds = []
+        self._close_report(conn)
         fd = conn.sock.fileno()
         if fd in self.conns:
             del self.conns[fd]
@@ -588,19 +649,23 @@ class Server:
         except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
             os._exit(70)
 
-    def _become_request(self, sock: socket.socket, fds: list[int], umask: int, env: dict[str, str], t0: int, how: str) -> None:
-        """In the request's process: become the caller, run the command, exit with its status."""
+    def _become_request(
+        self, sock: socket.socket, report: socket.socket, fds: list[int], umask: int, env: dict[str, str], t0: int, how: str
+    ) -> None:
+        """In the request's process: become the caller, run the command, report its status
+        (`report`), then send the announcement's later rounds, if the command kept any."""
         status = 70
         try:
             # The server's objects stay frozen: the collector never scans (nor copies) them here.
-            from . import main, timing
+            from . import advertise, main, timing
 
             timing.start(env.get("NSVETH_TIMINGS"), (t0, 0))
             timing.mark(how)
             try:
                 stdin, stdout, stderr, cwd, net, mnt = fds
                 os.umask(umask)
-                _setns(mnt, CLONE_NEWNS)
+                if _ns_id(mnt) != self.own_mnt:  # entering the namespace it is in would only cost time
+                    _setns(mnt, CLONE_NEWNS)
                 _setns(net, CLONE_NEWNET)
                 os.fchdir(cwd)
                 for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
@@ -620,7 +685,14 @@ class Server:
             timing.mark("become caller")
             sock.setblocking(True)
             sock.sendall(client.pack(b"A"))  # accepted: from here on the request is never re-run
+            advertise.keep_rest_here()
             status = main.plugin(env)
+            sends_on = status == 0 and advertise.kept_rest()
+            if sends_on:  # before the report: a server that ends once it has answered must not take the sender along
+                _leave_request()
+            _report(sock, report, status)
+            if sends_on:
+                advertise.send_rest_here()  # never returns
         except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
             try:
                 import traceback
@@ -629,6 +701,42 @@ class Server:
             finally:
                 os._exit(status)
         os._exit(status)
+
+
+_REPORT = struct.Struct("!iqq")  # a request process's status, CPU microseconds (its own and its waited-for children's), page faults
+
+
+def _report(sock: socket.socket, report: socket.socket, status: int) -> None:
+    """Tell the server the status, once nothing of the caller's stays open here: the runtime reads
+    the plugin's stdout until EOF, and the client exits when the server answers."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    sock.close()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    report.send(_REPORT.pack(status, int(cpu * 1e6), own.ru_minflt + children.ru_minflt))
+    report.close()
+
+
+def _leave_request() -> None:
+    """No longer one of the server's request processes: it outlives the server and is in a
+    session of its own, as a sender forked by an in-process plugin is."""
+    if _libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG, 0)")
+    os.setsid()
+
+
+def _ns_id(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _own_ns(kind: str) -> tuple[int, int]:
+    st = os.stat(f"/proc/self/ns/{kind}")
+    return st.st_dev, st.st_ino
+
 
 
 def _max_fd() -> int:

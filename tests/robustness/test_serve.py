@@ -62,11 +62,9 @@ def slow_ipam(tmp_path):
 
 
 def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    from nsveth import senders
+
+    return senders.start_time(pid) is not None  # None for a zombie, and for a pid read while it is reaped
 
 
 def wait_for(cond, timeout: float = 20.0, what: str = "") -> None:
@@ -360,11 +358,13 @@ def fuzz_server():
 
 
 def test_the_announcement_sender_outlives_the_server(host_ns, pod_ns, net, server):
-    """The sender a served ADD leaves (double fork, own session) is not killed with the request
-    or the server: PR_SET_PDEATHSIG is not inherited across fork. DEL then stops it as always."""
+    """The sender a served ADD leaves (its own process, which goes on after the answer in a session
+    of its own, with PR_SET_PDEATHSIG cleared) is not killed with the server. It is no longer
+    the server's request process: the server's answer came before its rounds end, and the
+    sender still holds its lock and runs unprivileged. DEL then stops it as always."""
     import json
 
-    from nsveth import advertise
+    from nsveth import advertise, senders
 
     conf = net.conf(advertise={"count": 3, "intervalMs": 2000})
     plugin = support.Plugin(host_ns, "served", server)
@@ -374,6 +374,12 @@ def test_the_announcement_sender_outlives_the_server(host_ns, pod_ns, net, serve
     with open(os.path.join(net.runtime_dir, net.name, record)) as f:
         sender = json.load(f)["advertiser"]
     assert advertise.start_time(sender["pid"]) == sender["start"]
+    lock = os.path.join(net.runtime_dir, net.name, "ctr-sender:eth0.sender")
+    assert senders.lock_holder(lock) == sender["pid"]
+    with open(f"/proc/{sender['pid']}/status") as f:
+        ids = {line.split(":")[0]: line.split()[1:] for line in f if line.startswith(("Uid:", "Gid:", "CapEff:"))}
+    assert ids["Uid"] == ["65534"] * 4 and ids["Gid"] == ["65534"] * 4 and int(ids["CapEff"][0], 16) == 0, ids
+    assert os.getsid(sender["pid"]) == sender["pid"], "the sender must lead a session of its own"
     server.proc.kill()
     server.proc.wait()
     time.sleep(0.3)
