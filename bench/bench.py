@@ -63,9 +63,9 @@ class Variant:
     def leases(self) -> int:
         return len(self.network.leases())
 
-    def served_cpu(self) -> dict[int, float]:
-        """Client pid -> CPU ms of the request's process (and its IPAM child), from the server's
-        log lines written since the last call."""
+    def served_cpu(self) -> dict[int, tuple[float, float]]:
+        """Client pid -> CPU ms of the request's process with its IPAM child, and of that child
+        alone, from the server's log lines written since the last call."""
         if not self.server_log:
             return {}
         with open(self.server_log) as f:
@@ -73,15 +73,17 @@ class Variant:
             text = f.read()
             self._log_pos = f.tell()
         out = {}
-        for m in re.finditer(r" cpu=([0-9.]+)ms (?:faults=[0-9]+ )?pid=([0-9]+)$", text, re.M):
-            out[int(m.group(2))] = float(m.group(1))
+        for m in re.finditer(r" cpu=([0-9.]+)ms (?:children=([0-9.]+)ms )?(?:faults=[0-9]+ )?pid=([0-9]+)$", text, re.M):
+            out[int(m.group(3))] = (float(m.group(1)), float(m.group(2) or 0))
         return out
 
     def invoke(self, command: str, cid: str, netns: str, stdin: bytes, extra: dict[str, str] | None = None) -> Call:
         """One call; for a served variant, its CPU includes the request's process in the server."""
         call = invoke(self.argv, env_for(command, cid, netns, {**self.env, **(extra or {})}), stdin)
         if self.server_log:
-            call.cpu_ms += self.served_cpu().get(call.pid, 0.0)
+            request_ms, ipam_ms = self.served_cpu().get(call.pid, (0.0, 0.0))
+            call.cpu_ms += request_ms
+            call.ipam_cpu_ms = ipam_ms
         return call
 
     def state_files(self) -> int:
@@ -92,6 +94,7 @@ class Call:
     def __init__(self, ok: bool, ms: float, cpu_ms: float, t0: int, t1: int, stdout: bytes, stderr: bytes, pid: int = 0) -> None:
         self.ok, self.ms, self.cpu_ms, self.t0, self.t1, self.stdout, self.stderr = ok, ms, cpu_ms, t0, t1, stdout, stderr
         self.pid = pid
+        self.ipam_cpu_ms: float | None = None  # a served call's: the IPAM child's share of cpu_ms
 
 
 def env_for(command: str, cid: str, netns: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -154,7 +157,9 @@ def fail_text(label: str, what: str, call: Call) -> str:
 # --------------------------------------------------------------- side by side
 def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str]) -> dict[str, Any]:
     """N rounds; each round runs ADD then DEL of every variant, in a rotating order."""
-    times: dict[str, dict[str, list[float]]] = {v.label: {"ADD": [], "DEL": [], "ADD_cpu": [], "DEL_cpu": []} for v in variants}
+    times: dict[str, dict[str, list[float]]] = {
+        v.label: {"ADD": [], "DEL": [], "ADD_cpu": [], "DEL_cpu": [], "ADD_cpu_own": []} for v in variants
+    }
     failures = {v.label: 0 for v in variants}
     for i in range(n):
         order = variants[i % len(variants) :] + variants[: i % len(variants)]
@@ -178,6 +183,8 @@ def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str])
                 times[v.label]["DEL"].append(dele.ms)
                 times[v.label]["ADD_cpu"].append(add.cpu_ms)
                 times[v.label]["DEL_cpu"].append(dele.cpu_ms)
+                if add.ipam_cpu_ms is not None:
+                    times[v.label]["ADD_cpu_own"].append(add.cpu_ms - add.ipam_cpu_ms)
     out: dict[str, Any] = {}
     for v in variants:
         out[v.label] = {
@@ -185,6 +192,8 @@ def side_by_side(variants: list[Variant], n: int, dual: bool, errors: list[str])
             "DEL": stats(times[v.label]["DEL"]),
             "ADD_cpu": stats(times[v.label]["ADD_cpu"]),
             "DEL_cpu": stats(times[v.label]["DEL_cpu"]),
+            # served only: client + request process, without the IPAM child (host-local) that cpuADD includes
+            "ADD_cpu_own": stats(times[v.label]["ADD_cpu_own"]),
             "failures": failures[v.label],
             "leaked_leases": v.leases(),
             "leaked_state_files": v.state_files(),
@@ -401,6 +410,12 @@ def print_table(report: dict[str, Any]) -> None:
                     w,
                 )
             )
+        for label, r in res["results"].items():
+            if isinstance(r, dict) and r.get("ADD_cpu_own", {}).get("median") is not None:
+                print(
+                    f"{label}: CPU per ADD without its IPAM child (client + request process) "
+                    f"median {r['ADD_cpu_own']['median']:.1f} ms (cpuADD above includes host-local, as ptp's does)"
+                )
     if report.get("parallel"):
         print(f"\n== {report['params']['parallel']} parallel ADDs then DELs ==")
         w2 = [22, 10, 10, 7, 7, 18]

@@ -32,6 +32,7 @@ Anything malformed on a connection closes that connection only.
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import ctypes
 import dataclasses
@@ -236,6 +237,7 @@ class Conn:
     child: int = 0
     pidfd: int = -1
     report: socket.socket | None = None  # the server's end of the request process's status channel
+    learn: bool = False  # its process is to report the pages it writes (Server.hot)
     started: float = 0.0
     what: str = ""
     gone: bool = False
@@ -265,6 +267,9 @@ class Server:
         self.reports: dict[int, Conn] = {}  # by report socket fd
         self.answered: dict[int, int] = {}  # pidfd -> pid: processes that reported (senders now), still to reap
         self.spare: Spare | None = None
+        # Pages an ADD's process writes (see _written_pages): each spare writes them while it
+        # waits (_prefault), so its request does not stop for those copy-on-write faults.
+        self.hot: list[tuple[int, int]] | None = None
         self.spare_lost = 0.0  # when a spare last died before it got a request (no new one for a second)
         self.stopping = ""  # why the server is ending, once it is
         self.last_active = time.monotonic()
@@ -430,6 +435,8 @@ class Server:
     def _start(self, conn: Conn, umask: int, env: dict[str, str], payload: bytes) -> None:
         conn.what = f"{env.get('CNI_COMMAND', '-') or '-'} {env.get('CNI_CONTAINERID') or '-'}/{env.get('CNI_IFNAME') or '-'}"
         conn.started = time.monotonic()
+        # The first ADD's process reports the pages it writes (an ADD writes most of what other commands do).
+        conn.learn = self.hot is None and env.get("CNI_COMMAND") == "ADD"
         t0 = time.monotonic_ns()
         if not self._hand_to_spare(conn, payload, t0):
             try:
@@ -448,7 +455,7 @@ class Server:
                 return
             if pid == 0:
                 self._leave_server([conn.sock.fileno(), theirs.fileno(), *conn.fds])
-                self._become_request(conn.sock, theirs, conn.fds, umask, env, t0, "fork")  # never returns
+                self._become_request(conn.sock, theirs, conn.fds, umask, env, t0, "fork", conn.learn)  # never returns
             theirs.close()
             conn.child, conn.report = pid, ours
             conn.pidfd = os.pidfd_open(pid)
@@ -481,6 +488,7 @@ class Server:
             return
         if pid == 0:
             self._leave_server([theirs.fileno()])
+            _prefault(self.hot or [])
             self._spare_main(theirs)  # never returns
         theirs.close()
         self.spare = Spare(pid, os.pidfd_open(pid), ours, time.monotonic())
@@ -497,7 +505,7 @@ class Server:
             memfd = os.memfd_create("nsveth-request", os.MFD_CLOEXEC)
             os.write(memfd, payload)  # a memfd takes it all at once
             fds = struct.pack(f"{2 + len(conn.fds)}i", conn.sock.fileno(), memfd, *conn.fds)
-            spare.ctl.sendmsg([struct.pack("!q", t0)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            spare.ctl.sendmsg([_HANDOFF.pack(t0, conn.learn)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except OSError as e:
             log(f"cannot hand a request to the spare pid {spare.pid}: {e}")
             self._kill_spare(spare)
@@ -539,9 +547,9 @@ class Server:
         try:
             data, ancillary, flags, _ = ctl.recvmsg(64, _CMSG_SPACE, socket.MSG_CMSG_CLOEXEC)
             fds = _fds(ancillary)
-            if len(data) != 8 or len(fds) != 2 + client.NFDS or flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+            if len(data) != _HANDOFF.size or len(fds) != 2 + client.NFDS or flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
                 os._exit(0)  # the server ended this spare (closed its end) or is not the sender
-            (t0,) = struct.unpack("!q", data)
+            t0, learn = _HANDOFF.unpack(data)
             sock_fd, memfd, *caller_fds = fds
             payload = os.pread(memfd, client.MAX_PAYLOAD + 1, 0)
             os.close(memfd)
@@ -549,25 +557,30 @@ class Server:
             sock = socket.socket(fileno=sock_fd)
         except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
             os._exit(SETUP_FAILED)
-        self._become_request(sock, ctl, caller_fds, umask, env, t0, "spare")
+        self._become_request(sock, ctl, caller_fds, umask, env, t0, "spare", learn)
 
     def _reported(self, conn: Conn) -> None:
         """The request's process reports its status (it has let go of the caller's descriptors):
         the client is answered now, whether the process ends now or goes on as a sender."""
         assert conn.report is not None
         try:
-            data = conn.report.recv(64)
+            data = conn.report.recv(_REPORT.size + _MAX_HOT * 16)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        if len(data) != _REPORT.size:  # it ended without a report (or garbled one): its exit tells (_reap)
+        if len(data) < _REPORT.size or (len(data) - _REPORT.size) % 16:  # ended without a (sound) report: its exit tells (_reap)
             self._close_report(conn)
             return
-        status, cpu_us, faults = _REPORT.unpack(data)
+        status, cpu_us, children_us, faults = _REPORT.unpack(data[: _REPORT.size])
+        if conn.learn and self.hot is None:  # (empty when the kernel does not tell: then learnt as nothing)
+            pairs = struct.unpack(f"!{(len(data) - _REPORT.size) // 8}Q", data[_REPORT.size :])
+            self.hot = _within(list(zip(pairs[::2], pairs[1::2], strict=True)), _own_writable())
+            log(f"learnt {sum(n for _, n in self.hot) // _PAGE} pages a request writes: spares write them ahead")
         del self.children[conn.pidfd]
         self.answered[conn.pidfd] = conn.child  # its pidfd stays registered: reaped when it ends
-        self._answer(conn, f"status {status}", client.pack(b"X", struct.pack("!I", status & 0xFFFFFFFF)), cpu_us / 1000, faults)
+        reply = client.pack(b"X", struct.pack("!I", status & 0xFFFFFFFF))
+        self._answer(conn, f"status {status}", reply, cpu_us / 1000, children_us / 1000, faults)
 
     def _reap(self, conn: Conn) -> None:
         """The request's process ended before it reported a status."""
@@ -587,13 +600,16 @@ class Server:
         else:
             outcome = f"status {code}"
             reply = client.pack(b"X", struct.pack("!I", code))
-        self._answer(conn, outcome, reply, (usage.ru_utime + usage.ru_stime) * 1000, usage.ru_minflt)
+        # (Its waited-for children's CPU is in `usage`, not told apart.)
+        self._answer(conn, outcome, reply, (usage.ru_utime + usage.ru_stime) * 1000, None, usage.ru_minflt)
 
-    def _answer(self, conn: Conn, outcome: str, reply: bytes, cpu_ms: float, faults: int) -> None:
+    def _answer(self, conn: Conn, outcome: str, reply: bytes, cpu_ms: float, children_ms: float | None, faults: int) -> None:
         self.last_active = time.monotonic()
         ms = (self.last_active - conn.started) * 1000
+        # cpu: the request's process and the children it waited for (the IPAM plugin), which `children` tells apart.
+        children = f" children={children_ms:.1f}ms" if children_ms is not None else ""
         # Logged before the reply: the client's exit follows it.
-        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms faults={faults} pid={conn.peer_pid}")
+        log(f"{conn.what} {outcome} {ms:.1f}ms cpu={cpu_ms:.1f}ms{children} faults={faults} pid={conn.peer_pid}")
         if reply:
             _send(conn.sock, reply)
         self._drop(conn, "")
@@ -650,10 +666,19 @@ class Server:
             os._exit(70)
 
     def _become_request(
-        self, sock: socket.socket, report: socket.socket, fds: list[int], umask: int, env: dict[str, str], t0: int, how: str
+        self,
+        sock: socket.socket,
+        report: socket.socket,
+        fds: list[int],
+        umask: int,
+        env: dict[str, str],
+        t0: int,
+        how: str,
+        learn: bool,
     ) -> None:
         """In the request's process: become the caller, run the command, report its status
-        (`report`), then send the announcement's later rounds, if the command kept any."""
+        (`report`, with the pages it wrote when `learn`), then send the announcement's later
+        rounds, if the command kept any."""
         status = 70
         try:
             # The server's objects stay frozen: the collector never scans (nor copies) them here.
@@ -690,7 +715,7 @@ class Server:
             sends_on = status == 0 and advertise.kept_rest()
             if sends_on:  # before the report: a server that ends once it has answered must not take the sender along
                 _leave_request()
-            _report(sock, report, status)
+            _report(sock, report, status, _written_pages() if learn else b"")
             if sends_on:
                 advertise.send_rest_here()  # never returns
         except BaseException:  # noqa: BLE001 - a forked child must never return into the server loop
@@ -703,10 +728,15 @@ class Server:
         os._exit(status)
 
 
-_REPORT = struct.Struct("!iqq")  # a request process's status, CPU microseconds (its own and its waited-for children's), page faults
+_HANDOFF = struct.Struct("!q?")  # to a spare: when the request was handed over (monotonic ns), and whether to learn
+# A request process's report: status, CPU microseconds (its own plus its waited-for children's),
+# the children's alone, page faults; then, when asked to learn, (address, length) pairs.
+_REPORT = struct.Struct("!iqqq")
+_MAX_HOT = 8192  # address ranges a report may carry
+_PAGE = resource.getpagesize()
 
 
-def _report(sock: socket.socket, report: socket.socket, status: int) -> None:
+def _report(sock: socket.socket, report: socket.socket, status: int, hot: bytes) -> None:
     """Tell the server the status, once nothing of the caller's stays open here: the runtime reads
     the plugin's stdout until EOF, and the client exits when the server answers."""
     null = os.open(os.devnull, os.O_RDWR)
@@ -715,9 +745,74 @@ def _report(sock: socket.socket, report: socket.socket, status: int) -> None:
     os.close(null)
     sock.close()
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    report.send(_REPORT.pack(status, int(cpu * 1e6), own.ru_minflt + children.ru_minflt))
+    children_s = children.ru_utime + children.ru_stime
+    cpu = own.ru_utime + own.ru_stime + children_s
+    report.send(_REPORT.pack(status, int(cpu * 1e6), int(children_s * 1e6), own.ru_minflt + children.ru_minflt) + hot)
     report.close()
+
+
+_PM_PRESENT, _PM_EXCLUSIVE = 1 << 63, 1 << 56  # /proc/PID/pagemap bits (Documentation/admin-guide/mm/pagemap.rst)
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+
+
+def _written_pages() -> bytes:
+    """The pages of this process's private writable mappings that it alone maps: those it (or the
+    server since the fork) wrote, copying them, and those it added. As packed (address, length)
+    pairs, at most _MAX_HOT of them; empty if the kernel does not tell."""
+    pairs: list[int] = []
+    try:
+        with open("/proc/self/maps", "rb") as maps, open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
+            for line in maps:
+                fields = line.split()
+                name = fields[5] if len(fields) > 5 else b""
+                if not fields[1].startswith(b"rw") or fields[1][3:4] != b"p" or (name.startswith(b"[") and name != b"[heap]"):
+                    continue  # not private and writable, or the stack, vvar...
+                lo, hi = (int(x, 16) for x in fields[0].split(b"-"))
+                entries = array.array("Q")
+                entries.frombytes(os.pread(pagemap.fileno(), (hi - lo) // _PAGE * 8, lo // _PAGE * 8))
+                start = None
+                for n, entry in enumerate([*entries, 0]):
+                    written = entry & _PM_PRESENT and entry & _PM_EXCLUSIVE
+                    if written and start is None:
+                        start = n
+                    elif not written and start is not None:
+                        pairs += (lo + start * _PAGE, (n - start) * _PAGE)
+                        start = None
+    except (OSError, ValueError):
+        return b""
+    pairs = pairs[: 2 * _MAX_HOT]
+    return struct.pack(f"!{len(pairs)}Q", *pairs)
+
+
+def _own_writable() -> list[tuple[int, int]]:
+    """(start, end) of this process's private writable mappings: what a process forked from it shares."""
+    out = []
+    with open("/proc/self/maps", "rb") as maps:
+        for line in maps:
+            fields = line.split()
+            if fields[1].startswith(b"rw") and fields[1][3:4] == b"p":
+                lo, hi = (int(x, 16) for x in fields[0].split(b"-"))
+                out.append((lo, hi))
+    return out
+
+
+def _within(ranges: list[tuple[int, int]], mappings: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of (address, length) `ranges` inside `mappings` (a request also writes pages it added itself)."""
+    out = []
+    for address, length in ranges:
+        for lo, hi in mappings:
+            start, end = max(address, lo), min(address + length, hi)
+            if start < end:
+                out.append((start, end - start))
+    return out
+
+
+def _prefault(ranges: list[tuple[int, int]]) -> None:
+    """Write-fault `ranges` now (a spare, before its request): they are the server's pages a request
+    writes, and a request process copies them one fault at a time otherwise. A range this
+    process does not map (one a request added) is skipped by the kernel (ENOMEM)."""
+    for address, length in ranges:
+        _libc.madvise(ctypes.c_void_p(address), ctypes.c_size_t(length), _MADV_POPULATE_WRITE)
 
 
 def _leave_request() -> None:
