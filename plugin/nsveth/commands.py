@@ -109,10 +109,10 @@ def _interrupted(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return record is not None and record.get("phase") == "adding"
 
 
-def _masq_backend(conf: NetConf) -> str:
+def _masq_backend(req: Request, conf: NetConf) -> str:
     from . import masq
 
-    return masq.backend(conf.ip_masq_backend)
+    return masq.backend(conf.ip_masq_backend, path=req.tool_path)
 
 
 def _masquerade(att: Attachment, undo: contextlib.ExitStack) -> None:
@@ -123,10 +123,10 @@ def _masquerade(att: Attachment, undo: contextlib.ExitStack) -> None:
     from . import masq
 
     ips = [ip.address for ip in att.leased.ips]
-    backend = _masq_backend(conf)
+    backend = _masq_backend(req, conf)
     # Armed first: iptables builds the rules in several calls, and one failing midway leaves the others.
-    undo.callback(_quietly, masq.teardown, backend, conf.name, req.container_id, req.ifname)
-    masq.setup(backend, conf.name, req.container_id, req.ifname, ips, conf.non_masquerade)
+    undo.callback(_quietly, masq.teardown, backend, conf.name, req.container_id, req.ifname, path=req.tool_path)
+    masq.setup(backend, conf.name, req.container_id, req.ifname, ips, conf.non_masquerade, path=req.tool_path)
 
 
 def _set_pod_ipv6(att: Attachment) -> None:
@@ -226,7 +226,7 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
             "netnsIdentity": netns.identity(att.pod_netns_fd),
             "hostIfname": att.host_name,
             "mode": conf.mode,
-            "masq": _masq_backend(conf) if conf.ip_masq else None,
+            "masq": _masq_backend(req, conf) if conf.ip_masq else None,
             "config": conf.raw.decode(),
             "sysctlOriginals": [o.to_json() for o in att.sysctl_originals],
         },
@@ -371,12 +371,12 @@ def _unmasquerade(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
         if not conf.ip_masq:
             return
         try:
-            kind = _masq_backend(conf)
+            kind = _masq_backend(req, conf)
         except CNIError:
             return  # neither nft nor iptables: there can be no rules to remove
     from . import masq
 
-    masq.teardown(kind, conf.name, req.container_id, req.ifname)
+    masq.teardown(kind, conf.name, req.container_id, req.ifname, path=req.tool_path)
 
 
 # ------------------------------------------------------------------- CHECK
@@ -403,7 +403,7 @@ def check_(req: Request, conf: NetConf) -> None:
         from . import masq
 
         ips = [ip.address for ip in prev.ips]
-        problems += masq.missing(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
+        problems += masq.missing(_masq_backend(req, conf), conf.name, req.container_id, req.ifname, ips, path=req.tool_path)
     ipam.check(conf, req)
     if problems:
         raise CNIError(Code.CHECK_FAILED, "; ".join(problems))
@@ -463,7 +463,7 @@ def gc(req: Request, conf: NetConf) -> None:
             except CNIError as e:
                 failures.append(f"{container_id}/{ifname}: {e.msg}")
         try:
-            _sweep_masquerade(conf, valid)
+            _sweep_masquerade(req, conf, valid)
         except CNIError as e:
             failures.append(f"masquerade rules: {e.msg}")
     try:
@@ -474,15 +474,15 @@ def gc(req: Request, conf: NetConf) -> None:
         raise CNIError(Code.TRY_AGAIN, "GC could not release everything: " + "; ".join(failures))
 
 
-def _sweep_masquerade(conf: NetConf, valid: set[tuple[str, str]]) -> None:
+def _sweep_masquerade(req: Request, conf: NetConf, valid: set[tuple[str, str]]) -> None:
     """nftables chains of this network that no valid or recorded attachment owns (e.g. a lost record)."""
     from . import masq
 
     keep = valid | set(state.attachments(conf.runtime_dir, conf.name))
-    stale = masq.stale_nft_chains(conf.name, keep)
+    stale = masq.stale_nft_chains(conf.name, keep, path=req.tool_path)
     if stale:
         log.get().info("GC: removing masquerade chains %s", ", ".join(stale))
-        masq.remove_nft_chains(stale)
+        masq.remove_nft_chains(stale, path=req.tool_path)
 
 
 def release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:
@@ -508,9 +508,9 @@ def status(req: Request, conf: NetConf) -> None:
 
 
 # ------------------------------------------------------------------ shared
-def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+def _quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Undo steps never raise: the runtime must see the original error, not the rollback's."""
     try:
-        fn(*args)
+        fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - logged; the original error wins
         log.get().warning("rollback step %s failed: %s", getattr(fn, "__qualname__", fn), e)
