@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from . import result, schema, versions
+from . import result, validation_cache, versions
 from .errors import CNIError, Code
 from .request import Request
 
@@ -97,7 +97,7 @@ def load(raw: bytes, req: Request) -> NetConf:
     doc = decode(raw)
     version = version_of(doc)
     versions.require_command(req.command, version)
-    schema.validate_cached(doc, raw, doc.get("runtimeDir", DEFAULT_RUNTIME_DIR))
+    validation_cache.validate(doc, raw, doc.get("runtimeDir", DEFAULT_RUNTIME_DIR))
     check_mode_fields(doc)
     args_cni = (doc.get("args") or {}).get("cni") or {}
     runtime = doc.get("runtimeConfig") or {}
