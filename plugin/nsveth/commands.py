@@ -137,16 +137,14 @@ def _set_pod_ipv6(att: Attachment) -> None:
 
 def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
     """The configured sysctls, every pure rule and the admin allowlist checked (code 7 otherwise)."""
-    own = conf.doc.get("sysctl") or {}
-    args = ((conf.doc.get("args") or {}).get("cni") or {}).get("sysctl") or {}
-    if not own and not args and conf.sysctl_allowlist is None:
+    if not conf.sysctl and not conf.args_sysctl and conf.sysctl_allowlist is None:
         return ()
     # Imported only here and where a plan or a record needs it: start-up time
     # the common config (no sysctls) does not pay.
     from . import sysctl
 
     allowlist = sysctl.load_allowlist(conf.sysctl_allowlist)
-    return sysctl.plan(own, args, req.ifname, allowlist)
+    return sysctl.plan(conf.sysctl, conf.args_sysctl, req.ifname, allowlist)
 
 
 def _apply_sysctls(att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: contextlib.ExitStack) -> None:
