@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import addresses, advertise, check, crashpoints, ipam, links, log, netns, procsys, result, routes, state, timing, wiring
-from .attachment import Attachment, host_ifname
+from .attachment import Attachment, Links, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code, kernel
 from .request import Request
@@ -43,23 +44,23 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             # Armed before the call: a delegate that allocated and then answered
             # something unusable (no IPs, a malformed result) still holds a lease.
             undo.callback(_quietly, ipam.delete, conf, req)
-            att.lease = ipam.add(conf, req)
+            att = replace(att, lease=ipam.add(conf, req))
             crashpoints.step(req, "ipam")
-            kernel("look at the host side", wired.prepare, att)
+            att = replace(att, lease=kernel("look at the host side", wired.prepare, att))
             # Armed first: the pair exists as soon as the kernel has made it.
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
-            wired.create(att)
+            att = replace(att, links=wired.create(att))
             crashpoints.step(req, "sysctl host")
-            kernel("configure the host side", wired.setup_host, att)
+            att = replace(att, links=kernel("configure the host side", wired.setup_host, att))
             _masquerade(att, undo)
             crashpoints.step(req, "host side")
             _set_pod_ipv6(att)
             crashpoints.step(req, "sysctl pod")
             kernel(f"configure {req.ifname} in the pod", wired.setup_pod, att)
             crashpoints.step(req, "pod side")
-            _apply_sysctls(att, sysctls, undo)
+            att = replace(att, sysctl_originals=_apply_sysctls(att, sysctls, undo))
             crashpoints.step(req, "sysctl config")
-            addresses.drop_vanished_ipv6(att)
+            att = replace(att, lease=addresses.drop_vanished_ipv6(att))
             kernel(f"wait for {att.host_name} to forward", wired.settle, att)
             crashpoints.step(req, "settle")
             # Last, with sysctls applied, vanished addresses dropped and the port forwarding.
@@ -147,26 +148,28 @@ def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
     return sysctl.plan(conf.sysctl, conf.args_sysctl, req.ifname, allowlist)
 
 
-def _apply_sysctls(att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: contextlib.ExitStack) -> None:
-    """Write the sysctls in the pod netns. The values they replace are in the
-    state record before the first write, so DEL restores them even after a
-    kill between two writes; a failed write (or any later step) restores them
+def _apply_sysctls(
+    att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: contextlib.ExitStack
+) -> tuple[sysctl.Original, ...]:
+    """Write the sysctls in the pod netns; the values they replaced. Those are
+    in the state record before the first write, so DEL restores them even after
+    a kill between two writes; a failed write (or any later step) restores them
     through `undo`."""
     if not sysctls:
-        return
+        return ()
     from . import sysctl
 
     with netns.entered(att.pod_netns_fd):
-        att.sysctl_originals = sysctl.pending(sysctls)
-    if att.sysctl_originals:
-        _record(att, phase="adding")
-    undo.callback(_quietly, _restore_sysctls, att.pod_netns_fd, att.sysctl_originals)
+        originals = tuple(sysctl.pending(sysctls))
+    if originals:
+        _record(replace(att, sysctl_originals=originals), phase="adding")
+    undo.callback(_quietly, _restore_sysctls, att.pod_netns_fd, originals)
     with netns.entered(att.pod_netns_fd):
         # The same originals, now with the form the kernel shows (CHECK accepts it).
-        att.sysctl_originals = sysctl.apply(sysctls)
+        return tuple(sysctl.apply(sysctls))
 
 
-def _restore_sysctls(pod_fd: int, originals: list[sysctl.Original]) -> None:
+def _restore_sysctls(pod_fd: int, originals: Sequence[sysctl.Original]) -> None:
     from . import sysctl
 
     with netns.entered(pod_fd):
@@ -186,10 +189,10 @@ def _result(att: Attachment) -> result.Result:
 def _announce(att: Attachment) -> dict[str, int] | None:
     """Unsolicited ARP / NA for every address, last, once the pod interface is
     complete; returns the detached sender of the later rounds, if any."""
-    assert att.pod_link is not None and att.lease is not None and att.pod_fd is not None
+    assert att.links is not None and att.lease is not None and att.pod_fd is not None
     plan = advertise.Plan.of(
-        att.pod_link.index,
-        att.pod_link.mac,
+        att.links.pod.index,
+        att.links.pod.mac,
         (ip.address.ip for ip in att.lease.ips),
         att.conf.advertise.count,
         att.conf.advertise.interval_ms,
@@ -387,10 +390,10 @@ def check_(req: Request, conf: NetConf) -> None:
     with netns.opened_pod(req.netns, missing_code=Code.CHECK_FAILED) as (pod_fd, host_sock, pod_sock):
         _refuse_other_netns(req, conf, pod_fd)
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname), lease=prev)
-        observed = _observe(att)
+        observed, found = _observe(att)
         problems = check.compare(prev, pod_index, conf, observed)
-        if att.host_link is not None and att.pod_link is not None:
-            problems += wiring.of(conf.mode).observe(att)
+        if found is not None:
+            problems += wiring.of(conf.mode).observe(replace(att, links=found))
         if sysctls:
             from . import sysctl
 
@@ -424,12 +427,14 @@ def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
     return {o.segments: o.applied for o in _recorded_originals(record) if o.applied is not None}
 
 
-def _observe(att: Attachment) -> check.Observed:
-    att.pod_link = links.get(att.pod_socket, name=att.req.ifname)
-    att.host_link = links.get(att.host, name=att.host_name)
-    pod_addrs = addresses.on_link(att.pod_socket, att.pod_link.index) if att.pod_link else []
-    pod_routes = routes.dump(att.pod_socket) if att.pod_link else []
-    return check.Observed(att.pod_link, att.host_link, tuple(a for a, _ in pod_addrs), tuple(pod_routes))
+def _observe(att: Attachment) -> tuple[check.Observed, Links | None]:
+    """What the kernel shows of the attachment; its links when both ends are there."""
+    pod_link = links.get(att.pod_socket, name=att.req.ifname)
+    host_link = links.get(att.host, name=att.host_name)
+    pod_addrs = addresses.on_link(att.pod_socket, pod_link.index) if pod_link else []
+    pod_routes = routes.dump(att.pod_socket) if pod_link else []
+    found = Links(host=host_link, pod=pod_link) if host_link is not None and pod_link is not None else None
+    return check.Observed(pod_link, host_link, tuple(a for a, _ in pod_addrs), tuple(pod_routes)), found
 
 
 # ---------------------------------------------------------------------- GC

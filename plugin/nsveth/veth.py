@@ -6,13 +6,13 @@ import os
 from typing import Any
 
 from . import links, log, netns, procsys, timing
-from .attachment import Attachment, host_ifname
+from .attachment import Attachment, Links, host_ifname
 from .errors import CNIError, Code, NetlinkError, kernel
 from .netlink import Socket
 from .request import Request
 
 
-def create(att: Attachment) -> None:
+def create(att: Attachment) -> Links:
     """The pair, pod end named CNI_IFNAME created directly in the pod netns; host end up, never taking RAs."""
     conf = att.conf
     # A leftover of this same attachment (a crashed ADD whose DEL never came)
@@ -23,13 +23,14 @@ def create(att: Attachment) -> None:
         links.create_veth(att.host, att.host_name, att.req.ifname, att.pod_netns_fd, conf.mtu, conf.mac)
     except NetlinkError as e:
         raise CNIError(Code.KERNEL, f"failed to create veth pair {att.host_name}/{att.req.ifname}: {e.strerror}") from None
-    att.host_link = links.get(att.host, name=att.host_name)
-    att.pod_link = links.get(att.pod_socket, name=att.req.ifname)
-    if att.host_link is None or att.pod_link is None:
+    host = links.get(att.host, name=att.host_name)
+    pod = links.get(att.pod_socket, name=att.req.ifname)
+    if host is None or pod is None:
         raise CNIError(Code.KERNEL, f"veth pair {att.host_name}/{att.req.ifname} vanished after creation")
-    kernel(f"bring up {att.host_name}", links.set_up, att.host, att.host_link.index)
+    kernel(f"bring up {att.host_name}", links.set_up, att.host, host.index)
     timing.mark("veth")
     kernel(f"disable accept_ra on {att.host_name}", procsys.no_accept_ra, att.host_name)
+    return Links(host=host, pod=pod)
 
 
 def delete(req: Request, record: dict[str, Any]) -> None:

@@ -11,25 +11,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .attachment import Attachment
+    from .attachment import Attachment, Links
     from .request import Request
-    from .result import Interface
+    from .result import Interface, Result
 
 
 class Wiring(Protocol):
-    """The steps of ADD, DEL and CHECK that differ by mode, in the order ADD runs them."""
+    """The steps of ADD, DEL and CHECK that differ by mode, in the order ADD runs them.
+
+    Each takes the attachment as the steps before it left it (frozen) and
+    returns what it learned, if anything: the command rebinds the attachment.
+    """
 
     def preflight(self, att: Attachment) -> None:
         """Refuse before anything is written or allocated (e.g. a MAC already in use)."""
 
-    def prepare(self, att: Attachment) -> None:
-        """Complete or check the lease before anything uses it."""
+    def prepare(self, att: Attachment) -> Result:
+        """The lease as this wiring uses it (completed or checked) before anything uses it."""
 
-    def create(self, att: Attachment) -> None:
-        """Make the links: the pod interface in the pod netns (att.pod_link) and its host side (att.host_link)."""
+    def create(self, att: Attachment) -> Links:
+        """Make the links: the pod interface in the pod netns and its host side."""
 
-    def setup_host(self, att: Attachment) -> None:
-        """Configure the host side (addresses, routes, forwarding, bridge port)."""
+    def setup_host(self, att: Attachment) -> Links:
+        """Configure the host side (addresses, routes, forwarding, bridge port); the links as they are then."""
 
     def setup_pod(self, att: Attachment) -> None:
         """Configure the pod interface: addresses, link up, the lease's routes."""
