@@ -43,6 +43,7 @@ _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
 
 # The links are a veth pair, as in ptp mode; the host end becomes a bridge port in setup_host.
+POD_KIND = veth.POD_KIND
 create = veth.create
 delete = veth.delete
 
@@ -365,16 +366,20 @@ def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
 
 
 # --------------------------------------------------------------------- CHECK
-def observe(att: Attachment) -> list[str]:
-    """What differs on the host side from what setup_host made (for CHECK)."""
+def observe(att: Attachment, pod: Link, pod_index: int) -> list[str]:
+    """What differs on the host side from what create and setup_host made (for CHECK)."""
     conf = att.conf.bridge
     name = conf.name
+    # prevResult lists the bridge too: it is not the host veth.
+    problems, found = veth.observe(att, pod, pod_index, not_host=name)
+    if found is None:
+        return problems
+    att = dataclasses.replace(att, links=found)
     bridge = links.get(att.host, name=name)
     if bridge is None:
-        return [f"bridge {name} is missing"]
+        return [*problems, f"bridge {name} is missing"]
     if bridge.kind != "bridge":
-        return [f"{name} is a {bridge.kind or 'plain'} link, not a bridge"]
-    problems = []
+        return [*problems, f"{name} is a {bridge.kind or 'plain'} link, not a bridge"]
     prev = att.lease
     listed = [i for i in (prev.interfaces if prev else ()) if i.name == name and not i.sandbox]
     if listed and listed[0].mac and listed[0].mac.lower() != bridge.mac:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import addresses, advertise, check, crashpoints, ipam, links, log, netns, procsys, result, routes, state, timing, wiring
-from .attachment import Attachment, Links, host_ifname
+from .attachment import Attachment, host_ifname
 from .config import NetConf
 from .errors import CNIError, Code, kernel
 from .request import Request
@@ -387,13 +387,14 @@ def check_(req: Request, conf: NetConf) -> None:
         raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult in the network config")
     pod_index = check.pod_interface_index(prev, req.ifname, req.netns)
     sysctls = _sysctl_plan(req, conf)
+    wired = wiring.of(conf.mode)
     with netns.opened_pod(req.netns, missing_code=Code.CHECK_FAILED) as (pod_fd, host_sock, pod_sock):
         _refuse_other_netns(req, conf, pod_fd)
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname), lease=prev)
-        observed, found = _observe(att)
-        problems = check.compare(prev, pod_index, conf, observed)
-        if found is not None:
-            problems += wiring.of(conf.mode).observe(replace(att, links=found))
+        pod = links.get(pod_sock, name=req.ifname)
+        problems = check.compare(prev, pod_index, conf, _observe(att, pod), wired.POD_KIND)
+        if pod is not None:
+            problems += wired.observe(att, pod, pod_index)
         if sysctls:
             from . import sysctl
 
@@ -427,14 +428,11 @@ def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
     return {o.segments: o.applied for o in _recorded_originals(record) if o.applied is not None}
 
 
-def _observe(att: Attachment) -> tuple[check.Observed, Links | None]:
-    """What the kernel shows of the attachment; its links when both ends are there."""
-    pod_link = links.get(att.pod_socket, name=att.req.ifname)
-    host_link = links.get(att.host, name=att.host_name)
-    pod_addrs = addresses.on_link(att.pod_socket, pod_link.index) if pod_link else []
-    pod_routes = routes.dump(att.pod_socket) if pod_link else []
-    found = Links(host=host_link, pod=pod_link) if host_link is not None and pod_link is not None else None
-    return check.Observed(pod_link, host_link, tuple(a for a, _ in pod_addrs), tuple(pod_routes)), found
+def _observe(att: Attachment, pod: links.Link | None) -> check.Observed:
+    """What the kernel shows of the attachment in the pod netns."""
+    pod_addrs = addresses.on_link(att.pod_socket, pod.index) if pod else []
+    pod_routes = routes.dump(att.pod_socket) if pod else []
+    return check.Observed(pod, tuple(a for a, _ in pod_addrs), tuple(pod_routes))
 
 
 # ---------------------------------------------------------------------- GC

@@ -9,12 +9,14 @@ host, never bridged.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 
 from . import addresses, links, procsys, routes, veth
 from .attachment import Attachment, Links
 from .errors import CNIError, Code
+from .links import Link
 from .netlink import NetlinkError
 from .result import Interface, IPAddress, IPConfig, IPNetwork, Result
 
@@ -24,6 +26,7 @@ def _host_prefix(address: IPAddress) -> IPNetwork:
 
 
 # The links are a veth pair, as in bridge mode.
+POD_KIND = veth.POD_KIND
 create = veth.create
 delete = veth.delete
 
@@ -125,9 +128,12 @@ def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
     ), 1
 
 
-def observe(att: Attachment) -> list[str]:
-    """What differs on the host side from what setup_host made (for CHECK)."""
-    problems = []
+def observe(att: Attachment, pod: Link, pod_index: int) -> list[str]:
+    """What differs on the host side from what create and setup_host made (for CHECK)."""
+    problems, found = veth.observe(att, pod, pod_index)
+    if found is None:
+        return problems
+    att = dataclasses.replace(att, links=found)
     index = att.host_veth.index
     have_addrs = {a for a, _ in addresses.on_link(att.host, index)}
     have_routes = {(r.dst, r.oif) for r in routes.dump(att.host)}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
 from . import links, log, netns, procsys, timing
 from .attachment import Attachment, Links, host_ifname
 from .errors import CNIError, Code, NetlinkError, kernel
+from .links import Link
 from .netlink import Socket
 from .request import Request
+from .result import Result
+
+POD_KIND: Final = "veth"  # the pod interface is a veth, whichever wiring uses the pair
 
 
 def create(att: Attachment) -> Links:
@@ -63,3 +67,28 @@ def delete(req: Request, record: dict[str, Any]) -> None:
         raise CNIError(Code.KERNEL, f"failed to delete {req.ifname} in {req.netns}: {e.strerror}") from None
     finally:
         os.close(fd)
+
+
+def observe(att: Attachment, pod: Link, pod_index: int, not_host: str | None = None) -> tuple[list[str], Links | None]:
+    """CHECK of the pair (see `compare`); the links when the host end is there too."""
+    host = links.get(att.host, name=att.host_name)
+    return compare(att.leased, pod_index, pod, host, not_host), (Links(host=host, pod=pod) if host is not None else None)
+
+
+def compare(prev: Result, pod_index: int, pod: Link, host: Link | None, not_host: str | None = None) -> list[str]:
+    """The host veth against prevResult (pure): there, named as listed, the pod interface's peer, up.
+
+    `not_host`: a host-side interface prevResult lists that is not the veth
+    (bridge mode: the bridge).
+    """
+    host_names = [i.name for n, i in enumerate(prev.interfaces) if n != pod_index and not i.sandbox and i.name != not_host]
+    if host is None:
+        return [f"host veth {host_names[0] if host_names else ''} is missing".replace("  ", " ")]
+    problems = []
+    if host_names and host.name not in host_names:
+        problems.append(f"host veth is {host.name}, prevResult lists {host_names}")
+    if host.kind != POD_KIND or host.peer_index != pod.index or pod.peer_index != host.index:
+        problems.append(f"host veth {host.name} is not the peer of {pod.name}")
+    if not host.up:
+        problems.append(f"host veth {host.name} is down")
+    return problems

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .attachment import Attachment, Links
+    from .links import Link
     from .request import Request
     from .result import Interface, Result
 
@@ -22,6 +23,10 @@ class Wiring(Protocol):
     Each takes the attachment as the steps before it left it (frozen) and
     returns what it learned, if anything: the command rebinds the attachment.
     """
+
+    @property
+    def POD_KIND(self) -> str:  # a module constant in each wiring
+        """The link kind of the pod interface it makes (CHECK compares it)."""
 
     def preflight(self, att: Attachment) -> None:
         """Refuse before anything is written or allocated (e.g. a MAC already in use)."""
@@ -44,8 +49,9 @@ class Wiring(Protocol):
     def interfaces(self, att: Attachment) -> tuple[tuple[Interface, ...], int]:
         """The result's interfaces and the index of the pod interface among them."""
 
-    def observe(self, att: Attachment) -> list[str]:
-        """CHECK: what differs on the host side from what setup_host made."""
+    def observe(self, att: Attachment, pod: Link, pod_index: int) -> list[str]:
+        """CHECK: what differs on the host side from what create and setup_host made (att.lease
+        is prevResult, `pod` the pod interface as the kernel shows it, `pod_index` its index there)."""
 
     def delete(self, req: Request, record: dict[str, Any]) -> None:
         """DEL: remove the links (best effort: what is gone is success)."""

@@ -1,4 +1,4 @@
-"""Bridge mode's pure parts: config conflicts, completing the lease, CHECK's host-name logic (no root)."""
+"""Bridge mode's pure parts: config conflicts, completing the lease, the port (no root)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import ipaddress
 import json
 
 import pytest
-from nsveth import bridge, check, config, request
+from nsveth import bridge, config, request
 from nsveth.attachment import Attachment, Links
 from nsveth.errors import CNIError, Code
 from nsveth.links import Link
-from nsveth.result import Interface, IPConfig, Result, Route
+from nsveth.result import IPConfig, Result, Route
 
 ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
 
@@ -106,19 +106,6 @@ def test_prepare_refuses_subnet_too_small_for_a_gateway():
 
 def link(index, name, kind="veth", peer=0, master=0):
     return Link(index, name, kind, "aa:bb:cc:dd:ee:ff", 1500, 0x1, master, peer, None)
-
-
-def test_check_compare_skips_the_bridge_when_naming_the_host_veth():
-    prev = Result(
-        interfaces=(Interface("br0", "aa:aa:aa:aa:aa:aa"), Interface("nsvhost"), Interface("eth0", "aa:bb:cc:dd:ee:ff", "/run/netns/x")),
-        ips=(IPConfig(ipaddress.ip_interface("10.1.0.5/24"), interface=2),),
-    )
-    conf = load(mode="bridge", bridge="br0")
-    pod = link(2, "eth0", peer=7)
-    seen = check.Observed(pod, None, (ipaddress.ip_interface("10.1.0.5/24"),), ())
-    assert check.compare(prev, 2, conf, seen) == ["host veth nsvhost is missing"]
-    seen = check.Observed(pod, link(7, "nsvhost", peer=2, master=3), (ipaddress.ip_interface("10.1.0.5/24"),), ())
-    assert check.compare(prev, 2, conf, seen) == []
 
 
 def attach_port_calls(monkeypatch, **fields):
