@@ -91,11 +91,11 @@ class Attachment:
 
     @property
     def host_veth(self) -> Link:
-        return _known(self.links, "the host veth").host
+        return self.linked.host
 
     @property
     def pod_interface(self) -> Link:
-        return _known(self.links, "the pod interface").pod
+        return self.linked.pod
 
 
 def _known(value: _T | None, what: str) -> _T:
