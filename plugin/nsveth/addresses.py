@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import log, netlink, routes
 from .errors import kernel
 from .netlink import NetlinkError, Socket, ifaddrmsg
-from .result import IPInterface
+from .result import IPInterface, Result
 
 if TYPE_CHECKING:
     from .attachment import Attachment
@@ -54,17 +54,17 @@ def delete(sock: Socket, index: int, address: IPInterface) -> None:
     sock.request(msg, netlink.RTM_DELADDR)
 
 
-def drop_vanished_ipv6(att: Attachment) -> None:
-    """IPv6 addresses the kernel removed (disable_ipv6=1 among the sysctls, or
-    otherwise) leave the result, and their host routes go, so nothing
+def drop_vanished_ipv6(att: Attachment) -> Result:
+    """The lease without the IPv6 addresses the kernel removed (disable_ipv6=1
+    among the sysctls, or otherwise); their host routes go, so nothing
     advertises or routes an address that is not there."""
     lease = att.leased
     if not any(ip.address.version == 6 for ip in lease.ips):
-        return
+        return lease
     present = {a for a, _ in on_link(att.pod_socket, att.pod_interface.index)}
     gone = [ip for ip in lease.ips if ip.address.version == 6 and ip.address not in present]
     if not gone:
-        return
+        return lease
     log.get().warning(
         "IPv6 address(es) %s are not on %s after its sysctls were applied (disable_ipv6?): left out of the result",
         ", ".join(str(ip.address) for ip in gone),
@@ -76,7 +76,7 @@ def drop_vanished_ipv6(att: Attachment) -> None:
     for ip in gone:
         host_route = ipaddress.ip_network(f"{ip.address.ip}/128")
         kernel(f"remove the host route to {ip.address.ip}", routes.delete, att.host, host_route, att.host_veth.index)
-    att.lease = dataclasses.replace(lease, ips=ips, routes=kept_routes)
+    return dataclasses.replace(lease, ips=ips, routes=kept_routes)
 
 
 def on_link(sock: Socket, index: int) -> list[tuple[IPInterface, int]]:

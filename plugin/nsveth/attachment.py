@@ -36,9 +36,23 @@ def host_ifname(container_id: str, ifname: str) -> str:
     return HOST_PREFIX + digest(container_id, ifname)[:12]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class Links:
+    """The links of an attachment, as the kernel showed them after the step that made or changed them."""
+
+    host: Link  # the host side: the host veth
+    pod: Link  # the pod interface
+    bridge: Link | None = None  # bridge mode: the bridge the host veth is a port of
+
+
+@dataclasses.dataclass(frozen=True)
 class Attachment:
-    """One pod attachment while a command works on it."""
+    """One pod attachment while a command works on it.
+
+    Frozen: a step that learns something (the lease, the links, the sysctl
+    values it replaced) returns it, and the command's story rebinds its
+    attachment with `dataclasses.replace`.
+    """
 
     req: Request
     conf: NetConf
@@ -47,10 +61,8 @@ class Attachment:
     pod_fd: int | None
     host_name: str
     lease: Result | None = None
-    host_link: Link | None = None
-    pod_link: Link | None = None
-    sysctl_originals: list[Original] = dataclasses.field(default_factory=list)  # values ADD's sysctls replaced
-    bridge_link: Link | None = None  # bridge mode: the bridge the host veth is a port of
+    links: Links | None = None
+    sysctl_originals: tuple[Original, ...] = ()  # values ADD's sysctls replaced
 
     @property
     def gateways(self) -> dict[int, IPAddress]:
@@ -74,12 +86,16 @@ class Attachment:
         return _known(self.pod_fd, "the pod netns")
 
     @property
+    def linked(self) -> Links:
+        return _known(self.links, "the links")
+
+    @property
     def host_veth(self) -> Link:
-        return _known(self.host_link, "the host veth")
+        return self.linked.host
 
     @property
     def pod_interface(self) -> Link:
-        return _known(self.pod_link, "the pod interface")
+        return self.linked.pod
 
 
 def _known(value: _T | None, what: str) -> _T:

@@ -25,11 +25,11 @@ import time
 from collections.abc import Iterator
 
 from . import addresses, links, log, netlink, procsys, result, routes, state, veth
-from .attachment import Attachment
+from .attachment import Attachment, Links
 from .errors import CNIError, Code
 from .links import Link
 from .netlink import NetlinkError, Socket, ifinfmsg
-from .result import Interface, Route
+from .result import Interface, Result, Route
 
 AF_BRIDGE = 7
 BR_STATE_FORWARDING = 3
@@ -43,6 +43,7 @@ _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
 
 # The links are a veth pair, as in ptp mode; the host end becomes a bridge port in setup_host.
+POD_KIND = veth.POD_KIND
 create = veth.create
 delete = veth.delete
 
@@ -53,8 +54,8 @@ def preflight(att: Attachment) -> None:
 
 
 # ------------------------------------------------------------------ the lease
-def prepare(att: Attachment) -> None:
-    """Complete the lease for bridge mode before anything uses it.
+def prepare(att: Attachment) -> Result:
+    """The lease completed for bridge mode, before anything uses it.
 
     With isGateway and no gateway from IPAM, the gateway is the first address
     of the subnet (as the reference plugin computes it). With
@@ -62,8 +63,7 @@ def prepare(att: Attachment) -> None:
     family unless IPAM already gave one.
     """
     conf = att.conf.bridge
-    lease = att.lease
-    assert lease is not None
+    lease = att.leased
     ips = []
     for ip in lease.ips:
         gw = ip.gateway
@@ -79,7 +79,7 @@ def prepare(att: Attachment) -> None:
         for version, gw in result.gateways(ips).items():
             if version not in defaults:
                 extra_routes.append(Route(dst=ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0"), gw=gw))
-    att.lease = dataclasses.replace(lease, ips=tuple(ips), routes=lease.routes + tuple(extra_routes))
+    return dataclasses.replace(lease, ips=tuple(ips), routes=lease.routes + tuple(extra_routes))
 
 
 def _gateway_addresses(att: Attachment) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
@@ -135,13 +135,13 @@ def refuse_mac_in_use(sock: Socket, name: str, mac: str | None, own_port: str) -
 
 
 # ----------------------------------------------------------------- host side
-def setup_host(att: Attachment) -> None:
-    """The bridge (under its lock), then the host veth as one of its ports."""
+def setup_host(att: Attachment) -> Links:
+    """The bridge (under its lock), then the host veth as one of its ports; the links with the bridge."""
     with _bridge_lock(att.conf.runtime_dir, att.conf.name, att.conf.bridge.name):
-        att.bridge_link = _ensure_bridge(att)
+        bridge = _ensure_bridge(att)
         if att.conf.bridge.is_gateway:
-            _ensure_gateway_addresses(att)
-    _attach_port(att)
+            _ensure_gateway_addresses(att, bridge)
+    return dataclasses.replace(att.linked, host=_attach_port(att, bridge), bridge=bridge)
 
 
 @contextlib.contextmanager
@@ -242,14 +242,12 @@ def _vlan_filtering(sock: Socket, index: int) -> bool:
     return bool(data.get_attr("IFLA_BR_VLAN_FILTERING")) if data is not None else False
 
 
-def _ensure_gateway_addresses(att: Attachment) -> None:
+def _ensure_gateway_addresses(att: Attachment, bridge: Link) -> None:
     """Each gateway on the bridge; a different address in an overlapping subnet is an error unless forceAddress.
 
     Addresses of subnets that do not overlap stay (several networks may share
     one bridge); IPv6 link-local addresses are the kernel's own and ignored.
     """
-    bridge = att.bridge_link
-    assert bridge is not None
     have = [a for a, _ in addresses.on_link(att.host, bridge.index) if a.ip not in _LINK_LOCAL_V6]
     for want in _gateway_addresses(att):
         if want in have:
@@ -271,11 +269,10 @@ def _ensure_gateway_addresses(att: Attachment) -> None:
     procsys.enable_forwarding({a.version for a in _gateway_addresses(att)})
 
 
-def _attach_port(att: Attachment) -> None:
+def _attach_port(att: Attachment, bridge: Link) -> Link:
+    """The host veth made a port of `bridge`; the port as the kernel shows it then."""
     conf = att.conf.bridge
-    port = att.host_link
-    bridge = att.bridge_link
-    assert port is not None and bridge is not None
+    port = att.host_veth
     links.set_attrs(att.host, port.index, [("IFLA_MASTER", bridge.index)])
     if conf.hairpin:
         _set_port_data(att.host, port.index, [("IFLA_BRPORT_MODE", 1)])
@@ -287,7 +284,7 @@ def _attach_port(att: Attachment) -> None:
         if conf.vlan != DEFAULT_VLAN:
             with contextlib.suppress(NetlinkError):
                 _port_vlan(att.host, port.index, DEFAULT_VLAN, 0, netlink.RTM_DELLINK)
-    att.host_link = links.get(att.host, index=port.index) or port
+    return links.get(att.host, index=port.index) or port
 
 
 def _set_port_data(sock: Socket, index: int, data: list[tuple[str, object]]) -> None:
@@ -358,26 +355,31 @@ def setup_pod(att: Attachment) -> None:
 # -------------------------------------------------------------------- result
 def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
     """[bridge, host veth, pod interface] and the index of the pod interface."""
-    bridge = att.bridge_link or links.get(att.host, name=att.conf.bridge.name)
-    assert bridge is not None and att.host_link is not None and att.pod_link is not None
+    made = att.linked
+    bridge = made.bridge or links.get(att.host, name=att.conf.bridge.name)
+    assert bridge is not None
     return (
         Interface(name=bridge.name, mac=bridge.mac),
-        Interface(name=att.host_name, mac=att.host_link.mac),
-        Interface(name=att.req.ifname, mac=att.pod_link.mac, sandbox=att.req.netns, mtu=att.pod_link.mtu),
+        Interface(name=att.host_name, mac=made.host.mac),
+        Interface(name=att.req.ifname, mac=made.pod.mac, sandbox=att.req.netns, mtu=made.pod.mtu),
     ), 2
 
 
 # --------------------------------------------------------------------- CHECK
-def observe(att: Attachment) -> list[str]:
-    """What differs on the host side from what setup_host made (for CHECK)."""
+def observe(att: Attachment, pod: Link, pod_index: int) -> list[str]:
+    """What differs on the host side from what create and setup_host made (for CHECK)."""
     conf = att.conf.bridge
     name = conf.name
+    # prevResult lists the bridge too: it is not the host veth.
+    problems, found = veth.observe(att, pod, pod_index, not_host=name)
+    if found is None:
+        return problems
+    att = dataclasses.replace(att, links=found)
     bridge = links.get(att.host, name=name)
     if bridge is None:
-        return [f"bridge {name} is missing"]
+        return [*problems, f"bridge {name} is missing"]
     if bridge.kind != "bridge":
-        return [f"{name} is a {bridge.kind or 'plain'} link, not a bridge"]
-    problems = []
+        return [*problems, f"{name} is a {bridge.kind or 'plain'} link, not a bridge"]
     prev = att.lease
     listed = [i for i in (prev.interfaces if prev else ()) if i.name == name and not i.sandbox]
     if listed and listed[0].mac and listed[0].mac.lower() != bridge.mac:
@@ -389,8 +391,7 @@ def observe(att: Attachment) -> list[str]:
         )
     if not bridge.up:
         problems.append(f"bridge {name} is down")
-    host = att.host_link
-    assert host is not None
+    host = att.host_veth
     if host.master != bridge.index:
         problems.append(f"host veth {host.name} is not a port of bridge {name}")
     else:

@@ -1,8 +1,9 @@
-"""CHECK's comparison of prevResult against what the kernel shows (pure).
+"""CHECK's comparison of prevResult against what the kernel shows in the pod (pure).
 
 The shell (commands.py) gathers what the kernel shows; this module only
 compares, so it names what it reads as protocols instead of importing the
-netlink modules (links.Link and routes.Entry satisfy them).
+netlink modules (links.Link and routes.Entry satisfy them). The host side
+differs by wiring: each wiring checks its own (`Wiring.observe`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ class SeenLink(Protocol):
     """What CHECK reads of a link."""
 
     @property
-    def index(self) -> int: ...
-    @property
     def name(self) -> str: ...
     @property
     def kind(self) -> str: ...
@@ -28,8 +27,6 @@ class SeenLink(Protocol):
     def mac(self) -> str: ...
     @property
     def mtu(self) -> int: ...
-    @property
-    def peer_index(self) -> int: ...
     @property
     def up(self) -> bool: ...
 
@@ -45,10 +42,9 @@ class SeenRoute(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
-    """What the kernel shows of an attachment, gathered for CHECK."""
+    """What the kernel shows of an attachment in the pod netns, gathered for CHECK."""
 
     pod_link: SeenLink | None
-    host_link: SeenLink | None
     pod_addresses: tuple[IPInterface, ...]
     pod_routes: tuple[SeenRoute, ...]
 
@@ -66,15 +62,16 @@ def pod_interface_index(prev: Result, ifname: str, netns: str) -> int:
     raise CNIError(Code.CHECK_FAILED, f"prevResult lists no interface {ifname} in sandbox {netns}")
 
 
-def compare(prev: Result, pod_index: int, conf: NetConf, seen: Observed) -> list[str]:
-    """Every difference, each named; empty when all is as ADD left it."""
+def compare(prev: Result, pod_index: int, conf: NetConf, seen: Observed, pod_kind: str) -> list[str]:
+    """Every difference in the pod, each named; empty when all is as ADD left it.
+    `pod_kind`: the link kind the wiring makes the pod interface (veth)."""
     expected = prev.interfaces[pod_index]
     pod = seen.pod_link
     if pod is None:
         return [f"interface {expected.name} is missing from the pod netns"]
     problems = []
-    if pod.kind != "veth":
-        problems.append(f"interface {pod.name} is a {pod.kind or 'non-veth'} link, expected veth")
+    if pod.kind != pod_kind:
+        problems.append(f"interface {pod.name} is a {pod.kind or 'non-' + pod_kind} link, expected {pod_kind}")
     if expected.mac and pod.mac != expected.mac.lower():
         problems.append(f"interface {pod.name} has MAC {pod.mac}, expected {expected.mac.lower()}")
     if conf.mtu and pod.mtu != conf.mtu:
@@ -90,16 +87,4 @@ def compare(prev: Result, pod_index: int, conf: NetConf, seen: Observed) -> list
         if not any(e.dst == r.dst and (r.gw is None or e.gw == r.gw) for e in seen.pod_routes):
             via = f" via {r.gw}" if r.gw else ""
             problems.append(f"route {r.dst}{via} is missing in the pod netns")
-    host = seen.host_link
-    bridge = conf.bridge.name if conf.mode == "bridge" else None
-    host_names = [i.name for n, i in enumerate(prev.interfaces) if n != pod_index and not i.sandbox and i.name != bridge]
-    if host is None:
-        problems.append(f"host veth {host_names[0] if host_names else ''} is missing".replace("  ", " "))
-    else:
-        if host_names and host.name not in host_names:
-            problems.append(f"host veth is {host.name}, prevResult lists {host_names}")
-        if host.kind != "veth" or host.peer_index != pod.index or pod.peer_index != host.index:
-            problems.append(f"host veth {host.name} is not the peer of {pod.name}")
-        if not host.up:
-            problems.append(f"host veth {host.name} is down")
     return problems

@@ -97,8 +97,8 @@ def survey(runtime_dir: str) -> Plan:
         attachments=inspection.collect(runtime_dir),
         bridges=sorted(b.name for b in marked if b.index not in ports),
         busy_bridges={b.name: sorted(ports[b.index]) for b in marked if b.index in ports},
-        nft_chains=masq.nft_table_chains(),
-        ipt_chains=masq.ipt_chains(),
+        nft_chains=masq.nft_table_chains(path=os.environ.get("PATH", "")),
+        ipt_chains=masq.ipt_chains(path=os.environ.get("PATH", "")),
         runtime_dir=runtime_dir if present else None,
         unknown=unknown,
     )
@@ -181,9 +181,9 @@ def remove(plan: Plan) -> list[str]:
                 failures.append(f"bridge {name}: {e.strerror}")
     try:
         if plan.nft_chains is not None:
-            masq.remove_nft_table()
+            masq.remove_nft_table(path=os.environ.get("PATH", ""))
         if plan.ipt_chains:
-            masq.remove_ipt_chains(plan.ipt_chains)
+            masq.remove_ipt_chains(plan.ipt_chains, path=os.environ.get("PATH", ""))
     except CNIError as e:
         failures.append(e.msg)
     if plan.runtime_dir is not None and not plan.unknown:

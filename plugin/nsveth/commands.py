@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from . import addresses, advertise, check, crashpoints, ipam, links, log, netns, procsys, result, routes, state, timing, wiring
@@ -43,23 +44,23 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             # Armed before the call: a delegate that allocated and then answered
             # something unusable (no IPs, a malformed result) still holds a lease.
             undo.callback(_quietly, ipam.delete, conf, req)
-            att.lease = ipam.add(conf, req)
+            att = replace(att, lease=ipam.add(conf, req))
             crashpoints.step(req, "ipam")
-            kernel("look at the host side", wired.prepare, att)
+            att = replace(att, lease=kernel("look at the host side", wired.prepare, att))
             # Armed first: the pair exists as soon as the kernel has made it.
             undo.callback(_quietly, links.delete, host_sock, att.host_name)
-            wired.create(att)
+            att = replace(att, links=wired.create(att))
             crashpoints.step(req, "sysctl host")
-            kernel("configure the host side", wired.setup_host, att)
+            att = replace(att, links=kernel("configure the host side", wired.setup_host, att))
             _masquerade(att, undo)
             crashpoints.step(req, "host side")
             _set_pod_ipv6(att)
             crashpoints.step(req, "sysctl pod")
             kernel(f"configure {req.ifname} in the pod", wired.setup_pod, att)
             crashpoints.step(req, "pod side")
-            _apply_sysctls(att, sysctls, undo)
+            att = replace(att, sysctl_originals=_apply_sysctls(att, sysctls, undo))
             crashpoints.step(req, "sysctl config")
-            addresses.drop_vanished_ipv6(att)
+            att = replace(att, lease=addresses.drop_vanished_ipv6(att))
             kernel(f"wait for {att.host_name} to forward", wired.settle, att)
             crashpoints.step(req, "settle")
             # Last, with sysctls applied, vanished addresses dropped and the port forwarding.
@@ -109,10 +110,10 @@ def _interrupted(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return record is not None and record.get("phase") == "adding"
 
 
-def _masq_backend(conf: NetConf) -> str:
+def _masq_backend(req: Request, conf: NetConf) -> str:
     from . import masq
 
-    return masq.backend(conf.ip_masq_backend)
+    return masq.backend(conf.ip_masq_backend, path=req.tool_path)
 
 
 def _masquerade(att: Attachment, undo: contextlib.ExitStack) -> None:
@@ -123,10 +124,10 @@ def _masquerade(att: Attachment, undo: contextlib.ExitStack) -> None:
     from . import masq
 
     ips = [ip.address for ip in att.leased.ips]
-    backend = _masq_backend(conf)
+    backend = _masq_backend(req, conf)
     # Armed first: iptables builds the rules in several calls, and one failing midway leaves the others.
-    undo.callback(_quietly, masq.teardown, backend, conf.name, req.container_id, req.ifname)
-    masq.setup(backend, conf.name, req.container_id, req.ifname, ips, conf.non_masquerade)
+    undo.callback(_quietly, masq.teardown, backend, conf.name, req.container_id, req.ifname, path=req.tool_path)
+    masq.setup(backend, conf.name, req.container_id, req.ifname, ips, conf.non_masquerade, path=req.tool_path)
 
 
 def _set_pod_ipv6(att: Attachment) -> None:
@@ -137,38 +138,38 @@ def _set_pod_ipv6(att: Attachment) -> None:
 
 def _sysctl_plan(req: Request, conf: NetConf) -> tuple[sysctl.Sysctl, ...]:
     """The configured sysctls, every pure rule and the admin allowlist checked (code 7 otherwise)."""
-    own = conf.doc.get("sysctl") or {}
-    args = ((conf.doc.get("args") or {}).get("cni") or {}).get("sysctl") or {}
-    if not own and not args and conf.sysctl_allowlist is None:
+    if not conf.sysctl and not conf.args_sysctl and conf.sysctl_allowlist is None:
         return ()
     # Imported only here and where a plan or a record needs it: start-up time
     # the common config (no sysctls) does not pay.
     from . import sysctl
 
     allowlist = sysctl.load_allowlist(conf.sysctl_allowlist)
-    return sysctl.plan(own, args, req.ifname, allowlist)
+    return sysctl.plan(conf.sysctl, conf.args_sysctl, req.ifname, allowlist)
 
 
-def _apply_sysctls(att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: contextlib.ExitStack) -> None:
-    """Write the sysctls in the pod netns. The values they replace are in the
-    state record before the first write, so DEL restores them even after a
-    kill between two writes; a failed write (or any later step) restores them
+def _apply_sysctls(
+    att: Attachment, sysctls: tuple[sysctl.Sysctl, ...], undo: contextlib.ExitStack
+) -> tuple[sysctl.Original, ...]:
+    """Write the sysctls in the pod netns; the values they replaced. Those are
+    in the state record before the first write, so DEL restores them even after
+    a kill between two writes; a failed write (or any later step) restores them
     through `undo`."""
     if not sysctls:
-        return
+        return ()
     from . import sysctl
 
     with netns.entered(att.pod_netns_fd):
-        att.sysctl_originals = sysctl.pending(sysctls)
-    if att.sysctl_originals:
-        _record(att, phase="adding")
-    undo.callback(_quietly, _restore_sysctls, att.pod_netns_fd, att.sysctl_originals)
+        originals = tuple(sysctl.pending(sysctls))
+    if originals:
+        _record(replace(att, sysctl_originals=originals), phase="adding")
+    undo.callback(_quietly, _restore_sysctls, att.pod_netns_fd, originals)
     with netns.entered(att.pod_netns_fd):
         # The same originals, now with the form the kernel shows (CHECK accepts it).
-        att.sysctl_originals = sysctl.apply(sysctls)
+        return tuple(sysctl.apply(sysctls))
 
 
-def _restore_sysctls(pod_fd: int, originals: list[sysctl.Original]) -> None:
+def _restore_sysctls(pod_fd: int, originals: Sequence[sysctl.Original]) -> None:
     from . import sysctl
 
     with netns.entered(pod_fd):
@@ -188,10 +189,10 @@ def _result(att: Attachment) -> result.Result:
 def _announce(att: Attachment) -> dict[str, int] | None:
     """Unsolicited ARP / NA for every address, last, once the pod interface is
     complete; returns the detached sender of the later rounds, if any."""
-    assert att.pod_link is not None and att.lease is not None and att.pod_fd is not None
+    assert att.links is not None and att.lease is not None and att.pod_fd is not None
     plan = advertise.Plan.of(
-        att.pod_link.index,
-        att.pod_link.mac,
+        att.links.pod.index,
+        att.links.pod.mac,
         (ip.address.ip for ip in att.lease.ips),
         att.conf.advertise.count,
         att.conf.advertise.interval_ms,
@@ -226,7 +227,7 @@ def _record(att: Attachment, phase: str, advertiser: dict[str, int] | None = Non
             "netnsIdentity": netns.identity(att.pod_netns_fd),
             "hostIfname": att.host_name,
             "mode": conf.mode,
-            "masq": _masq_backend(conf) if conf.ip_masq else None,
+            "masq": _masq_backend(req, conf) if conf.ip_masq else None,
             "config": conf.raw.decode(),
             "sysctlOriginals": [o.to_json() for o in att.sysctl_originals],
         },
@@ -371,12 +372,12 @@ def _unmasquerade(req: Request, conf: NetConf, record: dict[str, Any]) -> None:
         if not conf.ip_masq:
             return
         try:
-            kind = _masq_backend(conf)
+            kind = _masq_backend(req, conf)
         except CNIError:
             return  # neither nft nor iptables: there can be no rules to remove
     from . import masq
 
-    masq.teardown(kind, conf.name, req.container_id, req.ifname)
+    masq.teardown(kind, conf.name, req.container_id, req.ifname, path=req.tool_path)
 
 
 # ------------------------------------------------------------------- CHECK
@@ -386,13 +387,14 @@ def check_(req: Request, conf: NetConf) -> None:
         raise CNIError(Code.INVALID_CONFIG, "CHECK needs prevResult in the network config")
     pod_index = check.pod_interface_index(prev, req.ifname, req.netns)
     sysctls = _sysctl_plan(req, conf)
+    wired = wiring.of(conf.mode)
     with netns.opened_pod(req.netns, missing_code=Code.CHECK_FAILED) as (pod_fd, host_sock, pod_sock):
         _refuse_other_netns(req, conf, pod_fd)
         att = Attachment(req, conf, host_sock, pod_sock, pod_fd, host_ifname(req.container_id, req.ifname), lease=prev)
-        observed = _observe(att)
-        problems = check.compare(prev, pod_index, conf, observed)
-        if att.host_link is not None and att.pod_link is not None:
-            problems += wiring.of(conf.mode).observe(att)
+        pod = links.get(pod_sock, name=req.ifname)
+        problems = check.compare(prev, pod_index, conf, _observe(att, pod), wired.POD_KIND)
+        if pod is not None:
+            problems += wired.observe(att, pod, pod_index)
         if sysctls:
             from . import sysctl
 
@@ -403,7 +405,7 @@ def check_(req: Request, conf: NetConf) -> None:
         from . import masq
 
         ips = [ip.address for ip in prev.ips]
-        problems += masq.missing(_masq_backend(conf), conf.name, req.container_id, req.ifname, ips)
+        problems += masq.missing(_masq_backend(req, conf), conf.name, req.container_id, req.ifname, ips, path=req.tool_path)
     ipam.check(conf, req)
     if problems:
         raise CNIError(Code.CHECK_FAILED, "; ".join(problems))
@@ -426,12 +428,11 @@ def _applied_sysctls(req: Request, conf: NetConf) -> dict[tuple[str, ...], str]:
     return {o.segments: o.applied for o in _recorded_originals(record) if o.applied is not None}
 
 
-def _observe(att: Attachment) -> check.Observed:
-    att.pod_link = links.get(att.pod_socket, name=att.req.ifname)
-    att.host_link = links.get(att.host, name=att.host_name)
-    pod_addrs = addresses.on_link(att.pod_socket, att.pod_link.index) if att.pod_link else []
-    pod_routes = routes.dump(att.pod_socket) if att.pod_link else []
-    return check.Observed(att.pod_link, att.host_link, tuple(a for a, _ in pod_addrs), tuple(pod_routes))
+def _observe(att: Attachment, pod: links.Link | None) -> check.Observed:
+    """What the kernel shows of the attachment in the pod netns."""
+    pod_addrs = addresses.on_link(att.pod_socket, pod.index) if pod else []
+    pod_routes = routes.dump(att.pod_socket) if pod else []
+    return check.Observed(pod, tuple(a for a, _ in pod_addrs), tuple(pod_routes))
 
 
 # ---------------------------------------------------------------------- GC
@@ -463,7 +464,7 @@ def gc(req: Request, conf: NetConf) -> None:
             except CNIError as e:
                 failures.append(f"{container_id}/{ifname}: {e.msg}")
         try:
-            _sweep_masquerade(conf, valid)
+            _sweep_masquerade(req, conf, valid)
         except CNIError as e:
             failures.append(f"masquerade rules: {e.msg}")
     try:
@@ -474,15 +475,15 @@ def gc(req: Request, conf: NetConf) -> None:
         raise CNIError(Code.TRY_AGAIN, "GC could not release everything: " + "; ".join(failures))
 
 
-def _sweep_masquerade(conf: NetConf, valid: set[tuple[str, str]]) -> None:
+def _sweep_masquerade(req: Request, conf: NetConf, valid: set[tuple[str, str]]) -> None:
     """nftables chains of this network that no valid or recorded attachment owns (e.g. a lost record)."""
     from . import masq
 
     keep = valid | set(state.attachments(conf.runtime_dir, conf.name))
-    stale = masq.stale_nft_chains(conf.name, keep)
+    stale = masq.stale_nft_chains(conf.name, keep, path=req.tool_path)
     if stale:
         log.get().info("GC: removing masquerade chains %s", ", ".join(stale))
-        masq.remove_nft_chains(stale)
+        masq.remove_nft_chains(stale, path=req.tool_path)
 
 
 def release_recorded(req: Request, conf: NetConf, container_id: str, ifname: str) -> None:
@@ -508,9 +509,9 @@ def status(req: Request, conf: NetConf) -> None:
 
 
 # ------------------------------------------------------------------ shared
-def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+def _quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Undo steps never raise: the runtime must see the original error, not the rollback's."""
     try:
-        fn(*args)
+        fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - logged; the original error wins
         log.get().warning("rollback step %s failed: %s", getattr(fn, "__qualname__", fn), e)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from . import result, schema, versions
+from . import result, validation_cache, versions
 from .errors import CNIError, Code
 from .request import Request
 
@@ -59,7 +59,8 @@ class NetConf:
     ip_masq_backend: str | None = None
     non_masquerade: tuple[result.IPNetwork, ...] = ()  # destinations that keep the pod source address
     bridge: BridgeConf = BridgeConf()
-    sysctl: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    sysctl: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the config's own
+    args_sysctl: Mapping[str, str] = dataclasses.field(default_factory=dict)  # args.cni.sysctl: a pod author's (sysctl.plan)
     sysctl_allowlist: str | None = None
     advertise: Advertise = Advertise()
     log_file: str | None = None
@@ -97,7 +98,7 @@ def load(raw: bytes, req: Request) -> NetConf:
     doc = decode(raw)
     version = version_of(doc)
     versions.require_command(req.command, version)
-    schema.validate_cached(doc, raw, doc.get("runtimeDir", DEFAULT_RUNTIME_DIR))
+    validation_cache.validate(doc, raw, doc.get("runtimeDir", DEFAULT_RUNTIME_DIR))
     check_mode_fields(doc)
     args_cni = (doc.get("args") or {}).get("cni") or {}
     runtime = doc.get("runtimeConfig") or {}
@@ -117,7 +118,8 @@ def load(raw: bytes, req: Request) -> NetConf:
         ip_masq_backend=doc.get("ipMasqBackend"),
         non_masquerade=_non_masquerade(doc),
         bridge=_bridge(doc),
-        sysctl=doc.get("sysctl", {}),  # the config's own; args.cni.sysctl is checked apart (sysctl.plan)
+        sysctl=doc.get("sysctl") or {},
+        args_sysctl=args_cni.get("sysctl") or {},
         sysctl_allowlist=doc.get("sysctlAllowlist"),
         advertise=Advertise(**_renamed(doc.get("advertise", {}), {"count": "count", "intervalMs": "interval_ms"})),
         log_file=doc.get("logFile"),
@@ -199,17 +201,20 @@ def _mac(*candidates: str | None) -> str | None:
     return mac
 
 
+# The config fields of bridge mode, by their BridgeConf names.
+_BRIDGE_FIELDS = {
+    "bridge": "name",
+    "isGateway": "is_gateway",
+    "isDefaultGateway": "is_default_gateway",
+    "forceAddress": "force_address",
+    "hairpinMode": "hairpin",
+    "promiscMode": "promisc",
+    "vlan": "vlan",
+}
+
+
 def _bridge(doc: Mapping[str, Any]) -> BridgeConf:
-    fields = {
-        "bridge": "name",
-        "isGateway": "is_gateway",
-        "isDefaultGateway": "is_default_gateway",
-        "forceAddress": "force_address",
-        "hairpinMode": "hairpin",
-        "promiscMode": "promisc",
-        "vlan": "vlan",
-    }
-    conf = BridgeConf(**_renamed(doc, fields))
+    conf = BridgeConf(**_renamed(doc, _BRIDGE_FIELDS))
     # The schema's maxLength counts characters; the kernel's limit is 15 bytes.
     if len(conf.name.encode()) > 15:
         raise CNIError(Code.INVALID_CONFIG, f"invalid network config: bridge: {conf.name!r} is longer than 15 bytes")
@@ -218,16 +223,20 @@ def _bridge(doc: Mapping[str, Any]) -> BridgeConf:
     return conf
 
 
-BRIDGE_ONLY_FIELDS = ("bridge", "isGateway", "isDefaultGateway", "forceAddress", "hairpinMode", "promiscMode", "vlan")
-
-
 def check_mode_fields(doc: Mapping[str, Any]) -> None:
     """Field combinations the schema cannot name well: bridge-only fields
     outside bridge mode (code 2), hairpin with promisc, and a VLAN with a
-    gateway on the bridge (code 7)."""
+    gateway on the bridge (code 7).
+
+    schema.json holds each field's type and range; these rules relate fields
+    to each other. As schema conditionals (if/then at the top level) a schema
+    could only answer code 7 for what is code 2 here, its messages would not
+    say which rule, and the validation cache would lose its prevResult
+    shortcut (it trusts only plain top-level keywords: validation_cache._subject).
+    """
     mode = doc.get("mode", "ptp")
     if mode != "bridge":
-        found = [k for k in BRIDGE_ONLY_FIELDS if k in doc]
+        found = [k for k in _BRIDGE_FIELDS if k in doc]
         if found:
             raise CNIError(
                 Code.UNSUPPORTED_FIELD,
@@ -249,7 +258,12 @@ def check_mode_fields(doc: Mapping[str, Any]) -> None:
 
 def _non_masquerade(doc: Mapping[str, Any]) -> tuple[result.IPNetwork, ...]:
     """nonMasqueradeCIDRs as networks: only with "ipMasq": true (code 2, as
-    bridge-only fields outside bridge mode), each a CIDR without host bits (code 7)."""
+    bridge-only fields outside bridge mode), each a CIDR without host bits (code 7).
+
+    schema.json says they are strings; the CIDR rules stay here: a schema
+    pattern could say "looks like a CIDR" but not "no host bits", and its
+    message would quote the regex instead of naming what is wrong (and the
+    network meant)."""
     cidrs = doc.get("nonMasqueradeCIDRs")
     if cidrs is None:
         return ()

@@ -44,18 +44,19 @@ _SEARCH = "/usr/sbin:/sbin:/usr/bin:/bin"
 _TIMEOUT_S = 30
 
 
-def _which(tool: str) -> str | None:
-    path = os.environ.get("PATH", "")
+def _which(tool: str, path: str) -> str | None:
+    """`tool` in `path` (the PATH of the request's environment, not this process's: a warm
+    server serves runtimes with different ones), then in the usual sbin and bin dirs."""
     return shutil.which(tool, path=f"{path}:{_SEARCH}" if path else _SEARCH)
 
 
-def backend(requested: str | None) -> str:
+def backend(requested: str | None, *, path: str) -> str:
     """The backend to use: the one asked for, else nftables when `nft` exists, else iptables."""
     if requested:
         return requested
-    if _which("nft"):
+    if _which("nft", path):
         return "nftables"
-    if _which("iptables"):
+    if _which("iptables", path):
         return "iptables"
     raise CNIError(Code.KERNEL, "ipMasq needs nft or iptables, and neither is installed")
 
@@ -144,19 +145,19 @@ def nft_delete_batch(chains: Iterable[str]) -> dict[str, Any]:
     return {"nftables": cmds}
 
 
-def _nft(batch: dict[str, Any]) -> None:
-    _run([_tool("nft"), "-j", "-f", "-"], json.dumps(batch))
+def _nft(path: str, batch: dict[str, Any]) -> None:
+    _run([_tool("nft", path), "-j", "-f", "-"], json.dumps(batch))
 
 
-def nft_chains() -> list[str]:
+def nft_chains(*, path: str) -> list[str]:
     """Names of the chains in our table (empty if there is no table)."""
-    _tool("nft")
-    return nft_table_chains() or []
+    _tool("nft", path)
+    return nft_table_chains(path=path) or []
 
 
-def nft_table_chains() -> list[str] | None:
+def nft_table_chains(*, path: str) -> list[str] | None:
     """Names of the chains in our table; None when there is no table (or no nft)."""
-    nft = _which("nft")
+    nft = _which("nft", path)
     if nft is None:
         return None
     proc = subprocess.run(
@@ -175,63 +176,63 @@ def nft_table_chains() -> list[str] | None:
 
 
 # -------------------------------------------------------------------- iptables
-def _iptables(version: int) -> str:
-    return _tool("iptables" if version == 4 else "ip6tables")
+def _iptables(version: int, path: str) -> str:
+    return _tool("iptables" if version == 4 else "ip6tables", path)
 
 
-def _ipt(version: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return _run([_iptables(version), "-w", "5", "-t", "nat", *args], None, check=check)
+def _ipt(path: str, version: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _run([_iptables(version, path), "-w", "5", "-t", "nat", *args], None, check=check)
 
 
 def _ipt_setup(
-    network: str, container_id: str, ifname: str, ips: Iterable[IPInterface], keep: Iterable[IPNetwork] = ()
+    network: str, container_id: str, ifname: str, ips: Iterable[IPInterface], keep: Iterable[IPNetwork], path: str
 ) -> None:
     chain = iptables_chain(network, container_id, ifname)
     keep = list(keep)
     note = comment(network, container_id, ifname)
     for version in sorted({ip.version for ip in ips}):
-        _ipt(version, "-N", chain, check=False)  # exists already: reused, flushed next
-        _ipt(version, "-F", chain)
+        _ipt(path, version, "-N", chain, check=False)  # exists already: reused, flushed next
+        _ipt(path, version, "-F", chain)
         for ip in (i for i in ips if i.version == version):
-            _ipt(version, "-A", chain, "-d", str(ip.network), "-j", "ACCEPT", "-m", "comment", "--comment", note)
+            _ipt(path, version, "-A", chain, "-d", str(ip.network), "-j", "ACCEPT", "-m", "comment", "--comment", note)
             for net in (n for n in keep if n.version == version):
-                _ipt(version, "-A", chain, "-d", str(net), "-j", "ACCEPT", "-m", "comment", "--comment", note)
+                _ipt(path, version, "-A", chain, "-d", str(net), "-j", "ACCEPT", "-m", "comment", "--comment", note)
             multicast = str(_MULTICAST[version])
-            _ipt(version, "-A", chain, "!", "-d", multicast, "-j", "MASQUERADE", "-m", "comment", "--comment", note)
+            _ipt(path, version, "-A", chain, "!", "-d", multicast, "-j", "MASQUERADE", "-m", "comment", "--comment", note)
             jump = ["POSTROUTING", "-s", str(ip.ip), "-j", chain, "-m", "comment", "--comment", note]
-            if _ipt(version, "-C", *jump, check=False).returncode != 0:
-                _ipt(version, "-A", *jump)
+            if _ipt(path, version, "-C", *jump, check=False).returncode != 0:
+                _ipt(path, version, "-A", *jump)
 
 
-def _ipt_teardown(network: str, container_id: str, ifname: str) -> None:
-    remove_ipt_chains([iptables_chain(network, container_id, ifname)])
+def _ipt_teardown(network: str, container_id: str, ifname: str, path: str) -> None:
+    remove_ipt_chains([iptables_chain(network, container_id, ifname)], path=path)
 
 
-def _ipt_present(version: int) -> bool:
-    return _which("iptables" if version == 4 else "ip6tables") is not None
+def _ipt_present(version: int, path: str) -> bool:
+    return _which("iptables" if version == 4 else "ip6tables", path) is not None
 
 
-def remove_ipt_chains(chains: list[str]) -> None:
+def remove_ipt_chains(chains: list[str], *, path: str) -> None:
     """Remove chains and their POSTROUTING jumps, in iptables and ip6tables; missing ones are success."""
     for version in (4, 6):
-        if not _ipt_present(version):
+        if not _ipt_present(version, path):
             continue
-        listing = _ipt(version, "-S", "POSTROUTING", check=False)
+        listing = _ipt(path, version, "-S", "POSTROUTING", check=False)
         for line in listing.stdout.splitlines():
             words = _split(line)
             if words[:2] == ["-A", "POSTROUTING"] and _target(words) in chains:
-                _ipt(version, "-D", *words[1:], check=False)
+                _ipt(path, version, "-D", *words[1:], check=False)
         for chain in chains:
-            _ipt(version, "-F", chain, check=False)
-            _ipt(version, "-X", chain, check=False)
+            _ipt(path, version, "-F", chain, check=False)
+            _ipt(path, version, "-X", chain, check=False)
 
 
-def ipt_chains() -> list[str]:
+def ipt_chains(*, path: str) -> list[str]:
     """nsveth's (NSV-) chains in the nat table of iptables and ip6tables, each name once."""
     found: set[str] = set()
     for version in (4, 6):
-        if _ipt_present(version):
-            for line in _ipt(version, "-S", check=False).stdout.splitlines():
+        if _ipt_present(version, path):
+            for line in _ipt(path, version, "-S", check=False).stdout.splitlines():
                 words = _split(line)
                 if words[:1] == ["-N"] and len(words) == 2 and words[1].startswith(IPT_PREFIX):
                     found.add(words[1])
@@ -257,32 +258,39 @@ def _target(words: list[str]) -> str | None:
 
 # ---------------------------------------------------------------------- shared
 def setup(
-    kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface], keep: Iterable[IPNetwork] = ()
+    kind: str,
+    network: str,
+    container_id: str,
+    ifname: str,
+    ips: Iterable[IPInterface],
+    keep: Iterable[IPNetwork] = (),
+    *,
+    path: str,
 ) -> None:
     """Masquerade the pod's addresses, except towards its subnet, multicast and `keep`."""
     ips = list(ips)
     if not ips:
         return
     if kind == "nftables":
-        _nft(nft_add_batch(network, container_id, ifname, ips, keep))
+        _nft(path, nft_add_batch(network, container_id, ifname, ips, keep))
     else:
-        _ipt_setup(network, container_id, ifname, ips, keep)
+        _ipt_setup(network, container_id, ifname, ips, keep, path)
 
 
-def teardown(kind: str, network: str, container_id: str, ifname: str) -> None:
+def teardown(kind: str, network: str, container_id: str, ifname: str, *, path: str) -> None:
     """Remove the attachment's rules; nothing there is success."""
     if kind == "nftables":
-        if _which("nft") is not None:
-            _nft(nft_delete_batch([nft_chain(network, container_id, ifname)]))
+        if _which("nft", path) is not None:
+            _nft(path, nft_delete_batch([nft_chain(network, container_id, ifname)]))
     else:
-        _ipt_teardown(network, container_id, ifname)
+        _ipt_teardown(network, container_id, ifname, path)
 
 
-def missing(kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface]) -> list[str]:
+def missing(kind: str, network: str, container_id: str, ifname: str, ips: Iterable[IPInterface], *, path: str) -> list[str]:
     """For CHECK: each pod address without its masquerade rule."""
     if kind == "nftables":
         chain = nft_chain(network, container_id, ifname)
-        proc = _run([_tool("nft"), "-j", "list", "chain", NFT_FAMILY, NFT_TABLE, chain], None, check=False)
+        proc = _run([_tool("nft", path), "-j", "list", "chain", NFT_FAMILY, NFT_TABLE, chain], None, check=False)
         have = set()
         if proc.returncode == 0:
             try:
@@ -297,19 +305,19 @@ def missing(kind: str, network: str, container_id: str, ifname: str, ips: Iterab
     out = []
     chain = iptables_chain(network, container_id, ifname)
     for ip in ips:
-        listing = _ipt(ip.version, "-S", "POSTROUTING", check=False).stdout
+        listing = _ipt(path, ip.version, "-S", "POSTROUTING", check=False).stdout
         jumps = [_split(line) for line in listing.splitlines()]
         if not any(_target(w) == chain and str(ipaddress.ip_network(ip.ip)) in w for w in jumps):
             out.append(f"masquerade rule for {ip.ip} is missing")
     return out
 
 
-def stale_nft_chains(network: str, keep: Iterable[tuple[str, str]]) -> list[str]:
+def stale_nft_chains(network: str, keep: Iterable[tuple[str, str]], *, path: str) -> list[str]:
     """Chains of `network` in our table that belong to none of the `keep` attachments."""
-    if _which("nft") is None:
+    if _which("nft", path) is None:
         return []
     wanted = {nft_chain(network, cid, ifname) for cid, ifname in keep}
-    return [c for c in nft_chains() if is_chain_of(network, c) and c not in wanted]
+    return [c for c in nft_chains(path=path) if is_chain_of(network, c) and c not in wanted]
 
 
 def is_chain_of(network: str, chain: str) -> bool:
@@ -318,18 +326,18 @@ def is_chain_of(network: str, chain: str) -> bool:
     return prefix == network and len(digest) == 16 and all(ch in "0123456789abcdef" for ch in digest)
 
 
-def remove_nft_chains(chains: list[str]) -> None:
+def remove_nft_chains(chains: list[str], *, path: str) -> None:
     if chains:
-        _nft(nft_delete_batch(chains))
+        _nft(path, nft_delete_batch(chains))
 
 
-def remove_nft_table() -> None:
+def remove_nft_table(*, path: str) -> None:
     """Delete table inet nsveth with every chain in it (for `nsveth cleanup`; the table must exist)."""
-    _nft({"nftables": [{"delete": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}}]})
+    _nft(path, {"nftables": [{"delete": {"table": {"family": NFT_FAMILY, "name": NFT_TABLE}}}]})
 
 
-def _tool(name: str) -> str:
-    found = _which(name)
+def _tool(name: str, path: str) -> str:
+    found = _which(name, path)
     if found is None:
         raise CNIError(Code.KERNEL, f"ipMasq: {name} is not installed")
     return found

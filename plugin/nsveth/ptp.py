@@ -9,14 +9,16 @@ host, never bridged.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 
 from . import addresses, links, procsys, routes, veth
-from .attachment import Attachment
+from .attachment import Attachment, Links
 from .errors import CNIError, Code
+from .links import Link
 from .netlink import NetlinkError
-from .result import Interface, IPAddress, IPConfig, IPNetwork
+from .result import Interface, IPAddress, IPConfig, IPNetwork, Result
 
 
 def _host_prefix(address: IPAddress) -> IPNetwork:
@@ -24,6 +26,7 @@ def _host_prefix(address: IPAddress) -> IPNetwork:
 
 
 # The links are a veth pair, as in bridge mode.
+POD_KIND = veth.POD_KIND
 create = veth.create
 delete = veth.delete
 
@@ -43,11 +46,12 @@ def _require_gateways(att: Attachment) -> list[IPConfig]:
     return ips
 
 
-def prepare(att: Attachment) -> None:
+def prepare(att: Attachment) -> Result:
     """The lease is used as IPAM gave it, unless the host already routes one
     of its addresses to another interface (see `_refuse_overlap`)."""
     for ip in att.leased.ips:
         _refuse_overlap(att, ip.address.ip)
+    return att.leased
 
 
 def _refuse_overlap(att: Attachment, address: IPAddress) -> None:
@@ -74,8 +78,8 @@ def _refuse_overlap(att: Attachment, address: IPAddress) -> None:
         )
 
 
-def setup_host(att: Attachment) -> None:
-    """Gateway address(es) on the host veth, routes back to the pod, forwarding on."""
+def setup_host(att: Attachment) -> Links:
+    """Gateway address(es) on the host veth, routes back to the pod, forwarding on (the links are unchanged)."""
     index = att.host_veth.index
     for ip in _require_gateways(att):
         gw = ip.gateway
@@ -91,6 +95,7 @@ def setup_host(att: Attachment) -> None:
             _refuse_overlap(att, ip.address.ip)
             routes.add(att.host, _host_prefix(ip.address.ip), index, scope=routes.RT_SCOPE_LINK, exist_ok=True)
     procsys.enable_forwarding({ip.address.version for ip in att.leased.ips})
+    return att.linked
 
 
 def setup_pod(att: Attachment) -> None:
@@ -116,16 +121,19 @@ def settle(att: Attachment) -> None:
 
 def interfaces(att: Attachment) -> tuple[tuple[Interface, ...], int]:
     """[host veth, pod interface] and the index of the pod interface."""
-    assert att.host_link is not None and att.pod_link is not None
+    host, pod = att.host_veth, att.pod_interface
     return (
-        Interface(name=att.host_name, mac=att.host_link.mac),
-        Interface(name=att.req.ifname, mac=att.pod_link.mac, sandbox=att.req.netns, mtu=att.pod_link.mtu),
+        Interface(name=att.host_name, mac=host.mac),
+        Interface(name=att.req.ifname, mac=pod.mac, sandbox=att.req.netns, mtu=pod.mtu),
     ), 1
 
 
-def observe(att: Attachment) -> list[str]:
-    """What differs on the host side from what setup_host made (for CHECK)."""
-    problems = []
+def observe(att: Attachment, pod: Link, pod_index: int) -> list[str]:
+    """What differs on the host side from what create and setup_host made (for CHECK)."""
+    problems, found = veth.observe(att, pod, pod_index)
+    if found is None:
+        return problems
+    att = dataclasses.replace(att, links=found)
     index = att.host_veth.index
     have_addrs = {a for a, _ in addresses.on_link(att.host, index)}
     have_routes = {(r.dst, r.oif) for r in routes.dump(att.host)}

@@ -55,6 +55,11 @@ class Request:
     path: tuple[str, ...]
     env: Mapping[str, str]  # passed on verbatim to delegated plugins
 
+    @property
+    def tool_path(self) -> str:
+        """PATH of the runtime's environment: where the tools the plugin runs (nft, iptables) are found."""
+        return self.env.get("PATH", "")
+
 
 def parse(env: Mapping[str, str]) -> Request:
     """Validate the environment for `env["CNI_COMMAND"]` (which must be set)."""

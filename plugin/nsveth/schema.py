@@ -1,27 +1,19 @@
-"""Validation of a decoded config against the JSON Schema shipped in the package.
+"""Validation of a decoded config against the JSON Schema shipped in the package (pure).
 
-Importing jsonschema and validating costs about 50 ms, on every pod operation,
-for a config that is nearly always the same bytes. So a successful validation
-is remembered (see `validate_cached`) and the same config, checked by the same
-build against the same schema, is not validated again.
+A fresh process remembers successful validations on disk (validation_cache);
+a warm server (`warm_up`) validates every request with its prebuilt validator.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import stat
-import sys
 from typing import Any
 
-from . import safefile
 from .errors import CNIError, Code
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
-CACHE_DIR = ".validated"  # under the runtime dir
-_SLOTS = 256  # at most this many remembered configs per runtime dir (one small file each)
 
 
 def load() -> dict[str, Any]:
@@ -30,161 +22,10 @@ def load() -> dict[str, Any]:
     return doc
 
 
-def validate_cached(doc: dict[str, Any], raw: bytes, runtime_dir: object) -> None:
-    """`validate`, skipped when this exact config already passed with this build and schema.
-
-    The cache lives in <runtime_dir>/.validated: one file per slot holding the
-    sha256 of (build identity, schema bytes, config). Only a directory and a
-    file owned by this (root) user and not writable by group or others are
-    trusted, so an unprivileged user cannot plant an entry; and an entry only
-    states a fact that holds wherever the file is ("these bytes are valid under
-    this schema and build"). Only successes are stored: every invalid config is
-    validated, and reported, each time. Any problem with the cache means it is
-    simply not used.
-    """
-    if _warm is not None:
-        validate(doc, _warm)  # a warm server: validating costs well under a millisecond
-        return
-    if not isinstance(runtime_dir, str) or not runtime_dir.startswith("/") or "\0" in runtime_dir:
-        validate(doc)  # an unusable runtimeDir: the schema names it
-        return
-    try:
-        with open(PATH, "rb") as f:
-            schema_bytes = f.read()
-    except OSError:
-        validate(doc)
-        return
-    key = cache_key(doc, raw, schema_bytes)
-    if key is None:
-        validate(doc)
-        return
-    directory = os.path.join(runtime_dir, CACHE_DIR)
-    if _lookup(directory, key):
-        return
-    validate(doc, schema_bytes)
-    _store(runtime_dir, directory, key)
-
-
-def cache_key(doc: dict[str, Any], raw: bytes, schema_bytes: bytes) -> str | None:
-    """sha256 of build identity, schema bytes and the config (see `_subject`); None: do not cache."""
-    subject = _subject(doc, raw, schema_bytes)
-    if subject is None:
-        return None
-    return hashlib.sha256(b"nsveth-validated\0" + _build_identity() + b"\0" + schema_bytes + b"\0" + subject).hexdigest()
-
-
-def _subject(doc: dict[str, Any], raw: bytes, schema_bytes: bytes) -> bytes | None:
-    """The bytes the cache key covers: the config's own bytes, except for prevResult.
-
-    DEL and CHECK carry the pod's own prevResult, so keyed on exact bytes every
-    DEL would miss. The schema allows any object there, and (checked here on the
-    schema itself) nothing else in it can look at prevResult: its properties are
-    checked one by one, top-level keywords are plain ones, and "prevResult" is
-    named once. Then the config is valid exactly when it is valid with an empty
-    prevResult and its prevResult is an object; the key covers the rest of the
-    config in canonical JSON (decoding already refused duplicate keys, so this
-    is one-to-one with the decoded document the validator sees).
-    """
-    if "prevResult" not in doc:
-        return b"raw\0" + raw
-    prev = doc["prevResult"]
-    if not isinstance(prev, dict) or schema_bytes.count(b'"prevResult"') != 1:
-        return None
-    try:
-        schema_doc = json.loads(schema_bytes)
-        opaque = {k: v for k, v in schema_doc["properties"]["prevResult"].items() if k != "description"}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if opaque != {"type": "object"} or not set(schema_doc) <= _PLAIN_TOP_LEVEL:
-        return None
-    rest = dict(doc, prevResult={})
-    return b"canonical\0" + json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()
-
-
-# Keywords whose outcome is decided property by property (or not at all).
-_PLAIN_TOP_LEVEL = {"$schema", "$id", "title", "description", "type", "required", "additionalProperties", "$defs", "properties"}
-
-
-BUILD_ID = os.path.join(os.path.dirname(os.path.abspath(__file__)), "build_id")
-
-
-def _build_identity() -> bytes:
-    """What the validation outcome depends on besides schema and config: this build's code.
-
-    A built executable carries a build_id file that build.sh makes unique per
-    build, so any rebuild (new jsonschema, new validation code), however it
-    is installed, invalidates every entry. Run from source, the interpreter,
-    this file and jsonschema's package (path and stat) stand in for it.
-    """
-    from . import __version__
-
-    try:
-        with open(BUILD_ID, "rb") as f:
-            return b"build\0" + __version__.encode() + b"\0" + f.read(256)
-    except OSError:
-        pass
-    parts = [__version__, sys.version, sys.executable, _stat_id(sys.executable)]
-    import importlib.util
-
-    spec = importlib.util.find_spec("jsonschema")
-    parts += [__file__, _stat_id(__file__), str(spec and spec.origin), _stat_id(spec.origin if spec else None)]
-    return "\0".join(parts).encode()
-
-
-def _stat_id(path: str | None) -> str:
-    if path is None:
-        return "-"
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "-"
-    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def _trusted(st: os.stat_result, kind: int) -> bool:
-    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def _slot(key: str) -> str:
-    return f"{int(key[:8], 16) % _SLOTS:02x}"
-
-
-def _lookup(directory: str, key: str) -> bool:
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        dfd = os.open(directory, flags | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(dfd)
-        if not _trusted(st, stat.S_IFDIR) or st.st_mode & 0o077:
-            return False
-        return safefile.read_trusted(_slot(key), 128, dir_fd=dfd) == key.encode()
-    except (OSError, safefile.Unsafe):
-        return False
-    finally:
-        os.close(dfd)
-
-
-def _store(runtime_dir: str, directory: str, key: str) -> None:
-    try:
-        # Only inside a runtime dir the commands already made and own: a config
-        # check alone (unit tests, STATUS on a fresh host) never creates one.
-        if not _trusted(os.lstat(runtime_dir), stat.S_IFDIR):
-            return
-        safefile.private_dir(directory)
-        dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECTORY)
-    except (OSError, safefile.Unsafe):
-        return
-    try:
-        st = os.fstat(dfd)
-        if not _trusted(st, stat.S_IFDIR) or st.st_mode & 0o077:
-            return
-        safefile.write_atomic(dfd, _slot(key), key.encode())
-    except OSError:
-        pass  # not remembered: the next run validates again
-    finally:
-        os.close(dfd)
+def read() -> bytes:
+    """schema.json's bytes (what a validator is built from, and the validation cache keys on)."""
+    with open(PATH, "rb") as f:
+        return f.read()
 
 
 _warm: bytes | None = None  # the schema a warm server validated with at start (see `warm_up`)
@@ -194,12 +35,11 @@ _validators: dict[bytes, Any] = {}  # by schema bytes
 def warm_up() -> None:
     """For `nsveth serve`: build the validator once and run it, so each request only validates.
 
-    From then on `validate_cached` skips the on-disk cache: it exists only to
-    spare a fresh process the jsonschema import.
+    From then on the validation cache is skipped (see `warmed`): it exists only
+    to spare a fresh process the jsonschema import.
     """
     global _warm
-    with open(PATH, "rb") as f:
-        schema_bytes = f.read()
+    schema_bytes = read()
     with contextlib.suppress(CNIError):
         validate({"cniVersion": "1.0.0", "name": "warm-up", "type": "nsveth", "ipam": {"type": "host-local"}}, schema_bytes)
     # jsonschema's "pattern" runs re.search(pattern, ...): compiled here into re's cache, each
@@ -218,10 +58,14 @@ def warm_up() -> None:
     _warm = schema_bytes
 
 
+def warmed() -> bytes | None:
+    """The schema `warm_up` built its validator for; None in a process that did not warm up."""
+    return _warm
+
+
 def _validator(schema_bytes: bytes | None) -> Any:
     if schema_bytes is None:
-        with open(PATH, "rb") as f:
-            schema_bytes = f.read()
+        schema_bytes = read()
     validator = _validators.get(schema_bytes)
     if validator is None:
         # jsonschema costs tens of ms to import: only configs that need checking pay it.
@@ -272,4 +116,3 @@ def _describe(e: Any) -> str:
     # jsonschema's messages quote whole subdocuments; keep them short.
     msg: str = e.message
     return msg if len(msg) <= 300 else msg[:297] + "..."
-

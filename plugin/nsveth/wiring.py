@@ -11,25 +11,34 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .attachment import Attachment
+    from .attachment import Attachment, Links
+    from .links import Link
     from .request import Request
-    from .result import Interface
+    from .result import Interface, Result
 
 
 class Wiring(Protocol):
-    """The steps of ADD, DEL and CHECK that differ by mode, in the order ADD runs them."""
+    """The steps of ADD, DEL and CHECK that differ by mode, in the order ADD runs them.
+
+    Each takes the attachment as the steps before it left it (frozen) and
+    returns what it learned, if anything: the command rebinds the attachment.
+    """
+
+    @property
+    def POD_KIND(self) -> str:  # a module constant in each wiring
+        """The link kind of the pod interface it makes (CHECK compares it)."""
 
     def preflight(self, att: Attachment) -> None:
         """Refuse before anything is written or allocated (e.g. a MAC already in use)."""
 
-    def prepare(self, att: Attachment) -> None:
-        """Complete or check the lease before anything uses it."""
+    def prepare(self, att: Attachment) -> Result:
+        """The lease as this wiring uses it (completed or checked) before anything uses it."""
 
-    def create(self, att: Attachment) -> None:
-        """Make the links: the pod interface in the pod netns (att.pod_link) and its host side (att.host_link)."""
+    def create(self, att: Attachment) -> Links:
+        """Make the links: the pod interface in the pod netns and its host side."""
 
-    def setup_host(self, att: Attachment) -> None:
-        """Configure the host side (addresses, routes, forwarding, bridge port)."""
+    def setup_host(self, att: Attachment) -> Links:
+        """Configure the host side (addresses, routes, forwarding, bridge port); the links as they are then."""
 
     def setup_pod(self, att: Attachment) -> None:
         """Configure the pod interface: addresses, link up, the lease's routes."""
@@ -40,8 +49,9 @@ class Wiring(Protocol):
     def interfaces(self, att: Attachment) -> tuple[tuple[Interface, ...], int]:
         """The result's interfaces and the index of the pod interface among them."""
 
-    def observe(self, att: Attachment) -> list[str]:
-        """CHECK: what differs on the host side from what setup_host made."""
+    def observe(self, att: Attachment, pod: Link, pod_index: int) -> list[str]:
+        """CHECK: what differs on the host side from what create and setup_host made (att.lease
+        is prevResult, `pod` the pod interface as the kernel shows it, `pod_index` its index there)."""
 
     def delete(self, req: Request, record: dict[str, Any]) -> None:
         """DEL: remove the links (best effort: what is gone is success)."""

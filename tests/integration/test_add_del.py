@@ -275,3 +275,28 @@ def test_gc_without_attachment_list_is_refused(plugin, pod_ns, net):
     finally:
         assert plugin.run("DEL", conf, container_id="ctr-gcnokey", netns=pod_ns.path).status == 0
     assert host_veths(plugin.host) == [] and net.leases() == []
+
+
+def test_check_names_host_side_problems_in_order(inproc, pod_ns, net):
+    """CHECK's host side is the wiring's (Wiring.observe): the veth pair first, then ptp's gateway
+    address and route back, after the pod side, in one message."""
+    conf = net.conf()
+    add = inproc.run("ADD", conf, container_id="ctr-check-host", netns=pod_ns.path)
+    assert add.status == 0, add.stdout
+    host, pod_ip = add.json["interfaces"][0]["name"], add.json["ips"][0]["address"].split("/")[0]
+    gateway = add.json["ips"][0]["gateway"]
+    inproc.host.run("ip", "link", "set", host, "down")
+    inproc.host.run("ip", "addr", "del", f"{gateway}/32", "dev", host)
+    pod_ns.run("ip", "link", "set", "eth0", "mtu", "1400")
+    chk = inproc.run("CHECK", with_prev(net.conf(mtu=1500), add.json), container_id="ctr-check-host", netns=pod_ns.path)
+    assert chk.status != 0 and chk.json["code"] == Code.CHECK_FAILED
+    # The route back went with the link's carrier; the address was removed by hand.
+    assert chk.json["msg"] == "; ".join(
+        [
+            "interface eth0 has MTU 1400, expected 1500",
+            f"host veth {host} is down",
+            f"host veth {host} lacks gateway address {gateway}/32",
+            f"host route to {pod_ip} via {host} is missing",
+        ]
+    ), chk.json["msg"]
+    assert inproc.run("DEL", conf, container_id="ctr-check-host", netns=pod_ns.path).status == 0

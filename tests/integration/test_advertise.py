@@ -615,7 +615,7 @@ def test_first_round_failure_is_logged_not_fatal(inproc, pod_ns, net, tmp_path, 
 
     def settle_then_down(att):
         settle(att)
-        links.set_flags(att.pod, att.pod_link.index, 0, links.IFF_UP)
+        links.set_flags(att.pod, att.pod_interface.index, 0, links.IFF_UP)
 
     monkeypatch.setattr(ptp, "settle", settle_then_down)
     log_file = tmp_path / "nsveth.log"

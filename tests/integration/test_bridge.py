@@ -267,6 +267,23 @@ def test_check_catches_host_veth_removed_from_bridge(plugin, net, pod_ns):
     assert plugin.run("DEL", prev, container_id="ctr-chk", netns=pod_ns.path).status == 0
 
 
+def test_check_names_the_veth_then_the_bridge(inproc, net, pod_ns):
+    """The host side of CHECK is bridge.observe: the veth pair's problems (the bridge is not taken for the
+    host veth prevResult lists), then the bridge's, in one message."""
+    br = unique("nsvb")
+    conf = bridge_conf(net, br)
+    res = add(inproc, conf, "ctr-chk-order", pod_ns)
+    prev = with_prev(conf, res)
+    host_veth = res["interfaces"][1]["name"]
+    inproc.host.run("ip", "link", "set", host_veth, "nomaster")
+    inproc.host.run("ip", "link", "set", host_veth, "down")
+    chk = inproc.run("CHECK", prev, container_id="ctr-chk-order", netns=pod_ns.path)
+    assert chk.status != 0, chk.stdout
+    assert chk.json["msg"] == f"host veth {host_veth} is down; host veth {host_veth} is not a port of bridge {br}", chk.stdout
+    assert inproc.run("DEL", prev, container_id="ctr-chk-order", netns=pod_ns.path).status == 0
+    inproc.host.run("ip", "link", "del", br)
+
+
 def test_hairpin_and_promisc(inproc, net, pod_ns):
     br = unique("nsvb")
     hp = bridge_conf(net, br, hairpinMode=True)

@@ -61,7 +61,7 @@ def test_a_route_that_appears_after_the_check_is_refused_the_same_way(inproc, tm
     try:
         assert inproc.run("ADD", first.conf(), container_id="ctr-first", netns=a.path).status == 0
         (owner,) = host_veths(inproc.host)
-        monkeypatch.setattr(ptp, "prepare", lambda att: None)  # the look found nothing yet
+        monkeypatch.setattr(ptp, "prepare", lambda att: att.leased)  # the look found nothing yet
         reply = inproc.run("ADD", second.conf(), container_id="ctr-second", netns=b.path)
         assert_refused(reply, "10.77.0.2", owner)
         assert host_veths(inproc.host) == [owner]

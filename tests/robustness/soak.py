@@ -118,7 +118,7 @@ class Soak:
 
     def state_entries(self) -> int:
         """Entries under the runtime dirs, attachment records and sender locks (live pods) excluded, and the
-        validation cache too: it is bounded by design (256 slots, tests/unit/test_schema_cache.py)
+        validation cache too: it is bounded by design (256 slots, tests/unit/test_validation_cache.py)
         and fills as distinct configs (per-pod args) are first seen."""
         return sum(
             len(dirs) + len([f for f in files if not f.endswith((".json", ".sender")) or root.endswith(".delegates")])

@@ -1,16 +1,17 @@
-"""Bridge mode's pure parts: config conflicts, completing the lease, CHECK's host-name logic (no root)."""
+"""Bridge mode's pure parts: config conflicts, completing the lease, the port (no root)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 
 import pytest
-from nsveth import bridge, check, config, request
-from nsveth.attachment import Attachment
+from nsveth import bridge, config, request
+from nsveth.attachment import Attachment, Links
 from nsveth.errors import CNIError, Code
 from nsveth.links import Link
-from nsveth.result import Interface, IPConfig, Result, Route
+from nsveth.result import IPConfig, Result, Route
 
 ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
 
@@ -73,7 +74,8 @@ def ipc(addr, gw=None):
 def test_prepare_fills_gateway_and_default_routes():
     lease = Result(ips=(ipc("10.1.0.5/24"), ipc("fd00::5/64", "fd00::9")), routes=())
     att = attachment(load(mode="bridge", isDefaultGateway=True), lease)
-    bridge.prepare(att)
+    att = dataclasses.replace(att, lease=bridge.prepare(att))
+    assert att.lease is not lease and lease.routes == ()  # the lease IPAM gave is left as it was
     assert [str(ip.gateway) for ip in att.lease.ips] == ["10.1.0.1", "fd00::9"]
     assert [(str(r.dst), str(r.gw)) for r in att.lease.routes] == [("0.0.0.0/0", "10.1.0.1"), ("::/0", "fd00::9")]
     assert [str(a) for a in bridge._gateway_addresses(att)] == ["10.1.0.1/24", "fd00::9/64"]
@@ -82,7 +84,7 @@ def test_prepare_fills_gateway_and_default_routes():
 def test_prepare_keeps_ipam_default_route_and_gateway():
     lease = Result(ips=(ipc("10.1.0.5/24", "10.1.0.254"),), routes=(Route(ipaddress.ip_network("0.0.0.0/0")),))
     att = attachment(load(mode="bridge", isDefaultGateway=True), lease)
-    bridge.prepare(att)
+    att = dataclasses.replace(att, lease=bridge.prepare(att))
     assert str(att.lease.ips[0].gateway) == "10.1.0.254"
     assert len(att.lease.routes) == 1 and att.lease.routes[0].gw is None
 
@@ -90,7 +92,7 @@ def test_prepare_keeps_ipam_default_route_and_gateway():
 def test_prepare_without_gateway_mode_leaves_lease_alone():
     lease = Result(ips=(ipc("10.1.0.5/24"),))
     att = attachment(load(mode="bridge"), lease)
-    bridge.prepare(att)
+    att = dataclasses.replace(att, lease=bridge.prepare(att))
     assert att.lease.ips[0].gateway is None and att.lease.routes == ()
     assert bridge._gateway_addresses(att) == []
 
@@ -106,19 +108,6 @@ def link(index, name, kind="veth", peer=0, master=0):
     return Link(index, name, kind, "aa:bb:cc:dd:ee:ff", 1500, 0x1, master, peer, None)
 
 
-def test_check_compare_skips_the_bridge_when_naming_the_host_veth():
-    prev = Result(
-        interfaces=(Interface("br0", "aa:aa:aa:aa:aa:aa"), Interface("nsvhost"), Interface("eth0", "aa:bb:cc:dd:ee:ff", "/run/netns/x")),
-        ips=(IPConfig(ipaddress.ip_interface("10.1.0.5/24"), interface=2),),
-    )
-    conf = load(mode="bridge", bridge="br0")
-    pod = link(2, "eth0", peer=7)
-    seen = check.Observed(pod, None, (ipaddress.ip_interface("10.1.0.5/24"),), ())
-    assert check.compare(prev, 2, conf, seen) == ["host veth nsvhost is missing"]
-    seen = check.Observed(pod, link(7, "nsvhost", peer=2, master=3), (ipaddress.ip_interface("10.1.0.5/24"),), ())
-    assert check.compare(prev, 2, conf, seen) == []
-
-
 def attach_port_calls(monkeypatch, **fields):
     """The netlink requests _attach_port makes for a bridge-mode config, recorded instead of sent."""
     calls = []
@@ -129,10 +118,9 @@ def attach_port_calls(monkeypatch, **fields):
         bridge, "_port_vlan", lambda sock, index, vid, flags, msg_type: calls.append(("vlan", index, vid, flags, msg_type))
     )
     att = attachment(load(mode="bridge", bridge="br0", **fields), None)
-    att.host_link = link(7, "nsvhost")
-    att.bridge_link = link(3, "br0", kind="bridge")
-    bridge._attach_port(att)
-    assert att.host_link.index == 7  # links.get found nothing: the port link is kept
+    att = dataclasses.replace(att, links=Links(host=link(7, "nsvhost"), pod=link(2, "eth0")))
+    port = bridge._attach_port(att, link(3, "br0", kind="bridge"))
+    assert port.index == 7  # links.get found nothing: the port link is kept
     assert calls[0] == ("set_attrs", 7, [("IFLA_MASTER", 3)])
     return [c[2:] for c in calls if c[0] == "vlan"]
 
@@ -156,3 +144,13 @@ def test_attach_port_vlan_1_keeps_it(monkeypatch):
 def test_attach_port_without_vlan_sends_no_vlan_request(monkeypatch):
     assert attach_port_calls(monkeypatch) == []
     assert attach_port_calls(monkeypatch, hairpinMode=True) == []
+
+
+def test_the_attachment_is_frozen_and_prepare_returns_the_lease():
+    """Steps return what they learn; nothing fills in the attachment behind the story's back."""
+    lease = Result(ips=(ipc("10.1.0.5/24"),))
+    att = attachment(load(mode="bridge", isGateway=True), lease)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        att.lease = None  # type: ignore[misc]
+    assert str(bridge.prepare(att).ips[0].gateway) == "10.1.0.1"
+    assert att.lease is lease and att.lease.ips[0].gateway is None

@@ -1,4 +1,4 @@
-"""check: CHECK's pure comparison of prevResult with observed links, addresses and routes."""
+"""check: CHECK's pure comparison of prevResult with the observed pod interface, addresses and routes."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ PREV = Result(
 POD_INDEX = 1
 
 POD = Link(index=2, name="eth0", kind="veth", mac=POD_MAC, mtu=1450, flags=IFF_UP, master=0, peer_index=17, peer_netnsid=0)
-HOST_LINK = Link(index=17, name=HOST, kind="veth", mac=HOST_MAC, mtu=1450, flags=IFF_UP, master=0, peer_index=2, peer_netnsid=1)
 
 
 def entry(dst: str, gw: str | None = None, oif: int = 2, scope: int = RT_SCOPE_UNIVERSE) -> Entry:
@@ -48,7 +47,7 @@ ROUTES = (
 )
 ADDRS = (ipa.ip_interface("10.1.0.5/24"), ipa.ip_interface("fd00:1::5/64"), ipa.ip_interface("fe80::858:aff:fe01:5/64"))
 
-SEEN = check.Observed(pod_link=POD, host_link=HOST_LINK, pod_addresses=ADDRS, pod_routes=ROUTES)
+SEEN = check.Observed(pod_link=POD, pod_addresses=ADDRS, pod_routes=ROUTES)
 
 
 def conf(mtu: int | None = 1450) -> config.NetConf:
@@ -56,7 +55,7 @@ def conf(mtu: int | None = 1450) -> config.NetConf:
 
 
 def compare(seen: check.Observed = SEEN, prev: Result = PREV, mtu: int | None = 1450) -> list[str]:
-    return check.compare(prev, POD_INDEX, conf(mtu), seen)
+    return check.compare(prev, POD_INDEX, conf(mtu), seen, "veth")
 
 
 def seen(**changes) -> check.Observed:
@@ -65,10 +64,6 @@ def seen(**changes) -> check.Observed:
 
 def pod(**changes) -> Link:
     return dataclasses.replace(POD, **changes)
-
-
-def host(**changes) -> Link:
-    return dataclasses.replace(HOST_LINK, **changes)
 
 
 # ------------------------------------------------------- pod_interface_index
@@ -118,6 +113,14 @@ def test_pod_wrong_kind(kind):
     assert len(problems) == 1
     assert "expected veth" in problems[0]
     assert (kind or "non-veth") in problems[0]
+
+
+def test_pod_kind_is_the_wirings():
+    """The kind comes from the wiring (Wiring.POD_KIND): check.py assumes no veth."""
+    assert check.compare(PREV, POD_INDEX, conf(), SEEN, "macvlan") == ["interface eth0 is a veth link, expected macvlan"]
+    assert check.compare(PREV, POD_INDEX, conf(), seen(pod_link=pod(kind="")), "macvlan") == [
+        "interface eth0 is a non-macvlan link, expected macvlan"
+    ]
 
 
 @pytest.mark.parametrize("prev_mac", [POD_MAC, POD_MAC.upper(), "0A:58:0a:01:00:05"])
@@ -208,43 +211,11 @@ def test_route_dst_prefix_matters():
     assert len(compare(seen(pod_routes=routes))) == 1
 
 
-def test_host_veth_missing():
-    assert compare(seen(host_link=None)) == [f"host veth {HOST} is missing"]
-
-
-def test_host_veth_missing_without_host_interface_in_prev():
-    prev = dataclasses.replace(
-        PREV, interfaces=(Interface("eth0", mac=POD_MAC, sandbox=NETNS),), ips=tuple(dataclasses.replace(i, interface=0) for i in PREV.ips)
-    )
-    problems = check.compare(prev, 0, conf(), seen(host_link=None))
-    assert problems == ["host veth is missing"]
-
-
-def test_host_veth_other_name():
-    problems = compare(seen(host_link=host(name="nsvffffffffffff")))
-    assert problems == [f"host veth is nsvffffffffffff, prevResult lists ['{HOST}']"]
-
-
-@pytest.mark.parametrize(
-    "host_changes,pod_changes",
-    [({"peer_index": 99}, {}), ({}, {"peer_index": 99}), ({"kind": "bridge"}, {}), ({"index": 18}, {})],
-    ids=["host-points-elsewhere", "pod-points-elsewhere", "host-not-veth", "different-index"],
-)
-def test_host_veth_not_peer(host_changes, pod_changes):
-    problems = compare(seen(host_link=host(**host_changes), pod_link=pod(**pod_changes)))
-    assert problems == [f"host veth {HOST} is not the peer of eth0"]
-
-
-def test_host_veth_down():
-    assert compare(seen(host_link=host(flags=0))) == [f"host veth {HOST} is down"]
-
-
 def test_all_problems_reported_together():
     bad = seen(
         pod_link=pod(mac="02:00:00:00:00:09", mtu=9000, flags=0),
         pod_addresses=(),
         pod_routes=(),
-        host_link=host(flags=0, peer_index=5),
     )
     problems = compare(bad)
-    assert len(problems) == 3 + 2 + 3 + 2
+    assert len(problems) == 3 + 2 + 3

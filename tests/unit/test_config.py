@@ -501,7 +501,24 @@ def test_mac_multicast_message():
 def test_sysctl_is_the_configs_own():
     """args.cni.sysctl is a pod author's and never merged over the config here (sysctl.plan checks it apart)."""
     d = doc(sysctl={"net.ipv4.conf.eth0.rp_filter": "1"}, args={"cni": {"sysctl": {"net.ipv4.conf.eth0.rp_filter": "0"}}})
-    assert dict(load(d).sysctl) == {"net.ipv4.conf.eth0.rp_filter": "1"}
+    conf = load(d)
+    assert dict(conf.sysctl) == {"net.ipv4.conf.eth0.rp_filter": "1"}
+    assert dict(conf.args_sysctl) == {"net.ipv4.conf.eth0.rp_filter": "0"}  # kept apart for sysctl.plan
+
+
+def test_no_sysctls_means_empty_maps():
+    conf = load(doc(args={"cni": {"mac": "02:00:00:00:00:01"}}, macFromArgs=True))
+    assert dict(conf.sysctl) == {} and dict(conf.args_sysctl) == {}
+
+
+def test_bridge_only_fields_are_in_the_schema():
+    """The schema holds each bridge field's type and range; config.py only relates them to the mode."""
+    from nsveth import schema
+
+    props = schema.load()["properties"]
+    for field in config._BRIDGE_FIELDS:
+        assert props[field]["description"].startswith(("Bridge mode", "Bridge name in bridge mode")), field
+        assert "type" in props[field] or "$ref" in props[field], field
 
 
 # -------------------------------------------------------------------- dns

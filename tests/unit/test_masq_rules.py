@@ -68,16 +68,28 @@ def test_comment_fits_nft_limit():
 
 
 def test_backend_choice(monkeypatch):
-    assert masq.backend("iptables") == "iptables"
-    assert masq.backend("nftables") == "nftables"
-    monkeypatch.setattr(masq, "_which", lambda tool: "/usr/sbin/nft" if tool == "nft" else None)
-    assert masq.backend(None) == "nftables"
-    monkeypatch.setattr(masq, "_which", lambda tool: "/usr/sbin/iptables" if tool == "iptables" else None)
-    assert masq.backend(None) == "iptables"
-    monkeypatch.setattr(masq, "_which", lambda tool: None)
+    assert masq.backend("iptables", path="") == "iptables"
+    assert masq.backend("nftables", path="") == "nftables"
+    monkeypatch.setattr(masq, "_which", lambda tool, path: "/usr/sbin/nft" if tool == "nft" else None)
+    assert masq.backend(None, path="") == "nftables"
+    monkeypatch.setattr(masq, "_which", lambda tool, path: "/usr/sbin/iptables" if tool == "iptables" else None)
+    assert masq.backend(None, path="") == "iptables"
+    monkeypatch.setattr(masq, "_which", lambda tool, path: None)
     with pytest.raises(CNIError) as e:
-        masq.backend(None)
+        masq.backend(None, path="")
     assert "nft or iptables" in e.value.msg
+
+
+def test_tools_are_found_in_the_requests_path_not_the_processs(tmp_path, monkeypatch):
+    """A warm server serves runtimes with different PATHs: the request's is searched, never os.environ's."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    tool = tools / "nsveth-test-tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))
+    assert masq._which("nsveth-test-tool", "") is None
+    assert masq._which("nsveth-test-tool", f"/nonexistent:{tools}") == str(tool)
 
 
 def test_target_parsing_of_iptables_listing():

@@ -519,3 +519,24 @@ def test_schema_message_names_the_key_of_a_non_string_value(where):
         schema.validate(doc)
     assert e.value.code == Code.INVALID_CONFIG
     assert '.'.join(where) + '["net.core.somaxconn"]: 1024 is not of type \'string\'' in e.value.msg
+
+
+def test_the_plan_is_built_from_the_typed_config():
+    """commands reads NetConf's sysctl maps, not the raw document (which holds them too)."""
+    import dataclasses
+    import json
+
+    from nsveth import commands, config, request
+
+    raw = {
+        "cniVersion": "1.0.0",
+        "name": "n",
+        "type": "nsveth",
+        "ipam": {"type": "host-local"},
+        "sysctl": {"net.core.somaxconn": "1024"},
+        "args": {"cni": {"sysctl": {"net.ipv4.tcp_keepalive_time": "100"}}},
+    }
+    req = request.parse(support.cni_env("ADD", "c1", "/run/netns/x"))
+    conf = dataclasses.replace(config.load(json.dumps(raw).encode(), req), doc={})
+    planned = commands._sysctl_plan(req, conf)
+    assert [(s.key, s.value) for s in planned] == [("net.core.somaxconn", "1024"), ("net.ipv4.tcp_keepalive_time", "100")]

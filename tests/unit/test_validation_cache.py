@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from nsveth import config, schema
+from nsveth import config, schema, validation_cache
 from nsveth.errors import CNIError, Code
 
 
@@ -46,11 +46,11 @@ def conf(runtime_dir: str, **extra) -> dict:
 
 def check(doc: dict, raw: bytes | None = None) -> None:
     raw = raw if raw is not None else json.dumps(doc).encode()
-    schema.validate_cached(config.decode(raw), raw, doc.get("runtimeDir"))
+    validation_cache.validate(config.decode(raw), raw, doc.get("runtimeDir"))
 
 
 def cache_dir(runtime_dir: str) -> str:
-    return os.path.join(runtime_dir, schema.CACHE_DIR)
+    return os.path.join(runtime_dir, validation_cache.CACHE_DIR)
 
 
 def entries(runtime_dir: str) -> list[str]:
@@ -137,14 +137,14 @@ def test_planted_entry_in_a_foreign_dir_is_not_trusted(tmp_path, calls):
     doc = conf(str(rd))
     raw = json.dumps(doc).encode()
     with open(schema.PATH, "rb") as f:
-        key = schema.cache_key(config.decode(raw), raw, f.read())
+        key = validation_cache.cache_key(config.decode(raw), raw, f.read())
     assert key is not None
-    d = rd / schema.CACHE_DIR
+    d = rd / validation_cache.CACHE_DIR
     d.mkdir(exist_ok=True)
     os.chmod(d, 0o777)
-    (d / schema._slot(key)).write_text(key)
+    (d / validation_cache._slot(key)).write_text(key)
     for _ in range(2):
-        schema.validate_cached(config.decode(raw), raw, str(rd))
+        validation_cache.validate(config.decode(raw), raw, str(rd))
     assert len(calls) == 2
 
 
@@ -178,7 +178,7 @@ def test_other_schema_or_build_is_a_miss(runtime_dir, calls, monkeypatch, tmp_pa
     monkeypatch.setattr(schema, "PATH", str(changed))
     check(doc)
     assert len(calls) == 2
-    monkeypatch.setattr(schema, "_build_identity", lambda: b"another build")
+    monkeypatch.setattr(validation_cache, "_build_identity", lambda: b"another build")
     check(doc)
     assert len(calls) == 3
 
@@ -195,7 +195,7 @@ def test_relative_or_odd_runtime_dir_skips_the_cache(calls):
     for rd in ("relative/dir", 5, None):
         doc = conf("/unused")
         raw = json.dumps(doc).encode()
-        schema.validate_cached(config.decode(raw), raw, rd)
+        validation_cache.validate(config.decode(raw), raw, rd)
     assert len(calls) == 3
 
 
@@ -255,7 +255,7 @@ def test_build_id_file_is_the_identity_when_present(runtime_dir, calls, monkeypa
     """A built executable carries build_id (unique per build): a rebuild misses every entry."""
     build_id = tmp_path / "build_id"
     build_id.write_text("2026-01-01T00:00:00Z aaaa\n")
-    monkeypatch.setattr(schema, "BUILD_ID", str(build_id))
+    monkeypatch.setattr(validation_cache, "BUILD_ID", str(build_id))
     doc = conf(runtime_dir)
     check(doc)
     check(doc)
@@ -263,3 +263,17 @@ def test_build_id_file_is_the_identity_when_present(runtime_dir, calls, monkeypa
     build_id.write_text("2026-01-01T00:00:00Z bbbb\n")
     check(doc)
     assert len(calls) == 2
+
+
+def test_a_warm_server_validates_every_time_and_leaves_the_disk_alone(runtime_dir, calls, monkeypatch):
+    """After schema.warm_up (nsveth serve), the prebuilt validator runs on every config: nothing is read or written."""
+    monkeypatch.setattr(schema, "_warm", None)  # warm_up's state, put back after the test
+    schema.warm_up()
+    doc = conf(runtime_dir)
+    check(doc)
+    check(doc)
+    assert len(calls) == 3  # warm_up's own validation, then each config
+    assert entries(runtime_dir) == []
+    with pytest.raises(CNIError) as e:
+        check(conf(runtime_dir, mtu="x"))
+    assert e.value.code == Code.INVALID_CONFIG
