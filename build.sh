@@ -52,7 +52,7 @@ done
 ./scripts/setup.sh "$([ "$demo" = 1 ] && echo demo || echo build)"
 mkdir -p build
 
-# A fresh id per build: the validation cache (nsveth/schema.py) trusts an
+# A fresh id per build: the validation cache (nsveth/validation_cache.py) trusts an
 # entry only from the very build that wrote it.
 mkdir -p build/id
 printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')" > build/id/build_id
