@@ -457,8 +457,13 @@ class Server:
                 self._leave_server([conn.sock.fileno(), theirs.fileno(), *conn.fds])
                 self._become_request(conn.sock, theirs, conn.fds, umask, env, t0, "fork", conn.learn)  # never returns
             theirs.close()
-            conn.child, conn.report = pid, ours
-            conn.pidfd = os.pidfd_open(pid)
+            pidfd = _watch(pid)
+            if pidfd is None:
+                ours.close()
+                _send(conn.sock, client.pack(b"F", b"cannot watch the request's process"))
+                self._drop(conn, "cannot watch the request's process")
+                return
+            conn.child, conn.report, conn.pidfd = pid, ours, pidfd
         for fd in conn.fds:
             os.close(fd)
         conn.fds = []
@@ -478,20 +483,31 @@ class Server:
     def _fork_spare(self) -> None:
         if self.spare is not None or self.stopping or time.monotonic() - self.spare_lost < 1.0:
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        except OSError as e:
+            log(f"cannot make a spare request process: {e}")
+            self.spare_lost = time.monotonic()
+            return
         try:
             pid = os.fork()
         except OSError as e:
             log(f"cannot fork a spare request process: {e}")
             ours.close()
             theirs.close()
+            self.spare_lost = time.monotonic()
             return
         if pid == 0:
             self._leave_server([theirs.fileno()])
             _prefault(self.hot or [])
             self._spare_main(theirs)  # never returns
         theirs.close()
-        self.spare = Spare(pid, os.pidfd_open(pid), ours, time.monotonic())
+        pidfd = _watch(pid)
+        if pidfd is None:
+            ours.close()
+            self.spare_lost = time.monotonic()
+            return
+        self.spare = Spare(pid, pidfd, ours, time.monotonic())
         self.poll.register(self.spare.pidfd, select.POLLIN)
 
     def _hand_to_spare(self, conn: Conn, payload: bytes, t0: int) -> bool:
@@ -832,6 +848,18 @@ def _own_ns(kind: str) -> tuple[int, int]:
     st = os.stat(f"/proc/self/ns/{kind}")
     return st.st_dev, st.st_ino
 
+
+
+def _watch(pid: int) -> int | None:
+    """A pidfd of a child just forked; None (the child killed and reaped) when there can be none,
+    e.g. with every descriptor in use: a child the server cannot watch would go unsupervised."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError as e:
+        log(f"cannot watch process {pid} ({e}): killed")
+        os.kill(pid, signal.SIGKILL)  # an unreaped child's pid is not reused meanwhile
+        os.waitpid(pid, 0)
+        return None
 
 
 def _max_fd() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -47,3 +48,24 @@ def test_no_server_means_in_process_with_a_reason(tmp_path):
     assert "no server at" in client.fallback_reason
     assert client.handoff({"CNI_COMMAND": "VERSION", client.SOCKET_ENV: "off"}) is None
     assert client.fallback_reason == "NSVETH_SOCKET=off"
+
+
+def test_a_child_the_server_cannot_watch_is_killed_and_reaped(monkeypatch):
+    """Without a pidfd (every descriptor in use) a forked request process would run unsupervised:
+    the server kills and reaps it instead, and goes on."""
+    pid = os.fork()
+    if pid == 0:
+        os.execv("/bin/sleep", ["sleep", "30"])
+
+    def no_descriptors(_pid: int) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pidfd_open", no_descriptors)
+    try:
+        assert serve._watch(pid) is None
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # already reaped
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
