@@ -599,7 +599,12 @@ class Server:
         self._answer(conn, f"status {status}", reply, cpu_us / 1000, children_us / 1000, faults)
 
     def _reap(self, conn: Conn) -> None:
-        """The request's process ended before it reported a status."""
+        """The request's process ended; before it reported a status, unless that report is still unread."""
+        if conn.report is not None:
+            self._reported(conn)  # a report sent just before the end is read first: it is the answer
+            if conn.pidfd in self.answered:
+                self._reap_answered(conn.pidfd)
+                return
         _, wstatus, usage = os.wait4(conn.child, 0)  # its CPU includes the children it waited for (IPAM)
         code = os.waitstatus_to_exitcode(wstatus)
         self.poll.unregister(conn.pidfd)

@@ -462,7 +462,7 @@ def test_spares_write_ahead_the_pages_the_first_add_wrote(host_ns, pod_ns, net, 
         assert add.status == 0, add.stdout
         assert plugin.run("DEL", support.with_prev(conf, add.json), container_id=cid, netns=pod_ns.path).status == 0
     learnt = [line for line in server.log().splitlines() if " learnt " in line]
-    assert len(learnt) == 1, learnt
+    assert len(learnt) == 1, server.log()
     pages = int(re.search(r" learnt (\d+) pages", learnt[0]).group(1))
     assert pages > 100, learnt
     spare = the_spare(server)
