@@ -94,22 +94,27 @@ def test_unknown_field_after_a_valid_one_is_still_refused(runtime_dir, calls):
     assert e.value.code == Code.UNSUPPORTED_FIELD
 
 
-@pytest.mark.parametrize("mode", [0o770, 0o777, 0o750, 0o705, 0o702])
-def test_group_or_world_accessible_cache_dir_is_ignored(runtime_dir, calls, mode):
+def validated_again_after(spoil, runtime_dir, calls) -> None:
+    """A config validated (and remembered), then `spoil()` done to the cache: the same config is validated again."""
     doc = conf(runtime_dir)
     check(doc)
-    os.chmod(cache_dir(runtime_dir), mode)
+    spoil()
     check(doc)
     assert len(calls) == 2
+
+
+def only_entry(runtime_dir) -> str:
+    (entry,) = entries(runtime_dir)
+    return os.path.join(cache_dir(runtime_dir), entry)
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o777, 0o750, 0o705, 0o702])
+def test_group_or_world_accessible_cache_dir_is_ignored(runtime_dir, calls, mode):
+    validated_again_after(lambda: os.chmod(cache_dir(runtime_dir), mode), runtime_dir, calls)
 
 
 def test_writable_entry_is_ignored(runtime_dir, calls):
-    doc = conf(runtime_dir)
-    check(doc)
-    (entry,) = entries(runtime_dir)
-    os.chmod(os.path.join(cache_dir(runtime_dir), entry), 0o666)
-    check(doc)
-    assert len(calls) == 2
+    validated_again_after(lambda: os.chmod(only_entry(runtime_dir), 0o666), runtime_dir, calls)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files to another user")
@@ -149,23 +154,20 @@ def test_planted_entry_in_a_foreign_dir_is_not_trusted(tmp_path, calls):
 
 
 def test_symlinked_cache_dir_is_ignored(runtime_dir, tmp_path, calls):
-    doc = conf(runtime_dir)
-    check(doc)
-    real = tmp_path / "elsewhere"
-    os.rename(cache_dir(runtime_dir), real)
-    os.symlink(real, cache_dir(runtime_dir))
-    check(doc)
-    assert len(calls) == 2
+    def moved_away() -> None:
+        real = tmp_path / "elsewhere"
+        os.rename(cache_dir(runtime_dir), real)
+        os.symlink(real, cache_dir(runtime_dir))
+
+    validated_again_after(moved_away, runtime_dir, calls)
 
 
 def test_entry_with_other_key_is_a_miss(runtime_dir, calls):
-    doc = conf(runtime_dir)
-    check(doc)
-    (entry,) = entries(runtime_dir)
-    with open(os.path.join(cache_dir(runtime_dir), entry), "w") as f:
-        f.write("0" * 64)
-    check(doc)
-    assert len(calls) == 2
+    def other_key() -> None:
+        with open(only_entry(runtime_dir), "w") as f:
+            f.write("0" * 64)
+
+    validated_again_after(other_key, runtime_dir, calls)
 
 
 def test_other_schema_or_build_is_a_miss(runtime_dir, calls, monkeypatch, tmp_path):
