@@ -502,6 +502,10 @@ def _one_server(v: Variant):
         yield
     finally:
         server.stop()
+        # The server's one-time lesson (how many pages its spares write ahead) belongs with the figures.
+        for line in server.log().splitlines():
+            if "learnt" in line:
+                print(f"{v.label} server: {line}")
 
 
 def inner(args: argparse.Namespace) -> int:
