@@ -45,6 +45,7 @@ _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 # The links are a veth pair, as in ptp mode; the host end becomes a bridge port in setup_host.
 POD_KIND = veth.POD_KIND
 create = veth.create
+rollback = veth.rollback
 delete = veth.delete
 
 

@@ -26,6 +26,7 @@ import re
 import shutil
 import stat
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from . import cli, config, inspection, state
@@ -60,7 +61,7 @@ class Plan:
         return out
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = cli.parser("nsveth cleanup", __doc__ or "", config.DEFAULT_RUNTIME_DIR)
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, change nothing")
     p.add_argument(
@@ -70,14 +71,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--cni-path",
-        default=os.environ.get("CNI_PATH") or DEFAULT_CNI_PATH,
+        default=env.get("CNI_PATH") or DEFAULT_CNI_PATH,
         help=f"with --force: where the IPAM plugins are (default $CNI_PATH or {DEFAULT_CNI_PATH})",
     )
     return p
 
 
-def survey(runtime_dir: str) -> Plan:
-    """Look, change nothing. Raises OSError if the runtime dir cannot be read."""
+def survey(runtime_dir: str, path: str) -> Plan:
+    """Look, change nothing (`path`: where nft and iptables are). Raises OSError if the runtime dir cannot be read."""
     from . import links, masq
     from .bridge import MARK
     from .netlink import Socket
@@ -97,8 +98,8 @@ def survey(runtime_dir: str) -> Plan:
         attachments=inspection.collect(runtime_dir),
         bridges=sorted(b.name for b in marked if b.index not in ports),
         busy_bridges={b.name: sorted(ports[b.index]) for b in marked if b.index in ports},
-        nft_chains=masq.nft_table_chains(path=os.environ.get("PATH", "")),
-        ipt_chains=masq.ipt_chains(path=os.environ.get("PATH", "")),
+        nft_chains=masq.nft_table_chains(path=path),
+        ipt_chains=masq.ipt_chains(path=path),
         runtime_dir=runtime_dir if present else None,
         unknown=unknown,
     )
@@ -129,7 +130,7 @@ def _unknown_entries(runtime_dir: str) -> list[str]:
     return out
 
 
-def teardown_attachments(runtime_dir: str, cni_path: str) -> list[str]:
+def teardown_attachments(runtime_dir: str, cni_path: str, path: str) -> list[str]:
     """DEL, from its record, of every attachment (under each network's exclusive lock); the failures."""
     from . import commands, request
 
@@ -149,7 +150,7 @@ def teardown_attachments(runtime_dir: str, cni_path: str) -> list[str]:
                     "CNI_IFNAME": ifname,
                     "CNI_NETNS": netns,
                     "CNI_PATH": cni_path,
-                    "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    "PATH": path,
                 }
                 what = f"{network} {container_id}/{ifname}"
                 raw = record.get("config")
@@ -167,7 +168,7 @@ def teardown_attachments(runtime_dir: str, cni_path: str) -> list[str]:
     return failures
 
 
-def remove(plan: Plan) -> list[str]:
+def remove(plan: Plan, path: str) -> list[str]:
     """Remove what `plan` lists; the failures."""
     from . import links, masq
     from .netlink import NetlinkError, Socket
@@ -181,9 +182,9 @@ def remove(plan: Plan) -> list[str]:
                 failures.append(f"bridge {name}: {e.strerror}")
     try:
         if plan.nft_chains is not None:
-            masq.remove_nft_table(path=os.environ.get("PATH", ""))
+            masq.remove_nft_table(path=path)
         if plan.ipt_chains:
-            masq.remove_ipt_chains(plan.ipt_chains, path=os.environ.get("PATH", ""))
+            masq.remove_ipt_chains(plan.ipt_chains, path=path)
     except CNIError as e:
         failures.append(e.msg)
     if plan.runtime_dir is not None and not plan.unknown:
@@ -227,11 +228,12 @@ def _refuse_unrecorded_use(plan: Plan, err: Any) -> bool:
     return bool(in_use)
 
 
-def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str], env: Mapping[str, str]) -> int:
+    args = parser(env).parse_args(argv)
+    path = env.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"
     out, err = sys.stdout, sys.stderr
     try:
-        plan = survey(args.runtime_dir)
+        plan = survey(args.runtime_dir, path)
     except OSError as e:
         hint = " (run as root)" if isinstance(e, PermissionError) else ""
         err.write(f"nsveth cleanup: cannot read {e.filename or args.runtime_dir}: {e.strerror}{hint}\n")
@@ -250,15 +252,15 @@ def main(argv: list[str]) -> int:
         if args.dry_run:
             out.writelines(f"would tear down: {e['network']} {e['containerID']}/{e['ifname']}\n" for e in plan.attachments)
         else:
-            failures = teardown_attachments(args.runtime_dir, args.cni_path)
+            failures = teardown_attachments(args.runtime_dir, args.cni_path, path)
             if failures:
                 err.write("nsveth cleanup: could not tear down every attachment (nothing else was removed):\n")
                 err.writelines(f"  {f}\n" for f in failures)
                 return 1
-            plan = survey(args.runtime_dir)
+            plan = survey(args.runtime_dir, path)
             if _refuse_unrecorded_use(plan, err):
                 return 1
-    failures = [] if args.dry_run else remove(plan)
+    failures = [] if args.dry_run else remove(plan, path)
     out.writelines(f"{verb}: {r}\n" for r in plan.removals())
     out.writelines(f"kept: {u} (not made by nsveth; the runtime dir stays)\n" for u in plan.unknown)
     if not plan.removals() and not args.dry_run:

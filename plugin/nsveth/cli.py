@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
-Subcommand = Callable[[list[str]], int]
+# (arguments, the process environment main.py hands down: no subcommand reads os.environ itself)
+Subcommand = Callable[[list[str], MutableMapping[str, str]], int]
 
 
 def parser(prog: str, description: str, default_runtime_dir: str) -> argparse.ArgumentParser:
@@ -26,10 +27,10 @@ def parser(prog: str, description: str, default_runtime_dir: str) -> argparse.Ar
     return p
 
 
-def _serve(argv: list[str]) -> int:
+def _serve(argv: list[str], env: MutableMapping[str, str]) -> int:
     from . import serve
 
-    return serve.main(argv)
+    return serve.main(argv, env)
 
 
 # name -> (runner, one-line help); each runner imports its module itself.
@@ -46,7 +47,7 @@ def usage() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], env: MutableMapping[str, str]) -> int:
     name = argv[0]
     if name in ("-h", "--help", "help"):
         sys.stdout.write(usage())
@@ -55,21 +56,21 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"nsveth: unknown subcommand {name!r}\n\n{usage()}")
         return 2
     try:
-        return SUBCOMMANDS[name][0](argv[1:])
+        return SUBCOMMANDS[name][0](argv[1:], env)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else int(e.code is not None)
 
 
-def _inspect(argv: list[str]) -> int:
+def _inspect(argv: list[str], env: MutableMapping[str, str]) -> int:
     from . import inspection
 
     return inspection.main(argv)
 
 
-def _cleanup(argv: list[str]) -> int:
+def _cleanup(argv: list[str], env: MutableMapping[str, str]) -> int:
     from . import cleanup
 
-    return cleanup.main(argv)
+    return cleanup.main(argv, env)
 
 
 SUBCOMMANDS["inspect"] = (_inspect, "list the attachments on this node (nsveth inspect --help)")

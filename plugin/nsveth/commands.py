@@ -47,8 +47,8 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             att = replace(att, lease=ipam.add(conf, req))
             crashpoints.step(req, "ipam")
             att = replace(att, lease=kernel("look at the host side", wired.prepare, att))
-            # Armed first: the pair exists as soon as the kernel has made it.
-            undo.callback(_quietly, links.delete, host_sock, att.host_name)
+            # Armed first: the links exist as soon as the kernel has made them.
+            undo.callback(_quietly, wired.rollback, att)
             att = replace(att, links=wired.create(att))
             crashpoints.step(req, "sysctl host")
             att = replace(att, links=kernel("configure the host side", wired.setup_host, att))

@@ -16,7 +16,7 @@ def main() -> None:
             _install_ctypes_hooks()
         from . import cli
 
-        status = cli.main(sys.argv[1:])
+        status = cli.main(sys.argv[1:], os.environ)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

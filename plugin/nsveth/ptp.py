@@ -28,6 +28,7 @@ def _host_prefix(address: IPAddress) -> IPNetwork:
 # The links are a veth pair, as in bridge mode.
 POD_KIND = veth.POD_KIND
 create = veth.create
+rollback = veth.rollback
 delete = veth.delete
 
 

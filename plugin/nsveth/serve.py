@@ -48,6 +48,7 @@ import struct
 import sys
 import time
 import types
+from collections.abc import MutableMapping
 
 from . import client
 from .errors import CNIError
@@ -69,7 +70,7 @@ def log(msg: str) -> None:
         pass  # a lost log reader must not stop the server
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], env: MutableMapping[str, str]) -> int:
     parser = argparse.ArgumentParser(prog="nsveth serve", description="Serve plugin requests from a warm process.")
     parser.add_argument("--socket", default=client.DEFAULT_SOCKET, help=f"socket path (default {client.DEFAULT_SOCKET})")
     parser.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS", help="exit after this long without requests")
@@ -80,7 +81,7 @@ def main(argv: list[str]) -> int:
         except OSError:
             os.open(os.devnull, os.O_RDWR)
     try:
-        listener, owned = _listener(opts.socket)
+        listener, owned = _listener(opts.socket, env)
     except (OSError, CNIError) as e:
         log(f"cannot serve: {getattr(e, 'msg', None) or e}")
         return 1
@@ -95,10 +96,10 @@ def main(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------ start-up
-def _listener(path: str) -> tuple[socket.socket, str | None]:
+def _listener(path: str, env: MutableMapping[str, str]) -> tuple[socket.socket, str | None]:
     """The listening socket: systemd's (LISTEN_FDS), else bound at `path`. Also the path this
     server created (removed when it retires), None for an inherited socket."""
-    inherited = _activated()
+    inherited = _activated(env)
     if inherited is not None:
         _check_dir(_name(inherited))
         return inherited, None
@@ -128,13 +129,14 @@ def _listener(path: str) -> tuple[socket.socket, str | None]:
     return sock, path
 
 
-def _activated() -> socket.socket | None:
-    """The socket systemd (or systemd-socket-activate) passed as fd 3, per sd_listen_fds(3)."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+def _activated(env: MutableMapping[str, str]) -> socket.socket | None:
+    """The socket systemd (or systemd-socket-activate) passed as fd 3, per sd_listen_fds(3);
+    the variables go from `env` (os.environ), so nothing the server starts inherits them."""
+    if env.get("LISTEN_PID") != str(os.getpid()):
         return None
-    count = os.environ.get("LISTEN_FDS", "0")
+    count = env.get("LISTEN_FDS", "0")
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
+        env.pop(name, None)
     if count != "1":
         raise OSError(errno.EINVAL, f"expected one socket from LISTEN_FDS, got {count}")
     sock = socket.socket(fileno=3)
@@ -852,7 +854,6 @@ def _ns_id(fd: int) -> tuple[int, int]:
 def _own_ns(kind: str) -> tuple[int, int]:
     st = os.stat(f"/proc/self/ns/{kind}")
     return st.st_dev, st.st_ino
-
 
 
 def _watch(pid: int) -> int | None:

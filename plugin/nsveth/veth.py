@@ -37,6 +37,11 @@ def create(att: Attachment) -> Links:
     return Links(host=host, pod=pod)
 
 
+def rollback(att: Attachment) -> None:
+    """Remove the pair by its host end, if it was made (the pod end dies with it)."""
+    kernel(f"remove host veth {att.host_name}", links.delete, att.host, att.host_name)
+
+
 def delete(req: Request, record: dict[str, Any]) -> None:
     """Remove the pair by its host end; without one, the pod end only in the netns ADD recorded."""
     name = host_ifname(req.container_id, req.ifname)

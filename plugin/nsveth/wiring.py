@@ -37,6 +37,10 @@ class Wiring(Protocol):
     def create(self, att: Attachment) -> Links:
         """Make the links: the pod interface in the pod netns and its host side."""
 
+    def rollback(self, att: Attachment) -> None:
+        """ADD's undo of create, armed before create runs: remove whatever of the links exists
+        (nothing is success)."""
+
     def setup_host(self, att: Attachment) -> Links:
         """Configure the host side (addresses, routes, forwarding, bridge port); the links as they are then."""
 

@@ -39,7 +39,7 @@ def cli(request, host_ns):
         fd = nsmod.open_path(host_ns.path)
         try:
             with nsmod.entered(fd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                status = cli_mod.main(list(args))
+                status = cli_mod.main(list(args), os.environ)
         finally:
             os.close(fd)
         return status, out.getvalue(), err.getvalue()

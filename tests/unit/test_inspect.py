@@ -42,20 +42,18 @@ def test_inspect_arguments():
     assert (args.runtime_dir, args.network, args.container, args.pod, args.json) == ("/x", "n", "ab", "ns/p", True)
 
 
-def test_cleanup_arguments(monkeypatch):
-    monkeypatch.delenv("CNI_PATH", raising=False)
-    args = cleanup.parser().parse_args([])
+def test_cleanup_arguments():
+    args = cleanup.parser({}).parse_args([])
     assert (args.runtime_dir, args.dry_run, args.force, args.cni_path) == ("/run/nsveth", False, False, "/opt/cni/bin:/usr/lib/cni")
-    monkeypatch.setenv("CNI_PATH", "/a:/b")
-    args = cleanup.parser().parse_args(["--dry-run", "--force"])
+    args = cleanup.parser({"CNI_PATH": "/a:/b"}).parse_args(["--dry-run", "--force"])
     assert (args.dry_run, args.force, args.cni_path) == (True, True, "/a:/b")
 
 
 def test_usage_errors_are_exit_status_2_not_an_exception(capsys):
-    assert cli.main(["inspect", "--nope"]) == 2
+    assert cli.main(["inspect", "--nope"], {}) == 2
     assert "unrecognized arguments: --nope" in capsys.readouterr().err
-    assert cli.main(["cleanup", "--force=1"]) == 2
-    assert cli.main(["inspect", "-h"]) == 0
+    assert cli.main(["cleanup", "--force=1"], {}) == 2
+    assert cli.main(["inspect", "-h"], {}) == 0
     assert capsys.readouterr().out.startswith("usage: nsveth inspect")
 
 
@@ -98,15 +96,15 @@ def test_table_is_aligned_and_shortens_container_ids():
 
 
 def test_inspect_json_of_an_empty_node(tmp_path, capsys):
-    assert cli.main(["inspect", "--runtime-dir", str(tmp_path / "nothing"), "--json"]) == 0
+    assert cli.main(["inspect", "--runtime-dir", str(tmp_path / "nothing"), "--json"], {}) == 0
     assert json.loads(capsys.readouterr().out) == []
-    assert cli.main(["inspect", "--runtime-dir", str(tmp_path / "nothing"), "--json", "--network", "x"]) == 1
+    assert cli.main(["inspect", "--runtime-dir", str(tmp_path / "nothing"), "--json", "--network", "x"], {}) == 1
 
 
 def test_inspect_never_loads_netlink_or_jsonschema(tmp_path):
     code = (
         "import sys; from nsveth import cli; "
-        f"status = cli.main(['inspect', '--runtime-dir', {str(tmp_path)!r}]); "
+        f"status = cli.main(['inspect', '--runtime-dir', {str(tmp_path)!r}], {{}}); "
         "print(status, 'pyroute2' in sys.modules, 'jsonschema' in sys.modules, 'nsveth.netlink' in sys.modules)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PLUGIN, check=True)
