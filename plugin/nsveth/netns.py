@@ -37,16 +37,25 @@ def open_path(path: str) -> int:
     Raises NotFound if nothing is there, CNIError (code 4) if it is not a
     network namespace.
     """
+    # A netns file (nsfs) is a regular file; anything else is refused before it
+    # is really opened (opening a FIFO blocks, a device may act on open). The
+    # check looks at an O_PATH descriptor, which opens nothing, and the real
+    # open goes through that descriptor, so the file checked is the file
+    # opened even if the path is swapped in between.
     try:
-        # A netns file (nsfs) is a regular file. Anything else is refused before
-        # it is opened: opening a FIFO blocks forever, a device may act on open.
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {path!r} is not a network namespace")
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        where = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFound(path) from None
     except OSError as e:
         raise CNIError(Code.INVALID_ENV, f"failed to open netns {path!r}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(where).st_mode):
+            raise CNIError(Code.INVALID_ENV, f"CNI_NETNS {path!r} is not a network namespace")
+        fd = os.open(f"/proc/self/fd/{where}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise CNIError(Code.INVALID_ENV, f"failed to open netns {path!r}: {e.strerror}") from None
+    finally:
+        os.close(where)
     try:
         kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
     except OSError:

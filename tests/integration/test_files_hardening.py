@@ -322,6 +322,41 @@ def test_runtime_dir_below_a_sticky_directory_is_fine(inproc, pod_ns, net, tmp_p
     assert inproc.run("DEL", conf, container_id=CID, netns=pod_ns.path).status == 0
 
 
+# ------------------------------------------------------------ netns path
+def test_netns_path_swapped_after_its_check_opens_the_file_checked(pod_ns, tmp_path, monkeypatch):
+    """CNI_NETNS names a netns when it is checked and a FIFO right after: the FIFO is never opened
+    (a FIFO blocks, a device may act on open); what was checked is what is opened."""
+    from nsveth import netns
+
+    path = tmp_path / "ns"
+    path.symlink_to(pod_ns.path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    real_stat, real_fstat = os.stat, os.fstat
+
+    swapped = []
+
+    def swap_after(real):
+        def look(*args, **kwargs):
+            out = real(*args, **kwargs)
+            if not swapped:
+                swapped.append(True)
+                os.rename(fifo, path)  # atomically over the symlink, between the check and the open
+            return out
+
+        return look
+
+    monkeypatch.setattr(os, "stat", swap_after(real_stat))
+    monkeypatch.setattr(os, "fstat", swap_after(real_fstat))
+    fd = netns.open_path(str(path))
+    monkeypatch.undo()
+    try:
+        assert swapped and path.is_fifo(), "the swap did not happen"
+        assert netns.identity(fd)["ino"] == os.stat(pod_ns.path).st_ino
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------- netlink
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 
