@@ -132,7 +132,7 @@ def _unknown_entries(runtime_dir: str) -> list[str]:
 
 def teardown_attachments(runtime_dir: str, cni_path: str, path: str) -> list[str]:
     """DEL, from its record, of every attachment (under each network's exclusive lock); the failures."""
-    from . import commands, request
+    from . import commands, request, validation_cache
 
     failures = []
     for network in state.networks(runtime_dir):
@@ -159,7 +159,7 @@ def teardown_attachments(runtime_dir: str, cni_path: str, path: str) -> list[str
                     continue
                 try:
                     req = request.parse(env)
-                    conf = dataclasses.replace(config.load(raw.encode(), req), runtime_dir=runtime_dir)
+                    conf = dataclasses.replace(config.load(raw.encode(), req, validation_cache.validate), runtime_dir=runtime_dir)
                     commands.release_recorded(req, conf, container_id, ifname)
                 except CNIError as e:
                     failures.append(f"{what}: {e.msg}")

@@ -293,12 +293,13 @@ def _release_under_other_names(req: Request, conf: NetConf) -> CNIError | None:
 def _recorded_conf(req: Request, runtime_dir: str, network: str, record: dict[str, Any]) -> NetConf | None:
     """The config the attachment's ADD had, from its record; None without a usable one."""
     from . import config as config_mod
+    from . import validation_cache
 
     raw = record.get("config")
     if not isinstance(raw, str):
         return None
     try:
-        conf = config_mod.load(raw.encode(), req)
+        conf = config_mod.load(raw.encode(), req, validation_cache.validate)
     except CNIError as e:
         log.get().warning(
             "record of %s/%s in network %s has an unusable config: %s", req.container_id, req.ifname, network, e.msg

@@ -10,15 +10,18 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import result, validation_cache, versions
+from . import result, schema, versions
 from .errors import CNIError, Code
 from .request import Request
 
 DEFAULT_RUNTIME_DIR = "/run/nsveth"
 DEFAULT_BRIDGE = "nsveth0"
+
+# Checks a decoded config (its bytes and runtimeDir beside it) against schema.json, raising CNIError.
+Validate = Callable[[dict[str, Any], bytes, object], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +97,16 @@ def version_of(doc: Mapping[str, Any]) -> str:
     return version
 
 
-def load(raw: bytes, req: Request) -> NetConf:
+def schema_only(doc: dict[str, Any], raw: bytes, runtime_dir: object) -> None:
+    """The schema check with nothing remembered (the plugin's shell passes validation_cache.validate)."""
+    schema.validate(doc)
+
+
+def load(raw: bytes, req: Request, validate: Validate = schema_only) -> NetConf:
     doc = decode(raw)
     version = version_of(doc)
     versions.require_command(req.command, version)
-    validation_cache.validate(doc, raw, doc.get("runtimeDir", DEFAULT_RUNTIME_DIR))
+    validate(doc, raw, doc.get("runtimeDir", DEFAULT_RUNTIME_DIR))
     check_mode_fields(doc)
     args_cni = (doc.get("args") or {}).get("cni") or {}
     runtime = doc.get("runtimeConfig") or {}

@@ -55,10 +55,10 @@ def run(env: Mapping[str, str], stdin: Stdin, note: str = "") -> tuple[bytes, in
             return json.dumps(versions.report()).encode() + b"\n", 0
         raw = _read(stdin)
         reply_version = _version_hint(raw) or reply_version
-        from . import config
+        from . import config, validation_cache
 
         timing.mark("import config")
-        conf = config.load(raw, req)
+        conf = config.load(raw, req, validation_cache.validate)
         timing.mark("config")
         configured = True
         out = _execute(req, conf, started, note)

@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import support
 from nsveth import config, schema, validation_cache
 from nsveth.errors import CNIError, Code
 
@@ -243,14 +244,21 @@ def test_prev_result_shortcut_only_when_the_schema_allows_it(runtime_dir, calls,
     assert len(calls) == 4
 
 
-def test_config_load_uses_the_cache(runtime_dir, calls):
+def test_the_plugin_path_uses_the_cache_and_config_load_alone_does_not(runtime_dir, calls):
+    """dispatch.run (what the executable and a served request run) validates a config once;
+    config.load on its own, as the pure core, remembers nothing."""
+    from nsveth import dispatch
     from nsveth.request import parse
 
-    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+    env = support.cni_env("ADD", container_id="c1", netns="/nonexistent/netns")
     raw = json.dumps(conf(runtime_dir)).encode()
     for _ in range(3):
-        config.load(raw, parse(env))
+        out, status = dispatch.run(env, lambda: raw)
+        assert (status, json.loads(out)["code"]) == (1, Code.UNKNOWN_CONTAINER)  # past the config, before any change
     assert len(calls) == 1
+    for _ in range(2):
+        config.load(raw, parse(env))
+    assert len(calls) == 3
 
 
 def test_build_id_file_is_the_identity_when_present(runtime_dir, calls, monkeypatch, tmp_path):
