@@ -6,12 +6,12 @@ import dataclasses
 import errno
 import ipaddress
 import socket
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from . import log, netlink, routes
-from .errors import kernel
+from . import log, netlink
 from .netlink import NetlinkError, Socket, ifaddrmsg
-from .result import IPInterface, Result
+from .result import IPConfig, IPInterface, Result
 
 if TYPE_CHECKING:
     from .attachment import Attachment
@@ -54,10 +54,11 @@ def delete(sock: Socket, index: int, address: IPInterface) -> None:
     sock.request(msg, netlink.RTM_DELADDR)
 
 
-def drop_vanished_ipv6(att: Attachment) -> Result:
+def drop_vanished_ipv6(att: Attachment, withdraw: Callable[[Attachment, Sequence[IPConfig]], None]) -> Result:
     """The lease without the IPv6 addresses the kernel removed (disable_ipv6=1
-    among the sysctls, or otherwise); their host routes go, so nothing
-    advertises or routes an address that is not there."""
+    among the sysctls, or otherwise); `withdraw` (the wiring's) takes back the
+    host side's share of them, so nothing advertises or routes an address that
+    is not there."""
     lease = att.leased
     if not any(ip.address.version == 6 for ip in lease.ips):
         return lease
@@ -73,9 +74,7 @@ def drop_vanished_ipv6(att: Attachment) -> Result:
     ips = tuple(ip for ip in lease.ips if ip not in gone)
     keep_v6_routes = any(ip.address.version == 6 for ip in ips)
     kept_routes = tuple(r for r in lease.routes if r.dst.version == 4 or keep_v6_routes)
-    for ip in gone:
-        host_route = ipaddress.ip_network(f"{ip.address.ip}/128")
-        kernel(f"remove the host route to {ip.address.ip}", routes.delete, att.host, host_route, att.host_veth.index)
+    withdraw(att, gone)
     return dataclasses.replace(lease, ips=ips, routes=kept_routes)
 
 

@@ -22,14 +22,14 @@ import ipaddress
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from . import addresses, links, log, netlink, procsys, result, routes, state, veth
 from .attachment import Attachment, Links
 from .errors import CNIError, Code
 from .links import Link
 from .netlink import NetlinkError, Socket, ifinfmsg
-from .result import Interface, Result, Route
+from .result import Interface, IPConfig, Result, Route
 
 AF_BRIDGE = 7
 BR_STATE_FORWARDING = 3
@@ -318,6 +318,10 @@ def port_info(sock: Socket, index: int) -> Port | None:
     if data is None:
         return None
     return Port(state=data.get_attr("IFLA_BRPORT_STATE") or 0, hairpin=bool(data.get_attr("IFLA_BRPORT_MODE")))
+
+
+def withdraw(att: Attachment, gone: Sequence[IPConfig]) -> None:
+    """Nothing: the host side holds nothing per pod address (the bridge's gateway addresses are shared)."""
 
 
 def settle(att: Attachment) -> None:

@@ -60,7 +60,7 @@ def add(req: Request, conf: NetConf) -> dict[str, Any]:
             crashpoints.step(req, "pod side")
             att = replace(att, sysctl_originals=_apply_sysctls(att, sysctls, undo))
             crashpoints.step(req, "sysctl config")
-            att = replace(att, lease=addresses.drop_vanished_ipv6(att))
+            att = replace(att, lease=addresses.drop_vanished_ipv6(att, wired.withdraw))
             kernel(f"wait for {att.host_name} to forward", wired.settle, att)
             crashpoints.step(req, "settle")
             # Last, with sysctls applied, vanished addresses dropped and the port forwarding.

@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import errno
 import ipaddress
+from collections.abc import Sequence
 
 from . import addresses, links, procsys, routes, veth
 from .attachment import Attachment, Links
-from .errors import CNIError, Code
+from .errors import CNIError, Code, kernel
 from .links import Link
 from .netlink import NetlinkError
 from .result import Interface, IPAddress, IPConfig, IPNetwork, Result
@@ -114,6 +115,12 @@ def setup_pod(att: Attachment) -> None:
         if ip.address.network.prefixlen < ip.address.max_prefixlen:
             routes.add(pod, ip.address.network, index, gw=gw, src=ip.address.ip, exist_ok=True)
     routes.add_lease_routes(pod, index, att.leased.routes, gateways, point_to_point=True)
+
+
+def withdraw(att: Attachment, gone: Sequence[IPConfig]) -> None:
+    """The host routes to addresses the pod no longer has go (the gateway address stays: other pods share it)."""
+    for ip in gone:
+        kernel(f"remove the host route to {ip.address.ip}", routes.delete, att.host, _host_prefix(ip.address.ip), att.host_veth.index)
 
 
 def settle(att: Attachment) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .attachment import Attachment, Links
     from .links import Link
     from .request import Request
-    from .result import Interface, Result
+    from .result import Interface, IPConfig, Result
 
 
 class Wiring(Protocol):
@@ -46,6 +48,10 @@ class Wiring(Protocol):
 
     def setup_pod(self, att: Attachment) -> None:
         """Configure the pod interface: addresses, link up, the lease's routes."""
+
+    def withdraw(self, att: Attachment, gone: Sequence[IPConfig]) -> None:
+        """Take back what setup_host made for pod addresses the kernel removed after it
+        (the config's sysctls disabled IPv6 on the pod interface)."""
 
     def settle(self, att: Attachment) -> None:
         """Wait until the pod's frames leave the host side (before the announcement)."""
