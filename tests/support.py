@@ -10,6 +10,7 @@ the machine the tests run on.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +108,36 @@ def netns_path(name: str) -> str:
     return f"/run/netns/{name}"
 
 
+# What this process made and has not removed yet (netns, servers). Fixtures remove each on
+# teardown; when pytest itself dies before its fixtures' teardown (an internal error, a
+# KeyboardInterrupt), this removes the rest at exit: only in the process that made them, so a
+# forked child's exit never removes its parent's.
+_LEFT: dict[tuple[str, object], Callable[[], object]] = {}
+_OWNER = os.getpid()
+
+
+@atexit.register
+def _remove_leftovers() -> None:
+    if os.getpid() != _OWNER:
+        return
+    for undo in list(_LEFT.values()):
+        try:
+            undo()
+        except Exception as e:  # noqa: BLE001 - at exit: remove what can be removed, say what could not
+            print(f"support: leftover not removed: {e}", file=sys.stderr)
+
+
 def netns_add(prefix: str) -> str:
     """A new named netns with a unique name; returns the name."""
     name = unique(prefix)
     sh("ip", "netns", "add", name)
+    _LEFT[("netns", name)] = lambda: sh("ip", "netns", "delete", name, check=False)
     return name
 
 
 def netns_delete(name: str) -> None:
     sh("ip", "netns", "delete", name, check=False)
+    _LEFT.pop(("netns", name), None)
 
 
 def ip_json(ns: str | None, *args: str) -> Any:
@@ -236,6 +258,7 @@ class Server:
             self.proc = subprocess.Popen(
                 [*(prefix or []), self.exe, "serve", "--socket", self.socket, *self.args], stderr=log, stdin=subprocess.DEVNULL, **kw
             )
+        _LEFT[("server", id(self))] = self.stop
         if wait:
             self.wait_ready()
         return self
@@ -270,6 +293,7 @@ class Server:
         return sum(" pid=" in line and "not started" not in line for line in self.log().splitlines())
 
     def stop(self, timeout: float = 30) -> int | None:
+        _LEFT.pop(("server", id(self)), None)
         return stop(self.proc, timeout) if self.proc is not None else None
 
     def remove(self) -> None:
