@@ -6,7 +6,9 @@ import enum
 import errno
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Code(enum.IntEnum):
@@ -51,7 +53,7 @@ class NetlinkError(OSError):
     """A kernel error answer to a netlink request; `strerror` carries the extended ack text if any."""
 
 
-def kernel(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+def kernel(what: str, fn: Callable[..., T], *args: Any) -> T:
     """Run a kernel step, turning netlink/proc failures into a CNI error (code 100) naming the step."""
     try:
         return fn(*args)

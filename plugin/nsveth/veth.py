@@ -21,7 +21,7 @@ def create(att: Attachment) -> Links:
     conf = att.conf
     # A leftover of this same attachment (a crashed ADD whose DEL never came)
     # holds the deterministic name: replace it rather than fail.
-    if kernel(f"remove stale host veth {att.host_name}", links.delete, att.host, att.host_name):
+    if rollback(att):
         log.get().info("replaced stale host veth %s", att.host_name)
     try:
         links.create_veth(att.host, att.host_name, att.req.ifname, att.pod_netns_fd, conf.mtu, conf.mac)
@@ -37,9 +37,9 @@ def create(att: Attachment) -> Links:
     return Links(host=host, pod=pod)
 
 
-def rollback(att: Attachment) -> None:
-    """Remove the pair by its host end, if it was made (the pod end dies with it)."""
-    kernel(f"remove host veth {att.host_name}", links.delete, att.host, att.host_name)
+def rollback(att: Attachment) -> bool:
+    """Remove the pair by its host end, if there is one (the pod end dies with it); whether there was."""
+    return kernel(f"remove host veth {att.host_name}", links.delete, att.host, att.host_name)
 
 
 def delete(req: Request, record: dict[str, Any]) -> None:

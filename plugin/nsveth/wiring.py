@@ -39,9 +39,9 @@ class Wiring(Protocol):
     def create(self, att: Attachment) -> Links:
         """Make the links: the pod interface in the pod netns and its host side."""
 
-    def rollback(self, att: Attachment) -> None:
+    def rollback(self, att: Attachment) -> bool:
         """ADD's undo of create, armed before create runs: remove whatever of the links exists
-        (nothing is success)."""
+        (nothing is success); whether anything was there."""
 
     def setup_host(self, att: Attachment) -> Links:
         """Configure the host side (addresses, routes, forwarding, bridge port); the links as they are then."""
