@@ -29,7 +29,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from . import cli, config, inspection, state
+from . import cli, client, config, inspection, state
 from .errors import CNIError
 
 DEFAULT_CNI_PATH = "/opt/cni/bin:/usr/lib/cni"
@@ -37,6 +37,7 @@ DEFAULT_CNI_PATH = "/opt/cni/bin:/usr/lib/cni"
 # else there is a network's dir (names start with a letter or digit).
 RUNTIME_CACHES = (".validated", ".bridges", ".delegates")
 _NETWORK_FILE = re.compile(r"lock|[^/]+\.json|[^/]+\.tmp")
+_SERVER_SOCKET = os.path.basename(client.DEFAULT_SOCKET)  # the warm server's, in the default runtime dir
 
 
 @dataclasses.dataclass
@@ -49,7 +50,7 @@ class Plan:
     nft_chains: list[str] | None  # None: no table
     ipt_chains: list[str]
     runtime_dir: str | None  # None: nothing there
-    unknown: list[str]  # files in the runtime dir nsveth did not make: kept, and so is the dir
+    unknown: list[str]  # what in the runtime dir is kept, and why (then so is the dir)
 
     def removals(self) -> list[str]:
         out = [f"bridge {b} (created by nsveth, no ports)" for b in self.bridges]
@@ -106,7 +107,8 @@ def survey(runtime_dir: str, path: str) -> Plan:
 
 
 def _unknown_entries(runtime_dir: str) -> list[str]:
-    """Paths under the runtime dir that nsveth does not make (then the dir stays).
+    """What under the runtime dir nsveth did not make, or is in use (a live warm server's
+    socket), each with why it stays (then the dir stays too). A dead server's socket is nsveth's.
 
     The dir itself must look like one nsveth uses (a directory owned by this
     user, writable by no one else): a mistyped --runtime-dir never removes a
@@ -118,15 +120,23 @@ def _unknown_entries(runtime_dir: str) -> list[str]:
     out = []
     for name in sorted(os.listdir(runtime_dir)):
         path = os.path.join(runtime_dir, name)
+        if name == _SERVER_SOCKET and stat.S_ISSOCK(os.lstat(path).st_mode):
+            try:
+                live = client.listening(path)
+            except OSError:
+                live = True  # cannot tell: keep it
+            if live:
+                out.append(f"{path} (the warm server's socket: nsveth serve is listening; stop it, or nsveth.socket, first)")
+            continue  # a dead server's socket goes with the dir
         if not os.path.isdir(path) or os.path.islink(path):
-            out.append(path)
+            out.append(f"{path} (not made by nsveth)")
         elif name not in RUNTIME_CACHES:
             if name.startswith("."):
-                out.append(path)
+                out.append(f"{path} (not made by nsveth)")
                 continue
             for child in sorted(os.listdir(path)):
                 if not _NETWORK_FILE.fullmatch(child) or not os.path.isfile(os.path.join(path, child)):
-                    out.append(os.path.join(path, child))
+                    out.append(f"{os.path.join(path, child)} (not made by nsveth)")
     return out
 
 
@@ -262,7 +272,7 @@ def main(argv: list[str], env: Mapping[str, str]) -> int:
                 return 1
     failures = [] if args.dry_run else remove(plan, path)
     out.writelines(f"{verb}: {r}\n" for r in plan.removals())
-    out.writelines(f"kept: {u} (not made by nsveth; the runtime dir stays)\n" for u in plan.unknown)
+    out.writelines(f"kept: {u}; the runtime dir stays\n" for u in plan.unknown)
     if not plan.removals() and not args.dry_run:
         out.write("nothing of nsveth's to remove\n")
     out.write(

@@ -51,6 +51,21 @@ def socket_path(env: "Mapping[str, str]") -> str | None:
     return None if path in ("off", "") else path
 
 
+def listening(path: str) -> bool:
+    """Whether a server accepts connections at the socket `path`: False for a socket nobody
+    listens on (its server died). Other failures (no such path, no access, a full backlog for
+    a second) raise OSError."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.settimeout(1.0)
+    try:
+        sock.connect(path)
+    except ConnectionRefusedError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
 def build_id() -> bytes:
     """This build's identity: the bundle's build_id file (unique per build.sh run), or, run from
     source, the package directory and its files' mtimes."""

@@ -111,14 +111,9 @@ def _listener(path: str, env: MutableMapping[str, str]) -> tuple[socket.socket, 
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
+        if client.listening(path):
             raise OSError(errno.EADDRINUSE, f"another server is serving {path}")
-        except ConnectionRefusedError:
-            os.unlink(path)  # a socket left by a server that died
-        finally:
-            probe.close()
+        os.unlink(path)  # a socket left by a server that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # root only from the moment it exists
     try:

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 
 import pytest
@@ -274,5 +275,26 @@ def test_cleanup_refuses_what_no_record_here_explains_and_keeps_foreign_files(cl
     status, out, err = cli("cleanup", "--runtime-dir", net.runtime_dir)
     assert status == 0, err
     assert f"removed: bridge {bridge}" in out
-    assert f"kept: {stray} (not made by nsveth; the runtime dir stays)" in out
+    assert f"kept: {stray} (not made by nsveth); the runtime dir stays" in out
     assert bridge not in inproc.host.links() and os.path.exists(stray)
+
+
+def test_cleanup_keeps_a_live_warm_servers_socket_and_removes_a_dead_ones(cli, net, tmp_path):
+    """The default socket lives in the default runtime dir: while a server listens there, the dir
+    stays and cleanup says why; a socket whose server died is nsveth's leftover and goes."""
+    os.makedirs(net.runtime_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(net.runtime_dir, "nsveth.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    try:
+        status, out, err = cli("cleanup", "--runtime-dir", net.runtime_dir)
+        assert status == 0, err
+        assert f"kept: {path} (the warm server's socket: nsveth serve is listening" in out, out
+        assert os.path.exists(path)
+    finally:
+        server.close()  # the socket file stays: a server that died
+    status, out, err = cli("cleanup", "--runtime-dir", net.runtime_dir)
+    assert status == 0, err
+    assert "kept:" not in out and f"removed: runtime dir {net.runtime_dir}" in out, out
+    assert not os.path.exists(net.runtime_dir)
